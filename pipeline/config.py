@@ -1,0 +1,445 @@
+"""Typed, validated view of ``params.yaml``.
+
+Every section of ``params.yaml`` maps onto one frozen dataclass below. Loading walks the dataclass
+fields, so an unknown key, a wrong type or an out-of-range value fails before any stage does work,
+with a message that names the key (``cyclegan.crop``), the value and what is allowed.
+
+Stages load the file once (``load_params``) and hand each pipeline function only the section it
+needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A setting in params.yaml is missing, unknown, mistyped or out of range."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"params.yaml: {key} = {value!r} is not allowed; expected {allowed}")
+
+
+def _check(condition: bool, key: str, value: Any, allowed: str) -> None:
+    if not condition:
+        _fail(key, value, allowed)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """Where one dataset lives and which reader understands its layout."""
+
+    kind: Literal["gta5", "cityscapes"]
+    root: str
+    # Optional file of frame names (one per line) restricting the GTA5 set, e.g. a split list.
+    list_file: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: DatasetSpec
+    target: DatasetSpec
+    size: tuple[int, int]  # working resolution (H, W)
+    # Stop when more than this many files are skipped as unreadable or inconsistent.
+    max_skipped: int = 100
+
+    def __post_init__(self) -> None:
+        _check(self.source.kind == "gta5", "data.source.kind", self.source.kind, "'gta5'")
+        _check(
+            self.target.kind == "cityscapes", "data.target.kind", self.target.kind, "'cityscapes'"
+        )
+        _check(
+            all(s > 0 and s % 4 == 0 for s in self.size),
+            "data.size",
+            list(self.size),
+            "[H, W], both positive multiples of 4 (the generators downsample twice)",
+        )
+        _check(self.max_skipped >= 0, "data.max_skipped", self.max_skipped, "an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoDataConfig:
+    seed: int
+    n_source: int
+    n_target_train: int
+    n_target_val: int
+    size: tuple[int, int]  # native size the generator draws at (H, W)
+
+    def __post_init__(self) -> None:
+        for name in ("n_source", "n_target_train", "n_target_val"):
+            value = getattr(self, name)
+            _check(value > 0, f"demo_data.{name}", value, "an integer > 0")
+        _check(
+            all(s >= 32 for s in self.size),
+            "demo_data.size",
+            list(self.size),
+            "[H, W], both >= 32",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.workers >= 1, "prepare.workers", self.workers, "an integer >= 1")
+
+
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleGANConfig:
+    netG: Literal["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256"] = "resnet_9blocks"
+    ngf: int = 64
+    ndf: int = 64
+    n_layers_D: int = 3
+    norm: Literal["instance", "batch"] = "instance"
+    gan_mode: Literal["lsgan", "vanilla"] = "lsgan"
+    lambda_cycle: float = 10.0
+    # Identity weight relative to lambda_cycle, as in the reference (0.5 -> 5.0 absolute).
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    iters: int = 1000
+    # Constant learning rate until this step, then linear decay to zero at `iters`.
+    decay_from: int = 500
+    batch: int = 1
+    crop: tuple[int, int] = (64, 128)
+    flip: bool = True
+    precision: Precision = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    checkpoint_every: int = 200
+    log_every: int = 20
+    sample_every: int = 200
+    seed: int = 0
+    # A loss that is NaN/inf stops the run (keeping the last good checkpoint) after this many
+    # consecutive bad steps; bad steps are skipped, not applied.
+    max_bad_steps: int = 0
+    threads: int = 0  # 0 = torch's default
+
+    def __post_init__(self) -> None:
+        for name in ("ngf", "ndf", "n_layers_D", "iters", "batch", "checkpoint_every"):
+            value = getattr(self, name)
+            _check(value > 0, f"cyclegan.{name}", value, "an integer > 0")
+        for name in ("log_every", "sample_every"):
+            value = getattr(self, name)
+            _check(value > 0, f"cyclegan.{name}", value, "an integer > 0")
+        for name in ("lambda_cycle", "lambda_identity"):
+            value = getattr(self, name)
+            _check(value >= 0, f"cyclegan.{name}", value, "a number >= 0")
+        _check(self.pool_size >= 0, "cyclegan.pool_size", self.pool_size, "an integer >= 0")
+        _check(0 < self.lr < 1, "cyclegan.lr", self.lr, "a number in (0, 1)")
+        _check(0 <= self.beta1 < 1, "cyclegan.beta1", self.beta1, "a number in [0, 1)")
+        _check(0 <= self.beta2 < 1, "cyclegan.beta2", self.beta2, "a number in [0, 1)")
+        _check(
+            0 <= self.decay_from <= self.iters,
+            "cyclegan.decay_from",
+            self.decay_from,
+            f"an integer in [0, cyclegan.iters={self.iters}]",
+        )
+        multiple = {"unet_128": 128, "unet_256": 256}.get(self.netG, 4)
+        _check(
+            all(c > 0 and c % multiple == 0 for c in self.crop),
+            "cyclegan.crop",
+            list(self.crop),
+            f"[H, W], positive multiples of {multiple} for netG={self.netG}",
+        )
+        _check(self.max_bad_steps >= 0, "cyclegan.max_bad_steps", self.max_bad_steps, ">= 0")
+        _check(self.threads >= 0, "cyclegan.threads", self.threads, "an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TranslateConfig:
+    batch: int = 16
+    precision: Precision = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.batch > 0, "translate.batch", self.batch, "an integer > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantSpec:
+    """One segmentation training set: images, the labels that go with them, optional FDA."""
+
+    images: str  # a prepared split folder (images.npy + names.json) or a translated folder
+    labels: str  # a prepared split folder with labels.npy whose names.json matches `images`
+    # Fourier Domain Adaptation: swap the low-frequency amplitude with a random image of
+    # `fda_style` (a prepared split folder). 0 turns it off.
+    fda_beta: float = 0.0
+    fda_style: str | None = None
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.fda_beta < 0.5, f"{key}.fda_beta", self.fda_beta, "a number in [0, 0.5)")
+        _check(
+            self.fda_beta == 0 or self.fda_style is not None,
+            f"{key}.fda_style",
+            self.fda_style,
+            "a prepared split folder when fda_beta > 0",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSegConfig:
+    variants: dict[str, VariantSpec]
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    # None: random init (offline default). A path: a local state dict for the encoder.
+    encoder_weights: str | None = None
+    iters: int = 1000
+    batch: int = 8
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    poly_power: float = 0.9
+    loss: Literal["ce", "ce+dice"] = "ce"
+    crop: tuple[int, int] = (128, 256)
+    scale: tuple[float, float] = (0.75, 1.25)
+    flip: bool = True
+    color_jitter: float = 0.1
+    precision: Precision = "auto"
+    channels_last: bool = False
+    sync_bn: bool = True
+    checkpoint_every: int = 200
+    log_every: int = 20
+    seed: int = 0
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check(len(self.variants) > 0, "train_seg.variants", self.variants, "at least one variant")
+        for name, spec in self.variants.items():
+            _check(
+                name.replace("_", "").isalnum(),
+                "train_seg.variants",
+                name,
+                "variant names of letters, digits and '_'",
+            )
+            spec.validate(f"train_seg.variants.{name}")
+        for name in ("iters", "batch", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            _check(value > 0, f"train_seg.{name}", value, "an integer > 0")
+        _check(0 < self.lr < 10, "train_seg.lr", self.lr, "a number in (0, 10)")
+        _check(self.weight_decay >= 0, "train_seg.weight_decay", self.weight_decay, ">= 0")
+        _check(0 <= self.momentum < 1, "train_seg.momentum", self.momentum, "in [0, 1)")
+        _check(self.poly_power >= 0, "train_seg.poly_power", self.poly_power, ">= 0")
+        _check(
+            all(c > 0 and c % 32 == 0 for c in self.crop),
+            "train_seg.crop",
+            list(self.crop),
+            "[H, W], positive multiples of 32 (the encoder downsamples 5 times)",
+        )
+        _check(
+            0 < self.scale[0] <= self.scale[1],
+            "train_seg.scale",
+            list(self.scale),
+            "[min, max] with 0 < min <= max",
+        )
+        _check(
+            0 <= self.color_jitter <= 0.5, "train_seg.color_jitter", self.color_jitter, "[0, 0.5]"
+        )
+        _check(self.threads >= 0, "train_seg.threads", self.threads, "an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    batch: int = 16
+    precision: Precision = "auto"
+    # Predictions on the first N val frames are kept for the report's prediction grid.
+    saved_predictions: int = 4
+
+    def __post_init__(self) -> None:
+        _check(self.batch > 0, "evaluate.batch", self.batch, "an integer > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    n_samples: int = 4
+
+    def __post_init__(self) -> None:
+        _check(self.n_samples > 0, "report.n_samples", self.n_samples, "an integer > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str = "sim2real"
+    enabled: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """How `stages/launch.py` starts training stages: one process, or torchrun."""
+
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str = "localhost:29500"
+
+    def __post_init__(self) -> None:
+        _check(self.nproc_per_node >= 1, "distributed.nproc_per_node", self.nproc_per_node, ">= 1")
+        _check(self.nnodes >= 1, "distributed.nnodes", self.nnodes, ">= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    data: DataConfig
+    demo_data: DemoDataConfig
+    prepare: PrepareConfig
+    cyclegan: CycleGANConfig
+    translate: TranslateConfig
+    train_seg: TrainSegConfig
+    evaluate: EvaluateConfig
+    report: ReportConfig
+    tracking: TrackingConfig
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return f"a list of {len(args)} {_type_name(args[0])}s"
+    if origin is dict:
+        return f"a mapping of names to {_type_name(typing.get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        keys = ", ".join(f.name for f in dataclasses.fields(tp))
+        return f"a mapping with keys {keys}"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Turn a YAML value into `tp`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is Literal:
+        _check(value in typing.get_args(tp), key, value, _type_name(tp))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            _check(type(None) in args, key, value, _type_name(tp))
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as err:
+                errors.append(err)
+        _fail(key, value, _type_name(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        _check(
+            isinstance(value, list | tuple) and len(value) == len(args),
+            key,
+            value,
+            _type_name(tp),
+        )
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        _check(isinstance(value, Mapping), key, value, _type_name(tp))
+        value_type = typing.get_args(tp)[1]
+        return {str(k): _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        _check(isinstance(value, bool), key, value, "true/false")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "an integer")
+        return value
+    if tp is float:
+        _check(
+            isinstance(value, int | float) and not isinstance(value, bool), key, value, "a number"
+        )
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str) and value != "", key, value, "a non-empty string")
+        return value
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _build(cls: type, raw: Any, key: str) -> Any:
+    _check(isinstance(raw, Mapping), key, raw, _type_name(cls))
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ConfigError(
+            f"params.yaml: unknown key {where}{unknown[0]}; allowed keys under "
+            f"{key or 'the top level'}: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, field in fields.items():
+        sub = f"{key}.{name}" if key else name
+        if name in raw:
+            kwargs[name] = _convert(raw[name], hints[name], sub)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"params.yaml: missing key {sub} ({_type_name(hints[name])})")
+    return cls(**kwargs)
+
+
+def parse_params(raw: Mapping[str, Any]) -> Params:
+    """Validate a params mapping (as read from YAML) into `Params`."""
+    return _build(Params, raw, "")
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; a missing or malformed file names itself in the error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameters file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return parse_params(raw or {})
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain dict of a config section, for logging (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"a.b": value}` view of a config section, for MLflow params."""
+    out: dict[str, Any] = {}
+    for key, value in to_dict(config).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            for sub_key, sub_value in flatten_mapping(value, f"{name}.").items():
+                out[sub_key] = sub_value
+        else:
+            out[name] = value
+    return out
+
+
+def flatten_mapping(mapping: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_mapping(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,0 +1,57 @@
+"""The 19 Cityscapes train classes, taken from cityscapesscripts' label table.
+
+GTA5 labels use the same Cityscapes label ids, so one lookup converts both datasets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
+
+IGNORE_INDEX = 255
+NUM_CLASSES = 19
+
+_TRAIN_LABELS = sorted(
+    (label for label in _CITYSCAPES_LABELS if 0 <= label.trainId < IGNORE_INDEX),
+    key=lambda label: label.trainId,
+)
+assert [label.trainId for label in _TRAIN_LABELS] == list(range(NUM_CLASSES))
+
+CLASS_NAMES: tuple[str, ...] = tuple(label.name for label in _TRAIN_LABELS)
+# (19, 3) uint8 RGB colours of the train classes, in train-id order.
+CLASS_COLORS = np.array([label.color for label in _TRAIN_LABELS], dtype=np.uint8)
+# Label ids of the table; anything else in a label file is outside it.
+KNOWN_LABEL_IDS = frozenset(label.id for label in _CITYSCAPES_LABELS if label.id >= 0)
+
+# (256,) uint8 lookup: Cityscapes label id -> train id, 255 for ignored and unknown ids.
+ID_TO_TRAIN_ID = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+for _label in _CITYSCAPES_LABELS:
+    if 0 <= _label.id < 256 and 0 <= _label.trainId < IGNORE_INDEX:
+        ID_TO_TRAIN_ID[_label.id] = _label.trainId
+
+# (256,) uint8 lookup: train id -> Cityscapes label id (ignore -> 0 'unlabeled'), for writing
+# predictions in the format the official evaluator reads.
+TRAIN_ID_TO_ID = np.zeros(256, dtype=np.uint8)
+for _label in _TRAIN_LABELS:
+    TRAIN_ID_TO_ID[_label.trainId] = _label.id
+
+# (256, 3) uint8 lookup: train id -> colour, black for ignore.
+TRAIN_ID_TO_COLOR = np.zeros((256, 3), dtype=np.uint8)
+TRAIN_ID_TO_COLOR[:NUM_CLASSES] = CLASS_COLORS
+
+
+def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Map a uint8 Cityscapes label-id map to train ids (255 = ignore)."""
+    return ID_TO_TRAIN_ID[label_ids]
+
+
+def unknown_id_pixels(label_ids: np.ndarray) -> int:
+    """How many pixels carry an id that is not in the Cityscapes table."""
+    known = np.zeros(256, dtype=bool)
+    known[list(KNOWN_LABEL_IDS)] = True
+    return int((~known[label_ids]).sum())
+
+
+def colorize(train_ids: np.ndarray) -> np.ndarray:
+    """(H, W) train ids -> (H, W, 3) uint8 Cityscapes colours."""
+    return TRAIN_ID_TO_COLOR[train_ids]

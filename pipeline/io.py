@@ -1,0 +1,123 @@
+"""File helpers shared by every stage: atomic writes and tolerant image decoding.
+
+Every output goes to a temporary name in the destination folder and is renamed into place, so a
+kill or a full disk never leaves a half-written file under a name that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# GTA5 frames are 1914x1052; anything this large is hostile or broken, not a street photo.
+Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+class OutputError(OSError):
+    """An output could not be written; the message names the path."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it is renamed to `path`, else removed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+    tmp_path = Path(tmp)
+    # mkstemp creates 0600; outputs should carry the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    """Write a (H, W, 3) or (H, W) uint8 array as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+class ImageReadError(ValueError):
+    """A file could not be decoded as the image it should be; message says which and why."""
+
+
+def _open(path: Path) -> Image.Image:
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file")
+    try:
+        image = Image.open(path)
+        image.load()  # decode now so truncated files fail here, not later
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageReadError(f"{path}: unreadable image ({err})") from err
+    return image
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode any PNG/JPEG into (H, W, 3) uint8 RGB: grayscale, RGBA and 16-bit are converted."""
+    path = Path(path)
+    image = _open(path)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: keep the top 8 bits instead of clipping at 255.
+        wide = np.asarray(image, dtype=np.uint32)
+        array = (wide >> 8).astype(np.uint8) if wide.max() > 255 else wide.astype(np.uint8)
+        return np.repeat(array[..., None], 3, axis=2)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def read_label_ids(path: str | Path) -> np.ndarray:
+    """Decode a label map whose pixel values are ids (8-bit palette or grey) to (H, W) uint8."""
+    path = Path(path)
+    image = _open(path)
+    if image.mode not in ("P", "L"):
+        raise ImageReadError(
+            f"{path}: label image has mode {image.mode}; expected an 8-bit id map (P or L)"
+        )
+    # For palette images np.asarray gives the palette indices, which are the label ids.
+    return np.asarray(image, dtype=np.uint8)
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: not found") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err

@@ -1,0 +1,49 @@
+"""CycleGAN objectives: adversarial, cycle-consistency and identity losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GAN_MODES: tuple[str, ...] = ("lsgan", "vanilla")
+
+
+class GANLoss(nn.Module):
+    """Adversarial loss on raw discriminator outputs against a constant real / fake target.
+
+    ``"lsgan"`` is the least-squares GAN objective used by CycleGAN (mean squared error to
+    1 for real, 0 for fake); ``"vanilla"`` is the original GAN objective as binary
+    cross-entropy on logits. The prediction is cast to float32 first so that the loss is
+    not computed in reduced precision under bf16 / fp16 autocast, and the target is built
+    from it, so any device and shape (e.g. PatchGAN maps (N, 1, h, w)) works.
+    """
+
+    def __init__(self, mode: str = "lsgan"):
+        super().__init__()
+        if mode not in GAN_MODES:
+            raise ValueError(f"unknown GAN loss mode {mode!r}; expected one of {GAN_MODES}")
+        self.mode = mode
+
+    def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+        """Mean loss of ``prediction`` (discriminator logits) against the real or fake label."""
+        prediction = prediction.float()
+        target = torch.ones_like(prediction) if target_is_real else torch.zeros_like(prediction)
+        if self.mode == "lsgan":
+            return F.mse_loss(prediction, target)
+        return F.binary_cross_entropy_with_logits(prediction, target)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+def cycle_loss(reconstructed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """Cycle-consistency loss: mean absolute error between e.g. G_real->sim(G_sim->real(sim))
+    and sim."""
+    return F.l1_loss(reconstructed.float(), original.float())
+
+
+def identity_loss(same: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """Identity loss: mean absolute error between e.g. G_sim->real(real) and real, which
+    discourages the generator from changing images already in its target domain."""
+    return F.l1_loss(same.float(), original.float())

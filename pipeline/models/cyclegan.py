@@ -1,0 +1,436 @@
+"""CycleGAN generators and discriminator.
+
+The layer order and module nesting follow the published CycleGAN reference implementation
+(junyanz/pytorch-CycleGAN-and-pix2pix, ``models/networks.py``) so that its released
+generator checkpoints load with :func:`load_reference_generator_state` and the
+state-dict keys line up one to one (``model.1.weight``, ``model.10.conv_block.1.weight``,
+``model.model.1.model.1.weight`` ...).
+
+All networks are fully convolutional and work on any batch of NCHW images in ``[-1, 1]``:
+
+* ResNet generators downsample twice by stride 2, so H and W must be multiples of 4.
+* U-Net generators downsample ``num_downs`` times, so H and W must be multiples of
+  ``2 ** num_downs`` (128 for ``unet_128``, 256 for ``unet_256``).
+* The PatchGAN discriminator accepts any H, W >= 32 and returns one logit per
+  overlapping 70x70 patch (for ``n_layers=3``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+GENERATOR_NAMES: tuple[str, ...] = ("resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256")
+DISCRIMINATOR_NAMES: tuple[str, ...] = ("basic", "n_layers")
+NORM_NAMES: tuple[str, ...] = ("instance", "batch")
+
+# Buffers that checkpoints written by PyTorch <= 0.4 carry on InstanceNorm layers; current
+# InstanceNorm2d(track_running_stats=False) has no such buffers, so they are dropped on load.
+_STALE_NORM_BUFFERS: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
+
+NormFactory = Callable[[int], nn.Module]
+
+
+def _norm_factory(norm: str) -> tuple[NormFactory, bool]:
+    """Return a constructor for the normalisation layer and whether convs need a bias.
+
+    Instance norm without affine parameters cannot absorb a bias, so the convolutions
+    before it keep theirs; batch norm has its own shift, making a conv bias redundant.
+    This mirrors the reference's ``use_bias`` rule, which decides the checkpoint keys.
+    """
+    if norm == "instance":
+
+        def make_instance(channels: int) -> nn.Module:
+            return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+
+        return make_instance, True
+    if norm == "batch":
+
+        def make_batch(channels: int) -> nn.Module:
+            return nn.BatchNorm2d(channels, affine=True)
+
+        return make_batch, False
+    raise ValueError(f"unknown norm {norm!r}; expected one of {NORM_NAMES}")
+
+
+class ResnetBlock(nn.Module):
+    """Residual block of two reflection-padded 3x3 convolutions; keeps shape (N, C, H, W)."""
+
+    def __init__(self, channels: int, norm_layer: NormFactory, use_dropout: bool, use_bias: bool):
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=0, bias=use_bias),
+            norm_layer(channels),
+            nn.ReLU(inplace=True),
+        ]
+        if use_dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=0, bias=use_bias),
+            norm_layer(channels),
+        ]
+        # The attribute name is part of the checkpoint keys (``model.10.conv_block.1.weight``).
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """Johnson-style encoder / residual trunk / decoder image-to-image generator.
+
+    Input (N, in_channels, H, W) with H, W multiples of 4; output (N, out_channels, H, W)
+    in [-1, 1]. The trunk runs at (N, 4 * ngf, H / 4, W / 4).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        norm: str = "instance",
+        use_dropout: bool = False,
+    ):
+        super().__init__()
+        if n_blocks < 0:
+            raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        norm_layer, use_bias = _norm_factory(norm)
+
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, ngf, kernel_size=7, padding=0, bias=use_bias),
+            norm_layer(ngf),
+            nn.ReLU(inplace=True),
+        ]
+        n_downsampling = 2
+        channels = ngf
+        for _ in range(n_downsampling):
+            layers += [
+                nn.Conv2d(
+                    channels, channels * 2, kernel_size=3, stride=2, padding=1, bias=use_bias
+                ),
+                norm_layer(channels * 2),
+                nn.ReLU(inplace=True),
+            ]
+            channels *= 2
+        for _ in range(n_blocks):
+            layers.append(ResnetBlock(channels, norm_layer, use_dropout, use_bias))
+        for _ in range(n_downsampling):
+            # output_padding=1 makes each stage exactly double H and W again.
+            layers += [
+                nn.ConvTranspose2d(
+                    channels,
+                    channels // 2,
+                    kernel_size=3,
+                    stride=2,
+                    padding=1,
+                    output_padding=1,
+                    bias=use_bias,
+                ),
+                norm_layer(channels // 2),
+                nn.ReLU(inplace=True),
+            ]
+            channels //= 2
+        layers += [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(channels, out_channels, kernel_size=7, padding=0),
+            nn.Tanh(),
+        ]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class UnetSkipConnectionBlock(nn.Module):
+    """One U-Net level: downsample, run the inner levels, upsample, concatenate the skip.
+
+    A non-outermost block maps (N, outer_channels, H, W) to (N, 2 * outer_channels, H, W)
+    because its input is concatenated to its output; the outermost block maps
+    (N, in_channels, H, W) to (N, outer_channels, H, W) in [-1, 1].
+    """
+
+    def __init__(
+        self,
+        outer_channels: int,
+        inner_channels: int,
+        norm_layer: NormFactory,
+        use_bias: bool,
+        in_channels: int | None = None,
+        submodule: nn.Module | None = None,
+        outermost: bool = False,
+        innermost: bool = False,
+        use_dropout: bool = False,
+    ):
+        super().__init__()
+        self.outermost = outermost
+        if in_channels is None:
+            in_channels = outer_channels
+        down_conv = nn.Conv2d(
+            in_channels, inner_channels, kernel_size=4, stride=2, padding=1, bias=use_bias
+        )
+
+        layers: list[nn.Module]
+        if outermost:
+            if submodule is None:
+                raise ValueError("the outermost U-Net block needs a submodule")
+            # The last layer is followed by tanh, not a norm, so it always has a bias.
+            up_conv = nn.ConvTranspose2d(
+                inner_channels * 2, outer_channels, kernel_size=4, stride=2, padding=1
+            )
+            layers = [down_conv, submodule, nn.ReLU(inplace=True), up_conv, nn.Tanh()]
+        elif innermost:
+            # No submodule, so the up path sees inner_channels, not a concatenation.
+            up_conv = nn.ConvTranspose2d(
+                inner_channels, outer_channels, kernel_size=4, stride=2, padding=1, bias=use_bias
+            )
+            layers = [
+                nn.LeakyReLU(0.2, inplace=True),
+                down_conv,
+                nn.ReLU(inplace=True),
+                up_conv,
+                norm_layer(outer_channels),
+            ]
+        else:
+            if submodule is None:
+                raise ValueError("an intermediate U-Net block needs a submodule")
+            up_conv = nn.ConvTranspose2d(
+                inner_channels * 2,
+                outer_channels,
+                kernel_size=4,
+                stride=2,
+                padding=1,
+                bias=use_bias,
+            )
+            layers = [
+                nn.LeakyReLU(0.2, inplace=True),
+                down_conv,
+                norm_layer(inner_channels),
+                submodule,
+                nn.ReLU(inplace=True),
+                up_conv,
+                norm_layer(outer_channels),
+            ]
+            if use_dropout:
+                layers.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        # The first layer of self.model is an in-place LeakyReLU, so by the time torch.cat
+        # reads x it holds LeakyReLU(x). The reference behaves the same way and its weights
+        # were trained with it, so this is kept deliberately: the skip carries activated
+        # features. Shapes: x (N, C, H, W), self.model(x) (N, C, H, W) -> (N, 2C, H, W).
+        return torch.cat([x, self.model(x)], dim=1)
+
+
+class UnetGenerator(nn.Module):
+    """U-Net generator with skip connections between mirrored levels.
+
+    Input (N, in_channels, H, W) with H, W multiples of ``2 ** num_downs``; the bottleneck
+    is (N, 8 * ngf, H / 2**num_downs, W / 2**num_downs); output (N, out_channels, H, W)
+    in [-1, 1].
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        num_downs: int = 8,
+        ngf: int = 64,
+        norm: str = "instance",
+        use_dropout: bool = False,
+    ):
+        super().__init__()
+        if num_downs < 5:
+            raise ValueError(f"num_downs must be >= 5, got {num_downs}")
+        norm_layer, use_bias = _norm_factory(norm)
+
+        # Built from the bottleneck outwards; each block wraps the previous one.
+        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, norm_layer, use_bias, innermost=True)
+        for _ in range(num_downs - 5):
+            block = UnetSkipConnectionBlock(
+                ngf * 8, ngf * 8, norm_layer, use_bias, submodule=block, use_dropout=use_dropout
+            )
+        block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, norm_layer, use_bias, submodule=block)
+        block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, norm_layer, use_bias, submodule=block)
+        block = UnetSkipConnectionBlock(ngf, ngf * 2, norm_layer, use_bias, submodule=block)
+        self.model = UnetSkipConnectionBlock(
+            out_channels,
+            ngf,
+            norm_layer,
+            use_bias,
+            in_channels=in_channels,
+            submodule=block,
+            outermost=True,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class NLayerDiscriminator(nn.Module):
+    """PatchGAN discriminator returning raw logits (no sigmoid).
+
+    With ``n_layers=3`` each output logit sees a 70x70 receptive field. Input
+    (N, in_channels, H, W) gives (N, 1, H / 8 - 2, W / 8 - 2) for H, W multiples of 8.
+    """
+
+    def __init__(
+        self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance"
+    ):
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        norm_layer, use_bias = _norm_factory(norm)
+        kernel, pad = 4, 1
+
+        # The first layer has no norm, so it keeps its bias whatever the norm type.
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, ndf, kernel_size=kernel, stride=2, padding=pad),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        channels = ndf
+        for n in range(1, n_layers):
+            next_channels = ndf * min(2**n, 8)
+            layers += [
+                nn.Conv2d(
+                    channels,
+                    next_channels,
+                    kernel_size=kernel,
+                    stride=2,
+                    padding=pad,
+                    bias=use_bias,
+                ),
+                norm_layer(next_channels),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            channels = next_channels
+        next_channels = ndf * min(2**n_layers, 8)
+        layers += [
+            nn.Conv2d(
+                channels, next_channels, kernel_size=kernel, stride=1, padding=pad, bias=use_bias
+            ),
+            norm_layer(next_channels),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(next_channels, 1, kernel_size=kernel, stride=1, padding=pad),
+        ]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def init_weights(net: nn.Module, gain: float = 0.02) -> None:
+    """Initialise in place as in the CycleGAN paper: conv / linear weights ~ N(0, gain),
+    their biases 0; batch-norm scales ~ N(1, gain), shifts 0.
+    """
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(module.weight, 0.0, gain)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, gain)
+            nn.init.zeros_(module.bias)
+
+
+def build_generator(
+    name: str,
+    ngf: int = 64,
+    norm: str = "instance",
+    use_dropout: bool = False,
+    in_channels: int = 3,
+    out_channels: int = 3,
+) -> nn.Module:
+    """Build and initialise a generator by its reference name (one of ``GENERATOR_NAMES``)."""
+    net: nn.Module
+    if name == "resnet_9blocks":
+        net = ResnetGenerator(in_channels, out_channels, ngf, 9, norm, use_dropout)
+    elif name == "resnet_6blocks":
+        net = ResnetGenerator(in_channels, out_channels, ngf, 6, norm, use_dropout)
+    elif name == "unet_128":
+        net = UnetGenerator(in_channels, out_channels, 7, ngf, norm, use_dropout)
+    elif name == "unet_256":
+        net = UnetGenerator(in_channels, out_channels, 8, ngf, norm, use_dropout)
+    else:
+        raise ValueError(f"unknown generator {name!r}; expected one of {GENERATOR_NAMES}")
+    init_weights(net)
+    return net
+
+
+def build_discriminator(
+    name: str = "basic",
+    ndf: int = 64,
+    n_layers: int = 3,
+    norm: str = "instance",
+    in_channels: int = 3,
+) -> nn.Module:
+    """Build and initialise a PatchGAN discriminator.
+
+    ``"basic"`` is the 70x70 PatchGAN (always 3 layers); ``"n_layers"`` uses ``n_layers``.
+    """
+    if name == "basic":
+        net = NLayerDiscriminator(in_channels, ndf, 3, norm)
+    elif name == "n_layers":
+        net = NLayerDiscriminator(in_channels, ndf, n_layers, norm)
+    else:
+        raise ValueError(f"unknown discriminator {name!r}; expected one of {DISCRIMINATOR_NAMES}")
+    init_weights(net)
+    return net
+
+
+def _summarise(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_reference_generator_state(net: nn.Module, path: str | Path) -> None:
+    """Load a generator checkpoint written by the reference implementation into ``net``.
+
+    Accepts a plain state dict, with or without the ``module.`` prefix that
+    ``nn.DataParallel`` adds, and drops the running-stat buffers that old checkpoints carry
+    on InstanceNorm layers when ``net`` has no such buffers. Everything else must match
+    exactly; otherwise a ValueError naming the file lists the offending keys.
+    """
+    path = Path(path)
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise ValueError(f"{path}: expected a state dict of tensors, got {type(loaded).__name__}")
+
+    own = net.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for key, value in loaded.items():
+        key = key.removeprefix("module.")
+        if key not in own and key.rsplit(".", 1)[-1] in _STALE_NORM_BUFFERS:
+            continue
+        state[key] = value
+
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_summarise(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_summarise(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch (checkpoint vs net): {_summarise(mismatched)}")
+    if problems:
+        raise ValueError(
+            f"{path}: checkpoint does not match {type(net).__name__}; " + "; ".join(problems)
+        )
+    net.load_state_dict(state, strict=True)

@@ -1,0 +1,65 @@
+"""Device, precision and determinism choices shared by the training and inference stages."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def pick_device() -> torch.device:
+    """CUDA when present (the local rank's GPU under torchrun), else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def cpu_has_bf16_acceleration() -> bool:
+    """True on CPUs with AMX or AVX512-BF16, where bf16 autocast is a real speed-up."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX512_BF16", "AMX_BF16") or "AMX" in capability:
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Turn "auto" into the fastest precision that holds quality on `device`.
+
+    bf16 on CUDA and on CPUs with bf16 matrix units (measured: see benchmarks/), fp32 elsewhere.
+    fp16 needs a grad scaler and is CUDA-only.
+    """
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_bf16_acceleration() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast context for a resolved precision ("fp32" disables it)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int) -> None:
+    """0 keeps torch's default (one thread per core)."""
+    if threads > 0:
+        torch.set_num_threads(threads)

@@ -1,0 +1,113 @@
+"""Checkpoints that resume exactly and never leave a half-written file behind.
+
+A checkpoint is one dict of tensors and plain values (model and optimizer state dicts, scheduler
+state, step, RNG states, image pools), saved to a temp name and renamed, so after a kill the folder
+holds only complete files. Loading always uses `weights_only=True`: a checkpoint carrying a pickled
+payload is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import ast
+import pickle
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.io import OutputError, atomic_path
+
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: unreadable, unsafe, or from another configuration."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}.pt"
+
+
+def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write `state` as folder/step_XXXXXXXX.pt atomically; keep the newest `keep` files."""
+    folder = Path(folder)
+    path = folder / checkpoint_name(step)
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:  # torch reports a full disk as RuntimeError
+            raise OutputError(f"cannot write {path}: {err}") from err
+    for old in list_checkpoints(folder)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """Complete checkpoints in `folder`, oldest first (temp files are never listed)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`; refuse anything else with a clear error."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to load; it holds objects other than tensors and plain values "
+            f"(possibly a pickled code payload). Only weights-only checkpoints are accepted."
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from err
+
+
+def latest_checkpoint(folder: str | Path) -> dict[str, Any] | None:
+    """The newest loadable checkpoint in `folder`, or None when there is none."""
+    checkpoints = list_checkpoints(folder)
+    return load_checkpoint(checkpoints[-1]) if checkpoints else None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step may draw from, as tensors and plain values."""
+    numpy_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+        "numpy_pos": int(numpy_state[2]),
+        "python": repr(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    random.setstate(_parse_python_state(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _parse_python_state(text: str) -> tuple:
+    # repr() of random.getstate() is (int, tuple-of-ints, None): safe to rebuild without eval.
+    return ast.literal_eval(text)
+
+
+def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str) -> None:
+    """Refuse to resume when settings that shape the weights changed since the checkpoint."""
+    changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    if changed:
+        details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        raise CheckpointError(
+            f"{path}: checkpoint was written with other settings ({details}); delete the "
+            f"checkpoint folder to start over, or restore the settings to resume"
+        )

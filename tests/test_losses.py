@@ -1,0 +1,75 @@
+"""Hand-checked values of the CycleGAN objectives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.losses import GANLoss, cycle_loss, identity_loss
+
+
+def test_lsgan_on_constant_prediction() -> None:
+    loss = GANLoss("lsgan")
+    prediction = torch.full((2, 1, 3, 3), 0.3)
+    assert loss(prediction, True).item() == pytest.approx(0.49)  # (0.3 - 1)^2
+    assert loss(prediction, False).item() == pytest.approx(0.09)  # (0.3 - 0)^2
+
+
+def test_lsgan_averages_over_patches() -> None:
+    prediction = torch.tensor([[[[0.0, 2.0]]]])
+    # Real target 1: errors (-1, 1) -> mean of squares 1; fake target 0: (0, 4) -> 2.
+    assert GANLoss("lsgan")(prediction, True).item() == pytest.approx(1.0)
+    assert GANLoss("lsgan")(prediction, False).item() == pytest.approx(2.0)
+
+
+def test_vanilla_is_bce_with_logits() -> None:
+    loss = GANLoss("vanilla")
+    assert loss(torch.zeros(1, 1, 4, 4), True).item() == pytest.approx(math.log(2))
+    logits = torch.randn(3, 1, 5, 5)
+    torch.testing.assert_close(
+        loss(logits, True), F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    )
+    torch.testing.assert_close(
+        loss(logits, False), F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+    )
+    # -log(sigmoid(-x)) = softplus(x) for the fake label.
+    torch.testing.assert_close(loss(logits, False), F.softplus(logits).mean())
+
+
+@pytest.mark.parametrize("mode", ["lsgan", "vanilla"])
+def test_loss_is_float32_for_low_precision_predictions(mode: str) -> None:
+    prediction = torch.linspace(-3, 3, 64).reshape(1, 1, 8, 8)
+    expected = GANLoss(mode)(prediction.double(), True)
+    low = prediction.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = GANLoss(mode)(low, True)
+    values = [under_autocast, GANLoss(mode)(low, True)]
+    for value in values:
+        assert value.dtype == torch.float32
+        # bf16 rounding of the inputs only; the reduction itself runs in float32.
+        assert value.item() == pytest.approx(expected.item(), rel=1e-2)
+
+
+@pytest.mark.parametrize("mode", ["lsgan", "vanilla"])
+def test_real_label_is_minimised_by_high_logits(mode: str) -> None:
+    prediction = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    GANLoss(mode)(prediction, True).backward()
+    assert (prediction.grad < 0).all()
+
+
+def test_unknown_mode_raises() -> None:
+    with pytest.raises(ValueError, match=r"'wgan'.*lsgan.*vanilla"):
+        GANLoss("wgan")
+
+
+def test_cycle_and_identity_are_mean_absolute_error() -> None:
+    original = torch.zeros(1, 3, 2, 2)
+    other = torch.full((1, 3, 2, 2), -0.5)
+    other[0, 0, 0, 0] = 1.5
+    expected = (11 * 0.5 + 1.5) / 12
+    assert cycle_loss(other, original).item() == pytest.approx(expected)
+    assert identity_loss(other, original).item() == pytest.approx(expected)
+    assert cycle_loss(original, original).item() == 0.0
