@@ -305,6 +305,19 @@ class Params:
     tracking: TrackingConfig
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
+    def __post_init__(self) -> None:
+        # Crops are cut from images at the working resolution, so they must fit inside it.
+        for key, crop in (
+            ("cyclegan.crop", self.cyclegan.crop),
+            ("train_seg.crop", self.train_seg.crop),
+        ):
+            _check(
+                crop[0] <= self.data.size[0] and crop[1] <= self.data.size[1],
+                key,
+                list(crop),
+                f"a crop no bigger than data.size={list(self.data.size)}",
+            )
+
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)

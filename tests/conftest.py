@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny datasets in the real GTA5 and Cityscapes layouts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(tmp_path_factory, monkeypatch):
+    """Every test logs to its own SQLite store unless it sets MLFLOW_TRACKING_URI itself."""
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def write_image(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path)
+    return path
+
+
+def write_palette_label(path: Path, ids: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(ids.astype(np.uint8), mode="L").convert("P")
+    image.putpalette([v for i in range(256) for v in (i, i, i)])
+    image.save(path)
+    return path
+
+
+def random_frame(
+    rng: np.random.Generator, h: int = 24, w: int = 40
+) -> tuple[np.ndarray, np.ndarray]:
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    # Cityscapes label ids of train classes (7 road, 8 sidewalk, 11 building, 26 car) and 0.
+    ids = rng.choice(np.array([0, 7, 8, 11, 26], dtype=np.uint8), size=(h, w))
+    return image, ids

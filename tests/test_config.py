@@ -1,0 +1,97 @@
+"""params.yaml validation: every kind of mistake fails fast and names the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_params, parse_params
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def test_repo_params_load():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.data.size == (128, 256)
+    assert set(params.train_seg.variants) == {"source_only", "cyclegan", "fda", "oracle"}
+    assert params.train_seg.variants["fda"].fda_beta > 0
+
+
+def _set(raw: dict, dotted: str, value):
+    data = copy.deepcopy(raw)
+    node = data
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+_DELETE = object()
+
+BAD = [
+    ("cyclegan.ngf", "32", "cyclegan.ngf"),  # wrong type
+    ("cyclegan.ngf", -4, "cyclegan.ngf"),  # out of range
+    ("cyclegan.lr", True, "cyclegan.lr"),  # bool is not a number
+    ("cyclegan.netG", "resnet_12blocks", "cyclegan.netG"),  # unknown architecture
+    ("cyclegan.gan_mode", "wgan", "cyclegan.gan_mode"),
+    ("cyclegan.crop", [63, 128], "cyclegan.crop"),  # not a multiple of 4
+    ("cyclegan.crop", [64], "cyclegan.crop"),  # wrong length
+    ("cyclegan.decay_from", 10**6, "cyclegan.decay_from"),  # past iters
+    ("cyclegan.typo_key", 1, "cyclegan.typo_key"),  # unknown key
+    ("data.size", [-128, 256], "data.size"),  # negative size
+    ("data.source.kind", "synthia", "data.source.kind"),
+    ("data.source.root", "", "data.source.root"),
+    ("train_seg.optimizer", "lamb", "train_seg.optimizer"),
+    ("train_seg.crop", [100, 256], "train_seg.crop"),
+    ("train_seg.scale", [1.5, 0.5], "train_seg.scale"),
+    ("train_seg.variants.fda.fda_beta", 0.7, "train_seg.variants.fda.fda_beta"),
+    ("train_seg.variants.oracle.colour", "x", "train_seg.variants.oracle.colour"),
+    ("train_seg.variants.oracle.images", _DELETE, "train_seg.variants.oracle.images"),
+    ("demo_data.n_source", 0, "demo_data.n_source"),
+    ("prepare.workers", 0, "prepare.workers"),
+    ("translate.batch", "big", "translate.batch"),
+    ("tracking", _DELETE, "tracking"),
+    ("unknown_section", {}, "unknown_section"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "named"), BAD, ids=[b[0] + "=" + repr(b[1]) for b in BAD])
+def test_bad_value_names_the_key(raw, key, value, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        parse_params(_set(raw, key, value))
+
+
+def test_error_says_what_is_allowed(raw):
+    with pytest.raises(ConfigError) as err:
+        parse_params(_set(raw, "cyclegan.netG", "resnet_12blocks"))
+    assert "resnet_9blocks" in str(err.value) and "resnet_12blocks" in str(err.value)
+
+
+def test_crop_bigger_than_image_is_refused(raw):
+    with pytest.raises(ConfigError, match=r"cyclegan\.crop"):
+        parse_params(_set(raw, "cyclegan.crop", [256, 512]))
+
+
+def test_missing_and_malformed_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_configs_are_frozen(raw):
+    params = parse_params(raw)
+    with pytest.raises(AttributeError):
+        params.cyclegan.ngf = 8  # type: ignore[misc]

@@ -1,0 +1,137 @@
+"""Comparison report: numbers equal the metrics files, gap-closure arithmetic, figures written."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import report
+from pipeline.data.labels import CLASS_NAMES
+from tests.conftest import REPO_ROOT
+
+VARIANTS = ["source_only", "cyclegan", "fda", "oracle"]
+
+
+def _metrics(rng, miou, pixel_accuracy):
+    per_class = {name: float(rng.uniform(0, 1)) for name in CLASS_NAMES}
+    per_class["rider"] = None  # absent from ground truth
+    return {
+        "pixel_accuracy": pixel_accuracy,
+        "mean_class_accuracy": float(rng.uniform(0, 1)),
+        "miou": miou,
+        "fwiou": float(rng.uniform(0, 1)),
+        "per_class_iou": per_class,
+        "per_class_accuracy": dict(per_class),
+        "n_images": 3,
+    }
+
+
+@pytest.fixture
+def metrics_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    values = {
+        "source_only": (0.2, 0.5),
+        "cyclegan": (0.35, 0.8),
+        "fda": (0.2, 0.6),
+        "oracle": (0.6, 0.9),
+    }
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    for variant, (miou, acc) in values.items():
+        (folder / f"{variant}.json").write_text(json.dumps(_metrics(rng, miou, acc)))
+    return folder
+
+
+def test_gap_closed_arithmetic():
+    assert report.gap_closed(0.2, 0.2, 0.6) == 0.0
+    assert report.gap_closed(0.6, 0.2, 0.6) == 1.0
+    assert report.gap_closed(0.35, 0.2, 0.6) == pytest.approx(0.375)
+    assert report.gap_closed(0.1, 0.2, 0.6) == pytest.approx(-0.25)
+    assert math.isnan(report.gap_closed(0.5, 0.6, 0.6))  # no gap to close
+    assert math.isnan(report.gap_closed(0.5, 0.6, 0.4))  # oracle below source
+
+
+def test_table_equals_metrics_files(metrics_dir):
+    table = report.add_gap_closure(report.load_metrics(metrics_dir, VARIANTS))
+    assert list(table.index) == VARIANTS
+    for variant in VARIANTS:
+        data = json.loads((metrics_dir / f"{variant}.json").read_text())
+        for key in report.SUMMARY:
+            assert table.loc[variant, key] == data[key]
+        for name in CLASS_NAMES:
+            expected = data["per_class_iou"][name]
+            value = table.loc[variant, f"iou_{name}"]
+            assert (math.isnan(value) and expected is None) or value == expected
+    assert table.loc["source_only", "gap_closed_miou"] == 0.0
+    assert table.loc["oracle", "gap_closed_miou"] == 1.0
+    assert table.loc["fda", "gap_closed_miou"] == 0.0
+    assert table.loc["cyclegan", "gap_closed_miou"] == pytest.approx(0.375)
+    assert table.loc["cyclegan", "gap_closed_pixel_accuracy"] == pytest.approx(0.75)
+    markdown = report.comparison_markdown(table)
+    assert "| cyclegan | 80.0 |" in markdown and "| 37% | 75% |" in markdown
+    assert "54.0" in markdown and "not this run" in markdown
+
+
+def test_missing_metrics_file_is_named(metrics_dir):
+    with pytest.raises(FileNotFoundError, match=r"extra\.json"):
+        report.load_metrics(metrics_dir, [*VARIANTS, "extra"])
+
+
+def test_report_stage_writes_table_and_figures(metrics_dir, tmp_path, monkeypatch):
+    """The stage end to end on fabricated evaluate outputs (no training needed)."""
+    from stages import report as stage
+
+    rng = np.random.default_rng(1)
+    work = tmp_path / "work"
+    reports = work / "reports"
+    shutil.copytree(metrics_dir, reports / "metrics")
+    shutil.copy(REPO_ROOT / "params.yaml", work / "params.yaml")
+    for variant in VARIANTS:
+        confusion = pd.DataFrame(
+            rng.integers(0, 100, (19, 19)), index=CLASS_NAMES, columns=CLASS_NAMES
+        )
+        (reports / "confusion").mkdir(exist_ok=True)
+        confusion.to_csv(reports / "confusion" / f"{variant}.csv")
+        (reports / "predictions").mkdir(exist_ok=True)
+        np.save(
+            reports / "predictions" / f"{variant}.npy",
+            rng.integers(0, 19, (4, 32, 64), dtype=np.uint8),
+        )
+    val = work / "data" / "prepared" / "real_val"
+    val.mkdir(parents=True)
+    np.save(val / "images.npy", rng.integers(0, 256, (5, 16, 32, 3), dtype=np.uint8))
+    np.save(val / "labels.npy", rng.integers(0, 19, (5, 16, 32), dtype=np.uint8))
+    np.save(val / "labels_native.npy", rng.integers(0, 19, (5, 32, 64), dtype=np.uint8))
+    (val / "names.json").write_text(json.dumps([f"f{i}" for i in range(5)]))
+    pd.DataFrame({"step": [1, 2, 3], "loss_cycle_sim": [3.0, 2.0, 1.0]}).to_csv(
+        reports / "cyclegan_losses.csv", index=False
+    )
+    readme = work / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
+    monkeypatch.chdir(work)
+    stage.main(["--readme", "README.md"])
+    table = pd.read_csv(reports / "comparison.csv", index_col=0)
+    assert table.loc["oracle", "miou"] == pytest.approx(0.6)
+    for name in [
+        "per_class_iou",
+        "predictions",
+        "cyclegan_curves",
+        *(f"confusion_{v}" for v in VARIANTS),
+    ]:
+        path = reports / "figures" / f"{name}.png"
+        assert path.is_file() and path.stat().st_size > 5000, name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = readme.read_text()
+    assert (
+        "old" not in text
+        and "| oracle |" in text
+        and text.startswith("intro")
+        and text.endswith("end\n")
+    )
+    per_class = pd.read_csv(reports / "per_class_iou.csv", index_col=0)
+    assert list(per_class.columns) == VARIANTS and len(per_class) == 19
