@@ -74,8 +74,10 @@ class DemoDataConfig:
     n_target_train: int
     n_target_val: int
     size: tuple[int, int]  # native size the generator draws at (H, W)
+    workers: int = 2
 
     def __post_init__(self) -> None:
+        _check(self.workers >= 1, "demo_data.workers", self.workers, "an integer >= 1")
         for name in ("n_source", "n_target_train", "n_target_val"):
             value = getattr(self, name)
             _check(value > 0, f"demo_data.{name}", value, "an integer > 0")

@@ -33,9 +33,10 @@ from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 class ConfusionMatrix:
     """Running (num_classes, num_classes) int64 confusion matrix.
 
-    Rows are ground truth, columns are prediction. For data-parallel evaluation, reduce the
-    tensor in place, e.g. ``torch.distributed.all_reduce(cm.matrix)`` (the property returns
-    the stored tensor, not a copy), or gather matrices and fold them in with :meth:`add_`.
+    Rows are ground truth, columns are prediction. ``ignore_index`` must be at least
+    ``num_classes`` (255 here). For data-parallel evaluation, reduce the tensor in place, e.g.
+    ``torch.distributed.all_reduce(cm.matrix)`` (the property returns the stored tensor, not a
+    copy), or gather the matrices and fold them in with :meth:`add_`.
     """
 
     def __init__(
@@ -46,9 +47,12 @@ class ConfusionMatrix:
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
-        if 0 <= ignore_index < num_classes:
+        # update() bins ignored pixels in a histogram row of their own, so the ignore index
+        # must lie above the class ids (255 in this project); the cap bounds that histogram.
+        if not num_classes <= ignore_index < 2**16:
             raise ValueError(
-                f"ignore_index {ignore_index} collides with a class id in [0, {num_classes})"
+                f"ignore_index must be in [num_classes, 65536), got {ignore_index} for "
+                f"{num_classes} classes"
             )
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -82,10 +86,10 @@ class ConfusionMatrix:
             prediction: predicted train ids (e.g. the argmax over logits), same shape.
 
         Pixels whose ground truth is the ignore index are skipped. Predictions outside
-        [0, C) are skipped too rather than corrupting another cell of the flattened
-        bincount; cityscapesscripts would count them as misses, but an argmax over C logits
-        never produces them. Ground-truth values outside [0, C) that are not the ignore
-        index raise, since they mean a broken label mapping.
+        [0, C) are skipped too (cityscapesscripts would count them as misses, but an argmax
+        over C logits never produces them). Ground-truth values outside [0, C) other than the
+        ignore index raise ValueError, since they mean a broken label mapping. Inputs may be
+        on any device; the range checks synchronise with it once or twice per call.
         """
         if target.shape != prediction.shape:
             raise ValueError(
@@ -95,19 +99,40 @@ class ConfusionMatrix:
             if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
                 raise TypeError(f"{name} must hold integer class ids, got {t.dtype}")
         c = self.num_classes
-        # (N,) int64: uint8 inputs would overflow in target * C + prediction.
-        target = target.reshape(-1).to(torch.int64)
-        prediction = prediction.to(target.device).reshape(-1).to(torch.int64)
+        ignore = self.ignore_index
+        target = target.reshape(-1)  # (N,)
+        prediction = prediction.to(target.device).reshape(-1)  # (N,)
+        if target.numel() == 0:
+            return
 
-        labelled = target != self.ignore_index
-        if bool((labelled & ((target < 0) | (target >= c))).any()):
-            bad = torch.unique(target[labelled & ((target < 0) | (target >= c))]).tolist()
-            raise ValueError(f"target holds ids {bad} outside [0, {c}) and not {self.ignore_index}")
-        valid = labelled & (prediction >= 0) & (prediction < c)
-        # Invalid pixels go to an extra bin C*C that is dropped; this avoids a boolean gather.
-        index = torch.where(valid, target * c + prediction, c * c)
-        counts = torch.bincount(index, minlength=c * c + 1)[: c * c]
-        self._matrix += counts.view(c, c).to(self._matrix.device)
+        # Range checks run on the input dtype, before a narrowing cast could wrap ids around.
+        t_min, t_max = torch.aminmax(target)
+        if t_min < 0 or t_max > ignore:
+            self._raise_bad_targets(target)
+        # int32 halves the memory traffic of int64 (this is memory-bound) and holds the largest
+        # index below, ignore * (C + 1) + C; uint8 inputs would overflow there.
+        index_dtype = torch.int32 if (ignore + 1) * (c + 1) < 2**31 else torch.int64
+        target = target.to(index_dtype)
+        p_min, p_max = torch.aminmax(prediction)
+        if p_min < 0 or p_max >= c:
+            # Out-of-range predictions go to an extra column C, dropped below.
+            valid = (prediction >= 0) & (prediction < c)
+            prediction = torch.where(valid, prediction.to(index_dtype), c)
+        else:
+            prediction = prediction.to(index_dtype)
+        # Cell (target, prediction) of an (ignore + 1, C + 1) grid, flattened row-major. Row
+        # `ignore` collects the ignored pixels and is dropped, so no mask pass is needed.
+        index = torch.add(prediction, target, alpha=c + 1)
+        counts = torch.bincount(index, minlength=(ignore + 1) * (c + 1)).view(ignore + 1, c + 1)
+        if bool(counts[c:ignore].any()):
+            self._raise_bad_targets(target)
+        self._matrix += counts[:c, :c].to(self._matrix.device)
+
+    def _raise_bad_targets(self, target: Tensor) -> None:
+        c, ignore = self.num_classes, self.ignore_index
+        bad = (target < 0) | ((target >= c) & (target != ignore))
+        values = torch.unique(target[bad]).tolist()
+        raise ValueError(f"target holds ids {values} outside [0, {c}) that are not {ignore}")
 
     def add_(self, other: Tensor | np.ndarray | ConfusionMatrix) -> ConfusionMatrix:
         """Add another (C, C) count matrix in place, e.g. one gathered from another rank."""

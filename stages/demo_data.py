@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
             size=config.size,
         ),
         args.out,
+        workers=config.workers,
     )
     print(f"demo data written to {args.out}: {counts}")
 

@@ -95,33 +95,53 @@ def test_update_counts_and_skips_ignore() -> None:
     assert int(cm.matrix.sum()) == 0
 
 
-def test_out_of_range_predictions_are_skipped_and_bad_targets_raise() -> None:
+def test_out_of_range_predictions_are_skipped() -> None:
     cm = ConfusionMatrix(num_classes=3)
-    # Prediction 255 on GT 0 would land in cell 0 * 3 + 255 of a naive flattened bincount.
-    cm.update(torch.tensor([0, 1, 2]), torch.tensor([255, -1, 2]))
+    # Prediction 255 on GT 0 would land in cell 0 * 3 + 255 of a naive flattened bincount;
+    # 2**32 + 1 would wrap around to class 1 in a careless int32 cast.
+    cm.update(torch.tensor([0, 1, 2, 1]), torch.tensor([255, -1, 2, 2**32 + 1]))
     torch.testing.assert_close(cm.matrix, torch.diag(torch.tensor([0, 0, 1])))
-    with pytest.raises(ValueError, match="outside"):
-        cm.update(torch.tensor([3]), torch.tensor([0]))
+
+
+@pytest.mark.parametrize("bad", [3, 100, 256, -1, 2**32 + 1])
+def test_target_ids_outside_the_classes_raise(bad: int) -> None:
+    cm = ConfusionMatrix(num_classes=3)
+    with pytest.raises(ValueError, match=rf"\[{bad}\] outside"):
+        cm.update(torch.tensor([0, 255, bad, 2]), torch.tensor([0, 0, 0, 0]))
+    assert int(cm.matrix.sum()) == 0
+
+
+def test_bad_arguments_raise() -> None:
+    cm = ConfusionMatrix(num_classes=3)
     with pytest.raises(TypeError):
         cm.update(torch.tensor([0.0]), torch.tensor([0]))
     with pytest.raises(ValueError, match="differ"):
         cm.update(torch.zeros(2, dtype=torch.int64), torch.zeros(3, dtype=torch.int64))
-    with pytest.raises(ValueError, match="collides"):
-        ConfusionMatrix(num_classes=3, ignore_index=2)
+    for ignore_index in (2, -1, 2**16):
+        with pytest.raises(ValueError, match="ignore_index"):
+            ConfusionMatrix(num_classes=3, ignore_index=ignore_index)
 
 
-def test_bincount_matches_naive_loop() -> None:
+@pytest.mark.parametrize(
+    ("num_classes", "ignore_index", "dtype"),
+    [(19, 255, torch.int64), (19, 255, torch.uint8), (5, 5, torch.int32)],
+)
+def test_bincount_matches_naive_loop(
+    num_classes: int, ignore_index: int, dtype: torch.dtype
+) -> None:
     g = torch.Generator().manual_seed(0)
-    cm = ConfusionMatrix()
-    naive = np.zeros((19, 19), dtype=np.int64)
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    naive = np.zeros((num_classes, num_classes), dtype=np.int64)
     for _ in range(3):
-        target = torch.randint(0, 19, (2, 17, 23), generator=g)
-        target[torch.rand(target.shape, generator=g) < 0.2] = 255
-        prediction = torch.randint(0, 19, target.shape, generator=g)
-        cm.update(target, prediction)
+        target = torch.randint(0, num_classes, (2, 17, 23), generator=g)
+        target[torch.rand(target.shape, generator=g) < 0.2] = ignore_index
+        prediction = torch.randint(0, num_classes, target.shape, generator=g)
+        cm.update(target.to(dtype), prediction.to(dtype))
         for t, p in zip(target.flatten().tolist(), prediction.flatten().tolist(), strict=True):
-            if t != 255:
+            if t != ignore_index:
                 naive[t, p] += 1
+    np.testing.assert_array_equal(cm.matrix.numpy(), naive)
+    cm.update(torch.zeros(0, dtype=dtype), torch.zeros(0, dtype=dtype))
     np.testing.assert_array_equal(cm.matrix.numpy(), naive)
 
 

@@ -24,10 +24,12 @@ the same settings always give byte-identical files.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
 
 from pipeline.data.labels import CLASS_NAMES, TRAIN_ID_TO_ID
 from pipeline.io import atomic_path, write_png
@@ -83,33 +85,72 @@ class DemoSpec:
     size: tuple[int, int]  # (H, W)
 
 
-def generate(spec: DemoSpec, out_dir: str | Path) -> dict[str, int]:
+def generate(spec: DemoSpec, out_dir: str | Path, workers: int = 1) -> dict[str, int]:
     """Write `out_dir/gta5` (GTA5 layout) and `out_dir/cityscapes` (Cityscapes layout)."""
     out_dir = Path(out_dir)
-    for index in range(spec.n_source):
-        image, label = render_frame(spec.seed, "sim", index, spec.size)
-        name = f"{index + 1:05d}.png"
-        write_png(out_dir / "gta5" / "images" / name, image)
-        # GTA5 labels are palette PNGs of Cityscapes label ids.
-        _write_palette_label(out_dir / "gta5" / "labels" / name, TRAIN_ID_TO_ID[label])
+    jobs = [
+        _FrameJob(spec.seed, "sim", i, spec.size, out_dir / "gta5", f"{i + 1:05d}", "", "")
+        for i in range(spec.n_source)
+    ]
     counts = {"sim": spec.n_source}
     offset = 0
     for split, count, city in (
         ("train", spec.n_target_train, "demotown"),
         ("val", spec.n_target_val, "democity"),
     ):
-        for i in range(count):
-            image, label = render_frame(spec.seed, "real", offset + i, spec.size)
-            stem = f"{city}_{i // 100:06d}_{i % 100:06d}"
-            base = out_dir / "cityscapes"
-            write_png(base / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", image)
-            write_png(
-                base / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png",
-                TRAIN_ID_TO_ID[label],
+        jobs += [
+            _FrameJob(
+                spec.seed,
+                "real",
+                offset + i,
+                spec.size,
+                out_dir / "cityscapes",
+                f"{city}_{i // 100:06d}_{i % 100:06d}",
+                split,
+                city,
             )
+            for i in range(count)
+        ]
         offset += count
         counts[f"real_{split}"] = count
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for _ in tqdm(
+                pool.imap_unordered(_write_frame, jobs, chunksize=8),
+                total=len(jobs),
+                desc="demo_data",
+                unit="img",
+            ):
+                pass
+    else:
+        for job in tqdm(jobs, desc="demo_data", unit="img"):
+            _write_frame(job)
     return counts
+
+
+@dataclasses.dataclass(frozen=True)
+class _FrameJob:
+    seed: int
+    domain: str
+    index: int
+    size: tuple[int, int]
+    root: Path
+    stem: str
+    split: str  # Cityscapes split; empty for GTA5
+    city: str
+
+
+def _write_frame(job: _FrameJob) -> None:
+    image, label = render_frame(job.seed, job.domain, job.index, job.size)
+    if job.domain == "sim":
+        write_png(job.root / "images" / f"{job.stem}.png", image)
+        # GTA5 labels are palette PNGs of Cityscapes label ids.
+        _write_palette_label(job.root / "labels" / f"{job.stem}.png", TRAIN_ID_TO_ID[label])
+        return
+    folder = job.root / "leftImg8bit" / job.split / job.city
+    write_png(folder / f"{job.stem}_leftImg8bit.png", image)
+    labels = job.root / "gtFine" / job.split / job.city
+    write_png(labels / f"{job.stem}_gtFine_labelIds.png", TRAIN_ID_TO_ID[label])
 
 
 def _write_palette_label(path: Path, label_ids: np.ndarray) -> None:
