@@ -9,16 +9,20 @@ payload is refused, never executed.
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import pickle
 import random
 import re
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.io import OutputError, atomic_path
+from pipeline.io import OutputError, atomic_path, write_json
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -111,3 +115,56 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str) 
             f"{path}: checkpoint was written with other settings ({details}); delete the "
             f"checkpoint folder to start over, or restore the settings to resume"
         )
+
+
+# Which run a checkpoint folder belongs to: settings, code and inputs it was trained with, and its
+# MLflow run. DVC keeps checkpoint folders between runs (persist) so a killed run resumes; a stage
+# that DVC reruns because its code, settings or data changed must start over instead.
+RUN_RECORD = "run_record.json"
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def run_fingerprint(settings: Mapping[str, Any], inputs: Sequence[str | Path]) -> str:
+    """Hash of the settings, the pipeline package's source and the inputs' identity.
+
+    Inputs are identified by their size and, for small files (names.json), their bytes: cheap on
+    the real sets, and a re-prepared split changes its names or sizes.
+    """
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for source in sorted(_PACKAGE.rglob("*.py")):
+        digest.update(source.relative_to(_PACKAGE).as_posix().encode())
+        digest.update(source.read_bytes())
+    for item in inputs:
+        for path in sorted(Path(item).rglob("*")) if Path(item).is_dir() else [Path(item)]:
+            if path.is_file():
+                digest.update(f"{path.name}:{path.stat().st_size}".encode())
+                if path.stat().st_size < 1 << 20:
+                    digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def claim_checkpoint_folder(folder: str | Path, fingerprint: str) -> str | None:
+    """Keep `folder`'s checkpoints when they belong to this run, else clear them.
+
+    Returns the MLflow run id recorded for this run (so a resumed run logs into the same run),
+    or None for a fresh start.
+    """
+    folder = Path(folder)
+    record_path = folder / RUN_RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    if record is not None and record.get("fingerprint") == fingerprint:
+        return record.get("run_id")
+    stale = list_checkpoints(folder)
+    if stale:
+        print(
+            f"{folder}: checkpoints come from other settings, code or data; starting over",
+            file=sys.stderr,
+        )
+    for path in stale:
+        path.unlink()
+    record_path.unlink(missing_ok=True)
+    return None
+
+
+def record_run(folder: str | Path, fingerprint: str, run_id: str | None) -> None:
+    write_json(Path(folder) / RUN_RECORD, {"fingerprint": fingerprint, "run_id": run_id})

@@ -1,0 +1,371 @@
+"""Run a trained generator over images: a prepared split, or a plain folder of image files.
+
+A translated split is a folder laid out like a prepared one, so ``PreparedSplit.open`` reads it
+and the segmentation stage pairs it with the source labels by name:
+    images/<name>.png  one uint8 PNG per frame, written atomically; existing ones are kept, so
+                       a killed run resumes where it stopped
+    images.npy         (N, H, W, 3) uint8 assembled from the PNGs, in the source split's order
+    names.json         the source split's names, same order
+    source.json        fingerprint of the weights that wrote the PNGs; PNGs of other weights are
+                       discarded instead of being mixed in
+
+Command line (``sim2real-translate``): translate every image in a folder at its own size,
+``python -m pipeline.translate --generator models/cyclegan/gen_sim2real.pt --input DIR
+--output DIR``; ``--reference-netG resnet_9blocks`` loads a reference checkpoint such as
+``latest_net_G_A.pth`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from pipeline import dist, runtime
+from pipeline.io import atomic_path, read_json, read_rgb, write_json, write_png
+from pipeline.models.cyclegan import (
+    GENERATOR_NAMES,
+    NORM_NAMES,
+    UnetGenerator,
+    UnetSkipConnectionBlock,
+    build_generator,
+    load_reference_generator_state,
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Written by the training stage beside the generator weights: netG, ngf, norm.
+GENERATOR_SETTINGS = "generator.json"
+# Written into a translated split: the sha256 of the weights that translated it.
+SOURCE_MARKER = "source.json"
+HIST_BINS = 32
+
+
+class TranslateError(RuntimeError):
+    """Translation cannot start or finish; the message names the file."""
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1] on `device`."""
+    # Read-only inputs (memmaps, decoded files) are copied: torch wants writable memory.
+    batch = torch.from_numpy(np.require(images, np.uint8, ("C", "W"))).to(device)
+    return batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, rounded to the nearest level."""
+    scaled = (images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5
+    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def size_multiple(generator: nn.Module) -> int:
+    """H and W a generator needs to be multiples of: 4 for ResNets, 2**depth for U-Nets."""
+    if isinstance(generator, UnetGenerator):
+        # Each U-Net level halves H and W once.
+        return 2 ** sum(isinstance(m, UnetSkipConnectionBlock) for m in generator.modules())
+    return 4
+
+
+def translate_batch(
+    generator: nn.Module, images: np.ndarray, precision: str, device: torch.device
+) -> np.ndarray:
+    """Translate (N, H, W, 3) uint8 frames of any size to (N, H, W, 3) uint8.
+
+    Sides that are not a multiple of what the generator needs are reflection-padded on the
+    bottom / right and cropped back, so the output keeps the input's size.
+    """
+    height, width = images.shape[1:3]
+    multiple = size_multiple(generator)
+    pad_h, pad_w = -height % multiple, -width % multiple
+    with torch.inference_mode(), runtime.autocast(precision, device):
+        batch = to_tensor(images, device)  # (N, 3, H, W)
+        if pad_h or pad_w:
+            # Reflection needs the pad to be smaller than the side; tiny images replicate.
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            batch = F.pad(batch, (0, pad_w, 0, pad_h), mode=mode)
+        out = generator(batch)[:, :, :height, :width]
+    return to_uint8(out)
+
+
+def load_generator(
+    weights: str | Path, netG: str, ngf: int, norm: str, device: torch.device
+) -> nn.Module:
+    """A generator in eval mode with `weights`: a state dict saved by the training stage or a
+    reference checkpoint (``latest_net_G_A.pth``, ``module.`` prefixes and stale norm buffers
+    are handled)."""
+    generator = build_generator(netG, ngf, norm)
+    load_reference_generator_state(generator, weights)
+    return generator.to(device).eval()
+
+
+def load_trained_generator(
+    weights: str | Path, device: torch.device, settings: str | Path | None = None
+) -> nn.Module:
+    """Load weights written by the training stage, rebuilt from the generator.json beside them."""
+    weights = Path(weights)
+    settings = Path(settings) if settings else weights.parent / GENERATOR_SETTINGS
+    if not settings.is_file():
+        raise TranslateError(
+            f"{settings}: not found; it describes the generator that {weights.name} belongs to. "
+            f"For a reference checkpoint pass --reference-netG (and --ngf, --norm)."
+        )
+    spec = read_json(settings)
+    return load_generator(weights, spec["netG"], spec["ngf"], spec["norm"], device)
+
+
+def fingerprint(generator: nn.Module) -> str:
+    """sha256 of the generator's weights, to tell whose translations a folder holds."""
+    digest = hashlib.sha256()
+    for key, value in sorted(generator.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def translate_split(
+    generator: nn.Module,
+    images: np.ndarray,
+    names: Sequence[str],
+    out_dir: str | Path,
+    batch: int,
+    precision: str,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Translate every frame of a prepared split into a translated split folder at `out_dir`.
+
+    Frames whose PNG already exists are skipped (resume). Each rank translates its shard;
+    rank 0 then assembles images.npy and names.json. Returns frames, translated (this run),
+    seconds and img_per_s.
+    """
+    if len(images) != len(names):
+        raise TranslateError(f"{len(images)} images but {len(names)} names")
+    out_dir = Path(out_dir)
+    png_dir = out_dir / "images"
+    precision = runtime.resolve_precision(precision, device)
+    generator = generator.to(device).eval()
+    if dist.is_main():
+        _discard_foreign_translations(out_dir, fingerprint(generator))
+    dist.barrier()
+
+    todo = [i for i in dist.shard(len(names)) if not (png_dir / f"{names[i]}.png").is_file()]
+    start = time.perf_counter()
+    with tqdm(
+        total=len(todo),
+        desc="translate",
+        unit="img",
+        dynamic_ncols=True,
+        disable=not dist.is_main(),
+    ) as progress:
+        for first in range(0, len(todo), batch):
+            rows = todo[first : first + batch]
+            translated = translate_batch(generator, images[rows], precision, device)
+            for row, image in zip(rows, translated):
+                write_png(png_dir / f"{names[row]}.png", image)
+            progress.update(len(rows))
+    seconds = time.perf_counter() - start
+    # On the device: NCCL reduces only CUDA tensors.
+    translated_here = torch.tensor([len(todo)], dtype=torch.float64, device=device)
+    elapsed = torch.tensor([seconds], dtype=torch.float64, device=device)
+    dist.all_reduce_sum(translated_here)
+    dist.all_reduce_sum(elapsed)
+    dist.barrier()
+    if dist.is_main():
+        assemble_split(out_dir, names, images.shape[1:])
+    dist.barrier()
+    count = int(translated_here.item())
+    # Ranks work in parallel: throughput is the total over the mean time of a rank.
+    mean_seconds = elapsed.item() / dist.world_size()
+    return {
+        "frames": len(names),
+        "translated": count,
+        "seconds": round(mean_seconds, 3),
+        "img_per_s": round(count / mean_seconds, 3) if count and mean_seconds > 0 else None,
+    }
+
+
+def _discard_foreign_translations(out_dir: Path, weights_hash: str) -> None:
+    """Keep existing PNGs only when the same weights wrote them."""
+    marker = out_dir / SOURCE_MARKER
+    if marker.is_file() and read_json(marker).get("sha256") == weights_hash:
+        return
+    if (out_dir / "images").exists():
+        shutil.rmtree(out_dir / "images")
+    write_json(marker, {"sha256": weights_hash})
+
+
+def assemble_split(out_dir: str | Path, names: Sequence[str], shape: Sequence[int]) -> None:
+    """Stack out_dir/images/<name>.png into out_dir/images.npy (N, H, W, 3) and names.json."""
+    out_dir = Path(out_dir)
+    missing = [name for name in names if not (out_dir / "images" / f"{name}.png").is_file()]
+    if missing:
+        raise TranslateError(
+            f"{out_dir / 'images' / missing[0]}.png is missing ({len(missing)} of {len(names)} "
+            f"frames have no translation); rerun the translate stage to fill them in"
+        )
+    with atomic_path(out_dir / "images.npy") as tmp:
+        stacked = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(names), *shape)
+        )
+        for row, name in enumerate(names):
+            image = read_rgb(out_dir / "images" / f"{name}.png")
+            if image.shape != tuple(shape):
+                raise TranslateError(
+                    f"{out_dir / 'images' / name}.png is {image.shape}, expected {tuple(shape)}"
+                )
+            stacked[row] = image
+        stacked.flush()
+        del stacked
+    write_json(out_dir / "names.json", list(names))
+
+
+def channel_stats(images: np.ndarray, chunk: int = 64) -> dict[str, np.ndarray]:
+    """Per-channel mean and std (0..255) and normalized HIST_BINS-bin histograms (3, bins) of
+    (N, H, W, 3) uint8 frames, read `chunk` frames at a time so memmaps stay on disk."""
+    counts = np.zeros((3, HIST_BINS), dtype=np.int64)
+    total = np.zeros(3, dtype=np.float64)
+    squares = np.zeros(3, dtype=np.float64)
+    for first in range(0, len(images), chunk):
+        block = np.asarray(images[first : first + chunk]).reshape(-1, 3)  # (pixels, 3)
+        as_float = block.astype(np.float64)
+        total += as_float.sum(axis=0)
+        squares += (as_float**2).sum(axis=0)
+        for channel in range(3):
+            bins = block[:, channel] // (256 // HIST_BINS)
+            counts[channel] += np.bincount(bins, minlength=HIST_BINS)
+    pixels = max(1, counts[0].sum())
+    mean = total / pixels
+    std = np.sqrt(np.maximum(squares / pixels - mean**2, 0.0))
+    return {"mean": mean, "std": std, "hist": counts / pixels}
+
+
+def domain_distance(stats: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict:
+    """How far two image sets' colour statistics are apart (0 = identical).
+
+    meanstd_distance: mean over channels of |mean difference| + |std difference|, in 0..255
+    units divided by 255. hist_distance: mean over channels of the L1 distance between the
+    normalized histograms (0..2).
+    """
+    meanstd = np.abs(stats["mean"] - reference["mean"]) + np.abs(stats["std"] - reference["std"])
+    hist = np.abs(stats["hist"] - reference["hist"]).sum(axis=1)
+    return {
+        "meanstd_distance": float(meanstd.mean() / 255.0),
+        "hist_distance": float(hist.mean()),
+    }
+
+
+def domain_shift_report(
+    source: np.ndarray, translated: np.ndarray, target: np.ndarray
+) -> dict[str, float]:
+    """Colour distances to `target` before (raw `source`) and after translation."""
+    target_stats = channel_stats(target)
+    before = domain_distance(channel_stats(source), target_stats)
+    after = domain_distance(channel_stats(translated), target_stats)
+    report = {}
+    for key in ("hist_distance", "meanstd_distance"):
+        report[f"{key}_before"] = round(before[key], 6)
+        report[f"{key}_after"] = round(after[key], 6)
+    return report
+
+
+def translate_folder(
+    generator: nn.Module,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    batch: int,
+    precision: str,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Translate every image file in `input_dir` at its own size to output_dir/<stem>.png.
+
+    Existing outputs are kept. Consecutive files of the same size are batched together.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise TranslateError(f"{input_dir}: not a folder")
+    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise TranslateError(f"{input_dir}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    stems = [p.stem for p in files]
+    duplicate = next((s for s in stems if stems.count(s) > 1), None)
+    if duplicate is not None:
+        raise TranslateError(f"{input_dir}: several files are named {duplicate}.*")
+    precision = runtime.resolve_precision(precision, device)
+    generator = generator.to(device).eval()
+    todo = [p for p in files if not (output_dir / f"{p.stem}.png").is_file()]
+
+    start = time.perf_counter()
+    pending: list[tuple[Path, np.ndarray]] = []
+
+    def flush() -> None:
+        translated = translate_batch(
+            generator, np.stack([image for _, image in pending]), precision, device
+        )
+        for (path, _), image in zip(pending, translated):
+            write_png(output_dir / f"{path.stem}.png", image)
+        pending.clear()
+
+    for path in tqdm(todo, desc="translate", unit="img", dynamic_ncols=True):
+        image = read_rgb(path)
+        if pending and (len(pending) == batch or pending[0][1].shape != image.shape):
+            flush()
+        pending.append((path, image))
+    if pending:
+        flush()
+    seconds = time.perf_counter() - start
+    return {
+        "files": len(files),
+        "translated": len(todo),
+        "seconds": round(seconds, 3),
+        "img_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line (``sim2real-translate``): translate a folder of images with a trained or
+    reference generator."""
+    parser = argparse.ArgumentParser(description="Translate every image in a folder (sim->real).")
+    parser.add_argument("--generator", type=Path, required=True, help="generator weights file")
+    parser.add_argument("--input", type=Path, required=True, help="folder of images")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the PNGs")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default="auto")
+    parser.add_argument(
+        "--reference-netG",
+        choices=GENERATOR_NAMES,
+        help="load a reference checkpoint (e.g. latest_net_G_A.pth) of this architecture "
+        "instead of reading generator.json beside the weights",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
+    parser.add_argument("--ngf", type=int, default=64, help="with --reference-netG")
+    parser.add_argument(
+        "--norm", choices=NORM_NAMES, default="instance", help="with --reference-netG"
+    )
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error("--batch must be >= 1")
+    runtime.set_threads(args.threads)
+    device = runtime.pick_device()
+    if args.reference_netG:
+        generator = load_generator(args.generator, args.reference_netG, args.ngf, args.norm, device)
+    else:
+        generator = load_trained_generator(args.generator, device)
+    result = translate_folder(
+        generator, args.input, args.output, args.batch, args.precision, device
+    )
+    print(
+        f"translated {result['translated']} of {result['files']} images into {args.output}"
+        + (f" ({result['img_per_s']} img/s)" if result["img_per_s"] else "")
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Translation of prepared splits and plain folders, resuming, and the domain-shift scores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.data.prepare import PreparedSplit
+from pipeline.io import read_rgb, write_json, write_png
+from pipeline.models.cyclegan import build_generator
+from pipeline.translate import (
+    TranslateError,
+    assemble_split,
+    channel_stats,
+    domain_distance,
+    main,
+    size_multiple,
+    translate_batch,
+    translate_split,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared 2-core machine: more threads only wait on each other
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_generator(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_generator("resnet_6blocks", ngf=4).eval()
+
+
+@pytest.fixture
+def split() -> tuple[np.ndarray, list[str]]:
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 64, 3), dtype=np.uint8)
+    return images, [f"frame_{i:02d}" for i in range(5)]
+
+
+def test_translated_split_keeps_names_order_and_shape(tmp_path: Path, split) -> None:
+    images, names = split
+    generator = tiny_generator()
+    result = translate_split(generator, images, names, tmp_path, 2, "fp32", CPU)
+    assert result["frames"] == 5 and result["translated"] == 5
+    opened = PreparedSplit.open(tmp_path)
+    assert opened.names == names
+    assert opened.images.shape == images.shape and opened.images.dtype == np.uint8
+    expected = translate_batch(generator, images, "fp32", CPU)
+    np.testing.assert_array_equal(opened.images, expected)
+    assert sorted(p.stem for p in (tmp_path / "images").iterdir()) == names
+
+
+def test_rerun_skips_finished_frames(tmp_path: Path, split) -> None:
+    images, names = split
+    generator = tiny_generator()
+    translate_split(generator, images, names, tmp_path, 2, "fp32", CPU)
+    sentinel = np.zeros((32, 64, 3), dtype=np.uint8)
+    write_png(tmp_path / "images" / "frame_01.png", sentinel)
+    (tmp_path / "images" / "frame_03.png").unlink()
+
+    result = translate_split(generator, images, names, tmp_path, 2, "fp32", CPU)
+    assert result["translated"] == 1
+    np.testing.assert_array_equal(read_rgb(tmp_path / "images" / "frame_01.png"), sentinel)
+    opened = PreparedSplit.open(tmp_path)
+    np.testing.assert_array_equal(opened.images[1], sentinel)
+    np.testing.assert_array_equal(
+        opened.images[3], translate_batch(generator, images[3:4], "fp32", CPU)[0]
+    )
+
+
+def test_other_weights_discard_earlier_translations(tmp_path: Path, split) -> None:
+    images, names = split
+    translate_split(tiny_generator(0), images, names, tmp_path, 8, "fp32", CPU)
+    write_png(tmp_path / "images" / "frame_00.png", np.zeros((32, 64, 3), dtype=np.uint8))
+    result = translate_split(tiny_generator(1), images, names, tmp_path, 8, "fp32", CPU)
+    assert result["translated"] == 5
+    assert read_rgb(tmp_path / "images" / "frame_00.png").any()
+
+
+def test_assembly_names_a_missing_frame(tmp_path: Path, split) -> None:
+    images, names = split
+    translate_split(tiny_generator(), images, names, tmp_path, 8, "fp32", CPU)
+    (tmp_path / "images" / "frame_02.png").unlink()
+    with pytest.raises(TranslateError, match=r"frame_02\.png is missing"):
+        assemble_split(tmp_path, names, images.shape[1:])
+
+
+def test_size_multiple_follows_the_architecture() -> None:
+    assert size_multiple(build_generator("resnet_9blocks", ngf=4)) == 4
+    assert size_multiple(build_generator("unet_128", ngf=4)) == 128
+    assert size_multiple(build_generator("unet_256", ngf=4)) == 256
+
+
+def test_folder_mode_keeps_odd_sizes_and_skips_finished_files(tmp_path: Path, capsys) -> None:
+    generator = tiny_generator()
+    weights = tmp_path / "model" / "gen_sim2real.pt"
+    weights.parent.mkdir()
+    torch.save(generator.state_dict(), weights)
+    settings = {"netG": "resnet_6blocks", "ngf": 4, "norm": "instance"}
+    write_json(weights.parent / "generator.json", settings)
+    rng = np.random.default_rng(1)
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    sizes = {"a": (30, 50), "b": (30, 50), "c": (17, 23), "d": (21, 40)}
+    for stem, (h, w) in sizes.items():
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        image.save(inputs / (f"{stem}.jpg" if stem == "d" else f"{stem}.png"))
+    (inputs / "notes.txt").write_text("not an image")
+    argv = ["--generator", str(weights), "--input", str(inputs), "--output", str(outputs)]
+
+    main([*argv, "--precision", "fp32", "--batch", "2"])
+    assert "translated 4 of 4 images" in capsys.readouterr().out
+    for stem, (h, w) in sizes.items():
+        assert read_rgb(outputs / f"{stem}.png").shape == (h, w, 3)
+    source = read_rgb(inputs / "a.png")
+    np.testing.assert_array_equal(
+        read_rgb(outputs / "a.png"), translate_batch(generator, source[None], "fp32", CPU)[0]
+    )
+
+    sentinel = np.zeros((30, 50, 3), dtype=np.uint8)
+    write_png(outputs / "a.png", sentinel)
+    (outputs / "c.png").unlink()
+    main(argv)
+    assert "translated 1 of 4 images" in capsys.readouterr().out
+    np.testing.assert_array_equal(read_rgb(outputs / "a.png"), sentinel)
+    assert read_rgb(outputs / "c.png").shape == (17, 23, 3)
+
+
+def test_folder_mode_loads_a_reference_checkpoint(tmp_path: Path) -> None:
+    generator = tiny_generator()
+    # As the reference saves it after DataParallel: every key prefixed with "module.".
+    reference = {f"module.{k}": v for k, v in generator.state_dict().items()}
+    torch.save(reference, tmp_path / "latest_net_G_A.pth")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image = np.random.default_rng(2).integers(0, 256, (36, 44, 3), dtype=np.uint8)
+    Image.fromarray(image).save(inputs / "x.png")
+    main(
+        [
+            "--generator", str(tmp_path / "latest_net_G_A.pth"),
+            "--reference-netG", "resnet_6blocks", "--ngf", "4",
+            "--input", str(inputs), "--output", str(tmp_path / "out"), "--precision", "fp32",
+        ]
+    )  # fmt: skip
+    np.testing.assert_array_equal(
+        read_rgb(tmp_path / "out" / "x.png"),
+        translate_batch(generator, image[None], "fp32", CPU)[0],
+    )
+
+
+def test_trained_weights_without_settings_file_are_explained(tmp_path: Path) -> None:
+    torch.save(tiny_generator().state_dict(), tmp_path / "gen.pt")
+    (tmp_path / "in").mkdir()
+    with pytest.raises(TranslateError, match=r"generator\.json: not found.*--reference-netG"):
+        main(
+            [
+                "--generator",
+                str(tmp_path / "gen.pt"),
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+
+
+def test_domain_distance_by_hand() -> None:
+    black = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    white = np.full((3, 4, 4, 3), 255, dtype=np.uint8)
+    half = np.concatenate([np.zeros((1, 2, 4, 3)), np.full((1, 2, 4, 3), 255)], axis=1)
+    assert domain_distance(channel_stats(black), channel_stats(black)) == {
+        "meanstd_distance": 0.0,
+        "hist_distance": 0.0,
+    }
+    # Disjoint histograms are 2 apart; means differ by 255 and both stds are 0.
+    assert domain_distance(channel_stats(black), channel_stats(white)) == {
+        "meanstd_distance": 1.0,
+        "hist_distance": 2.0,
+    }
+    # Half black, half white: mean 127.5, std 127.5; half the mass overlaps with black.
+    far = domain_distance(channel_stats(half.astype(np.uint8)), channel_stats(black))
+    assert far["meanstd_distance"] == pytest.approx(1.0)
+    assert far["hist_distance"] == pytest.approx(1.0)
+    stats = channel_stats(
+        np.random.default_rng(0).integers(0, 256, (7, 5, 6, 3), dtype=np.uint8), chunk=3
+    )
+    assert stats["hist"].shape == (3, 32)
+    np.testing.assert_allclose(stats["hist"].sum(axis=1), 1.0)

@@ -1,0 +1,243 @@
+"""CycleGAN training loop: schedule, learning, exact resume, NaN guard, refusing bad resumes."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pipeline.train.cyclegan as loop
+from pipeline.config import CycleGANConfig
+from pipeline.io import read_rgb
+from pipeline.tracking import NullTracker
+from pipeline.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from pipeline.train.cyclegan import NET_NAMES, TrainingDiverged, lr_factor, train_cyclegan
+from pipeline.translate import load_trained_generator
+
+CPU = torch.device("cpu")
+
+
+def tiny_config(**overrides) -> CycleGANConfig:
+    settings = dict(
+        netG="resnet_6blocks",
+        ngf=8,
+        ndf=8,
+        crop=(32, 32),
+        iters=10,
+        decay_from=5,
+        pool_size=4,
+        precision="fp32",
+        checkpoint_every=4,
+        log_every=1,
+        sample_every=100,
+        threads=1,  # a shared 2-core machine: more threads only wait on each other
+    )
+    settings.update(overrides)
+    return CycleGANConfig(**settings)
+
+
+@pytest.fixture(autouse=True)
+def restore_threads() -> Iterator[None]:
+    """The loop applies config.threads process-wide; later tests get the default back."""
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def frames() -> tuple[np.ndarray, np.ndarray]:
+    """Four sim and four real (32, 64, 3) frames: grey left-right ramps with noisy rows, and
+    green top-down ramps with noisy columns."""
+    rng = np.random.default_rng(0)
+    across = np.linspace(0, 200, 64, dtype=np.float32)[None, None, :, None]
+    sim = across + rng.uniform(0, 50, (4, 32, 1, 3))  # (4, 32, 64, 3)
+    down = np.linspace(30, 220, 32, dtype=np.float32)[None, :, None, None]
+    real = down * np.array([0.4, 1.0, 0.6]) + rng.uniform(0, 30, (4, 1, 64, 3))
+    return sim.astype(np.uint8), real.astype(np.uint8)
+
+
+class Recorder(NullTracker):
+    """Keeps logged metrics; optionally acts at one step (a signal or a crash)."""
+
+    def __init__(self, at_step: int | None = None, action=None):
+        self.metrics: dict[int, dict[str, float]] = {}
+        self.at_step, self.action = at_step, action
+
+    def log_params(self, params):
+        self.params = dict(params)
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics[step] = dict(metrics)
+        if step == self.at_step and self.action is not None:
+            self.action()
+
+
+def weights(out_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    saved = load_checkpoint(list_checkpoints(out_dir / "checkpoints")[-1])
+    return {name: saved[name] for name in (*NET_NAMES, "opt_gen", "opt_disc")}
+
+
+def assert_same(a, b, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_lr_is_constant_then_linear_to_zero() -> None:
+    assert [lr_factor(s, 100, 60) for s in (0, 59, 60)] == [1.0, 1.0, 1.0]
+    assert lr_factor(80, 100, 60) == pytest.approx(0.5)
+    assert lr_factor(99, 100, 60) == pytest.approx(1 / 40)
+    assert lr_factor(100, 100, 60) == 0.0
+    assert all(lr_factor(s, 50, 50) == 1.0 for s in range(50))
+    assert lr_factor(0, 10, 0) == 1.0 and lr_factor(5, 10, 0) == pytest.approx(0.5)
+
+
+def test_training_lowers_cycle_loss_and_writes_outputs(tmp_path: Path, frames) -> None:
+    sim, real = frames
+    config = tiny_config(iters=60, decay_from=40, lambda_cycle=50.0, log_every=10, sample_every=30)
+    recorder = Recorder()
+    metrics = train_cyclegan(
+        config, sim, real, tmp_path, recorder, curves_path=tmp_path / "curves.csv", device=CPU
+    )
+    cycle = [
+        m["loss_cycle_sim"] + m["loss_cycle_real"] for _, m in sorted(recorder.metrics.items())
+    ]
+    assert cycle[-1] < 0.7 * cycle[0], cycle
+    # The logged learning rate is the schedule's value at the last update of each interval.
+    for step, logged in recorder.metrics.items():
+        if "lr" in logged and step < config.iters:
+            assert logged["lr"] == pytest.approx(config.lr * lr_factor(step - 1, 60, 40))
+
+    assert metrics["steps"] == 60 and metrics["precision"] == "fp32" and metrics["img_per_s"] > 0
+    with open(tmp_path / "curves.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40, 50, 60]
+    assert float(rows[-1]["loss_cycle_sim"]) == pytest.approx(metrics["loss_cycle_sim"], abs=1e-5)
+    assert json.loads((tmp_path / "generator.json").read_text()) == {
+        "netG": "resnet_6blocks",
+        "ngf": 8,
+        "norm": "instance",
+    }
+    generator = load_trained_generator(tmp_path / "gen_sim2real.pt", CPU)
+    saved = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[-1])
+    assert_same(generator.state_dict(), saved["gen_sim2real"])
+    grid = read_rgb(tmp_path / "samples" / "step_00000060.png")
+    assert grid.shape == (2 * 32, 3 * 64, 3)
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path: Path, frames) -> None:
+    sim, real = frames
+    config = tiny_config()
+    whole, pieces = tmp_path / "whole", tmp_path / "pieces"
+    train_cyclegan(config, sim, real, whole, NullTracker(), whole / "curves.csv", device=CPU)
+
+    def crash() -> None:
+        raise RuntimeError("power cut")
+
+    # A hard crash at step 7 loses steps 5-7: the newest checkpoint is step 4.
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_cyclegan(config, sim, real, pieces, Recorder(7, crash), device=CPU)
+    assert [p.name for p in list_checkpoints(pieces / "checkpoints")] == ["step_00000004.pt"]
+
+    # SIGINT at step 6: a checkpoint at that very step, then KeyboardInterrupt.
+    def interrupt() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_cyclegan(config, sim, real, pieces, Recorder(6, interrupt), device=CPU)
+    assert list_checkpoints(pieces / "checkpoints")[-1].name == "step_00000006.pt"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    train_cyclegan(config, sim, real, pieces, NullTracker(), pieces / "curves.csv", device=CPU)
+    assert_same(weights(whole), weights(pieces))
+    for name in ("gen_sim2real.pt", "gen_real2sim.pt"):
+        assert_same(
+            torch.load(whole / name, weights_only=True),
+            torch.load(pieces / name, weights_only=True),
+        )
+    assert (whole / "curves.csv").read_text() == (pieces / "curves.csv").read_text()
+
+
+@pytest.mark.parametrize("max_bad_steps", [0, 2])
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path, frames, monkeypatch, max_bad_steps: int
+) -> None:
+    sim, real = frames
+    calls = {"n": 0}
+    real_cycle_loss = loop.cycle_loss
+
+    def poisoned(reconstructed, original):
+        # Two cycle losses per step: from the 4th step on, every step's loss is NaN.
+        calls["n"] += 1
+        loss = real_cycle_loss(reconstructed, original)
+        return loss * float("nan") if calls["n"] > 6 else loss
+
+    monkeypatch.setattr(loop, "cycle_loss", poisoned)
+    config = tiny_config(checkpoint_every=2, max_bad_steps=max_bad_steps)
+    with pytest.raises(TrainingDiverged, match="max_bad_steps") as error:
+        train_cyclegan(config, sim, real, tmp_path, NullTracker(), device=CPU)
+    # The run stops at the (max_bad_steps + 1)-th bad step in a row, without saving there.
+    assert f"cyclegan step {4 + max_bad_steps}:" in str(error.value)
+    newest = list_checkpoints(tmp_path / "checkpoints")[-1]
+    assert newest.name == ("step_00000002.pt" if max_bad_steps == 0 else "step_00000004.pt")
+    assert str(newest) in str(error.value)
+    saved = load_checkpoint(newest)
+    for name in NET_NAMES:
+        assert all(torch.isfinite(t).all() for t in saved[name].values())
+
+
+def test_nan_guard_skips_an_isolated_bad_step(tmp_path: Path, frames, monkeypatch) -> None:
+    sim, real = frames
+    calls = {"n": 0}
+    real_cycle_loss = loop.cycle_loss
+
+    def one_bad_step(reconstructed, original):
+        calls["n"] += 1
+        loss = real_cycle_loss(reconstructed, original)
+        return loss * float("nan") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(loop, "cycle_loss", one_bad_step)
+    recorder = Recorder()
+    config = tiny_config(iters=6, max_bad_steps=1)
+    metrics = train_cyclegan(config, sim, real, tmp_path, recorder, device=CPU)
+    assert metrics["steps"] == 6
+    assert 4 not in recorder.metrics  # nothing to log for the skipped step
+    saved = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[-1])
+    assert all(torch.isfinite(t).all() for t in saved["gen_sim2real"].values())
+
+
+def test_resume_refuses_changed_weight_settings_but_not_runtime_knobs(
+    tmp_path: Path, frames
+) -> None:
+    sim, real = frames
+    config = tiny_config(iters=4, decay_from=2, checkpoint_every=2)
+
+    def crash() -> None:
+        raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_cyclegan(config, sim, real, tmp_path, Recorder(3, crash), device=CPU)
+    changed = dataclasses.replace(config, netG="resnet_9blocks")
+    with pytest.raises(CheckpointError, match=r"\(netG: 'resnet_6blocks' -> 'resnet_9blocks'\)"):
+        train_cyclegan(changed, sim, real, tmp_path, NullTracker(), device=CPU)
+    runtime_only = dataclasses.replace(config, precision="bf16", log_every=5, checkpoint_every=3)
+    recorder = Recorder()
+    metrics = train_cyclegan(runtime_only, sim, real, tmp_path, recorder, device=CPU)
+    assert metrics["steps"] == 4 and recorder.params["resumed_from_step"] == 2
