@@ -320,7 +320,6 @@ def _stream_seed(seed: int, rank: int, stream: str) -> int:
 def _resume_settings(config: CycleGANConfig) -> dict[str, Any]:
     settings = {key: getattr(config, key) for key in RESUME_KEYS}
     settings["crop"] = list(config.crop)
-    settings["world_size"] = dist.world_size()
     return settings
 
 
@@ -477,11 +476,19 @@ def train_cyclegan(
         if saved["scaler"] and models.scaler.is_enabled():
             models.scaler.load_state_dict(saved["scaler"])
         progress = _Progress(**saved["progress"])
-        local = saved["ranks"][dist.rank()]
-        sampler.generator.set_state(local["sampler"])
-        for name, pool in pools.items():
-            pool.load_state_dict(local[f"pool_{name}"])
-        set_rng_state(local["rng"])
+        if len(saved["ranks"]) == dist.world_size():
+            local = saved["ranks"][dist.rank()]
+            sampler.generator.set_state(local["sampler"])
+            for name, pool in pools.items():
+                pool.load_state_dict(local[f"pool_{name}"])
+            set_rng_state(local["rng"])
+        elif is_main:
+            # Another world size cannot replay the saved per-rank draws: weights, optimizers and
+            # schedule continue, each rank's sampling stream and image pools start afresh.
+            print(
+                f"checkpoint written by {len(saved['ranks'])} processes, resuming with "
+                f"{dist.world_size()}: sampling streams and image pools restart"
+            )
         if is_main:
             print(f"resuming from {checkpoints[-1]} (step {progress.step} of {config.iters})")
     _wrap_runners(models, config, device)

@@ -1,0 +1,203 @@
+"""The stages under torchrun with 2 gloo processes on CPU, as teams run them on N GPUs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.config import DataConfig, DatasetSpec
+from pipeline.data.demo import DemoSpec, generate
+from pipeline.data.prepare import prepare_all
+from tests.conftest import REPO_ROOT
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+TINY = {
+    "data": {"size": [32, 64]},
+    "cyclegan": {
+        "ngf": 4,
+        "ndf": 4,
+        "iters": 8,
+        "decay_from": 4,
+        "crop": [32, 64],
+        "checkpoint_every": 2,
+        "log_every": 2,
+        "sample_every": 4,
+        "pool_size": 4,
+    },
+    "translate": {"batch": 3},
+    "train_seg": {"iters": 6, "batch": 2, "crop": [32, 64], "checkpoint_every": 2, "log_every": 2},
+    "evaluate": {"batch": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    generate(
+        DemoSpec(seed=1, n_source=10, n_target_train=10, n_target_val=5, size=(32, 64)),
+        root / "demo",
+    )
+    data = DataConfig(
+        source=DatasetSpec("gta5", str(root / "demo" / "gta5")),
+        target=DatasetSpec("cityscapes", str(root / "demo" / "cityscapes")),
+        size=(32, 64),
+    )
+    prepare_all(data, 1, root / "data" / "prepared", root / "data.json")
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def _env(work: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def _torchrun(nproc: int, module: str, *args: str) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, "-m", module, *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        module,
+        *args,
+    ]
+
+
+def _run(work: Path, nproc: int, module: str, *args: str) -> str:
+    result = subprocess.run(
+        _torchrun(nproc, module, *args),
+        cwd=work,
+        env=_env(work),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result.stdout + result.stderr
+
+
+def _runs(work: Path, stage: str) -> list[str]:
+    code = (
+        "import mlflow, json; mlflow.set_tracking_uri('sqlite:///mlflow.db');"
+        "r = mlflow.search_runs(experiment_names=['sim2real']);"
+        f"print(json.dumps(r[r['tags.stage'] == '{stage}']['run_id'].tolist()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_cyclegan_two_processes_then_translate_sharded(work):
+    _run(
+        work,
+        2,
+        "stages.train_cyclegan",
+        "--prepared",
+        "data/prepared",
+        "--out",
+        "models/cyclegan",
+        "--metrics",
+        "cyclegan.json",
+        "--curves",
+        "curves.csv",
+    )
+    checkpoints = sorted(p.name for p in (work / "models/cyclegan/checkpoints").glob("*.pt"))
+    assert checkpoints == ["step_00000006.pt", "step_00000008.pt"]  # one set, rank 0 only
+    assert len(_runs(work, "train_cyclegan")) == 1
+    metrics = json.loads((work / "cyclegan.json").read_text())
+    assert metrics["steps"] == 8
+
+    _run(
+        work,
+        2,
+        "stages.translate",
+        "--prepared",
+        "data/prepared",
+        "--generator",
+        "models/cyclegan",
+        "--out",
+        "data/translated",
+        "--metrics",
+        "translate.json",
+    )
+    names = json.loads((work / "data/prepared/sim/names.json").read_text())
+    written = sorted(p.stem for p in (work / "data/translated/images").glob("*.png"))
+    assert written == sorted(names)
+    assert json.loads((work / "translate.json").read_text())["translated"] == len(names)
+    assert np.load(work / "data/translated/images.npy").shape[0] == len(names)
+
+
+def test_segmentation_two_processes_and_evaluation_equals_one_process(work):
+    _run(work, 2, "stages.train_seg", "--variant", "oracle", "--out", "models/seg/oracle")
+    assert (work / "models/seg/oracle/model.pt").is_file()
+    assert len(_runs(work, "train_seg")) == 1
+    scores = {}
+    for nproc in (1, 2):
+        _run(
+            work,
+            nproc,
+            "stages.evaluate",
+            "--variant",
+            "oracle",
+            "--model",
+            "models/seg/oracle",
+            "--val",
+            "data/prepared/real_val",
+            "--metrics",
+            f"m{nproc}.json",
+            "--confusion",
+            f"c{nproc}.csv",
+            "--predictions",
+            f"p{nproc}.npy",
+        )
+        scores[nproc] = json.loads((work / f"m{nproc}.json").read_text())
+    assert scores[1] == scores[2]
+    assert (work / "c1.csv").read_bytes() == (work / "c2.csv").read_bytes()
+
+
+@pytest.mark.parametrize(("first", "second"), [(2, 1), (1, 2)])
+def test_checkpoint_resumes_across_world_sizes(work, first, second):
+    out = f"models/seg/resume_{first}_{second}"
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["train_seg"]["iters"] = 400  # long enough to interrupt after the first checkpoint
+    params["train_seg"]["variants"]["resume"] = params["train_seg"]["variants"]["oracle"]
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    process = subprocess.Popen(
+        _torchrun(first, "stages.train_seg", "--variant", "resume", "--out", out),
+        cwd=work,
+        env=_env(work),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not list((work / out / "checkpoints").glob("step_*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)  # what a scheduler sends before preemption
+    process.wait(timeout=120)
+    saved = sorted((work / out / "checkpoints").glob("step_*.pt"))
+    assert saved, process.stdout.read().decode()[-3000:]
+    params["train_seg"]["iters"] = 400
+    log = _run(work, second, "stages.train_seg", "--variant", "resume", "--out", out)
+    assert "resum" in log.lower()
+    assert (work / out / "model.pt").is_file()
