@@ -168,9 +168,11 @@ class CycleGANConfig:
 class TranslateConfig:
     batch: int = 16
     precision: Precision = "auto"
+    threads: int = 0  # 0 = torch's default
 
     def __post_init__(self) -> None:
         _check(self.batch > 0, "translate.batch", self.batch, "an integer > 0")
+        _check(self.threads >= 0, "translate.threads", self.threads, "an integer >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +203,7 @@ class TrainSegConfig:
     encoder: str = "resnet18"
     # None: random init (offline default). A path: a local state dict for the encoder.
     encoder_weights: str | None = None
-    iters: int = 1000
+    iters: int = 350
     batch: int = 8
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
@@ -209,15 +211,15 @@ class TrainSegConfig:
     momentum: float = 0.9
     poly_power: float = 0.9
     loss: Literal["ce", "ce+dice"] = "ce"
-    crop: tuple[int, int] = (128, 256)
-    scale: tuple[float, float] = (0.75, 1.25)
+    crop: tuple[int, int] = (64, 128)
+    scale: tuple[float, float] = (0.75, 1.5)
     flip: bool = True
     color_jitter: float = 0.1
     precision: Precision = "auto"
-    channels_last: bool = False
+    channels_last: bool = True
     sync_bn: bool = True
-    checkpoint_every: int = 200
-    log_every: int = 20
+    checkpoint_every: int = 100
+    log_every: int = 25
     seed: int = 0
     threads: int = 0
 

@@ -158,7 +158,13 @@ class Tracker:
         self._retry(self._client.log_artifact, self.run_id, str(path), folder)
 
     def log_table(self, data: Any, name: str) -> None:
-        self._retry(self._client.log_table, self.run_id, data=data, artifact_file=f"{name}.json")
+        """Log a pandas DataFrame as an MLflow table artifact, replacing an earlier one.
+
+        (MLflow's own log_table appends rows to an existing table, so evaluating a run twice
+        would double it; log_dict writes the same {"columns", "data"} layout and overwrites.)
+        """
+        table = {"columns": [str(c) for c in data.columns], "data": data.to_numpy().tolist()}
+        self._retry(self._client.log_dict, self.run_id, table, f"{name}.json")
 
     def log_dict(self, data: Mapping[str, Any], name: str) -> None:
         self._retry(self._client.log_dict, self.run_id, dict(data), f"{name}.json")

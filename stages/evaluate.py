@@ -1,0 +1,75 @@
+"""dvc stage `evaluate@variant`: score one variant's net on real val at label resolution."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline import dist
+from pipeline.config import load_params
+from pipeline.data.prepare import PreparedSplit
+from pipeline.evaluate import (
+    evaluate_images,
+    load_model,
+    log_evaluation,
+    native_labels,
+    write_evaluation,
+)
+from pipeline.io import read_json
+from pipeline.runtime import pick_device, resolve_precision
+from pipeline.tracking import open_tracker
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--variant", required=True, help="variant name, for tracking")
+    parser.add_argument("--model", type=Path, required=True, help="models/seg/NAME")
+    parser.add_argument("--val", type=Path, required=True, help="prepared real val split")
+    parser.add_argument("--metrics", type=Path, required=True, help="scores (JSON)")
+    parser.add_argument("--confusion", type=Path, required=True, help="confusion matrix (CSV)")
+    parser.add_argument("--predictions", type=Path, required=True, help="kept predictions (.npy)")
+    args = parser.parse_args(argv)
+    params = load_params()
+    config = params.evaluate
+
+    dist.init()
+    try:
+        device = pick_device()
+        val = PreparedSplit.open(args.val)
+        evaluation = evaluate_images(
+            load_model(args.model),
+            val.images,
+            native_labels(args.val),
+            config.batch,
+            resolve_precision(config.precision, device),
+            device,
+            keep=config.saved_predictions,
+        )
+        if not dist.is_main():
+            return
+        # Files first: a tracking failure below must not lose the scores.
+        result = write_evaluation(evaluation, args.metrics, args.confusion, args.predictions)
+        print(
+            f"{args.variant}: mIoU {result['miou']:.4f}, pixel accuracy "
+            f"{result['pixel_accuracy']:.4f} on {result['n_images']} frames -> {args.metrics}"
+        )
+        tracking = params.tracking
+        run_id = read_json(args.model / "run.json")["run_id"]
+        if tracking.enabled and run_id is None:
+            print(f"{args.model} was trained with tracking off: no run to add the scores to")
+        tracker = open_tracker(
+            tracking.enabled and run_id is not None,
+            tracking.experiment,
+            run_name=args.variant,
+            run_id=run_id,
+        )
+        log_evaluation(
+            tracker, result, evaluation.confusion.matrix.cpu().numpy(), f"{args.variant}: real val"
+        )
+        tracker.finish()
+    finally:
+        dist.cleanup()
+
+
+if __name__ == "__main__":
+    main()

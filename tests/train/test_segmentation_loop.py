@@ -1,0 +1,206 @@
+"""Segmentation training loop on 8 tiny frames: loss, names check, FDA, outputs, kill and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import TrainSegConfig, VariantSpec
+from pipeline.data.demo import render_frame
+from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
+from pipeline.data.prepare import PreparedSplit
+from pipeline.tracking import NullTracker
+from pipeline.train.checkpoint import list_checkpoints
+from pipeline.train.segmentation import (
+    Interrupted,
+    SegmentationLoss,
+    poly_factor,
+    resume_checkpoint,
+    sample_batch,
+    train_segmentation,
+)
+
+SIZE = (64, 128)
+
+
+def write_split(root: Path, domain: str, count: int, drop: str | None = None) -> PreparedSplit:
+    """A prepared split of demo frames; `drop` leaves that frame out, as a broken translation."""
+    frames = [render_frame(0, domain, i, SIZE) for i in range(count)]
+    names = [f"{i:05d}" for i in range(count)]
+    keep = [i for i, name in enumerate(names) if name != drop]
+    root.mkdir(parents=True)
+    np.save(root / "images.npy", np.stack([frames[i][0] for i in keep]))
+    np.save(root / "labels.npy", np.stack([frames[i][1] for i in keep]))
+    (root / "names.json").write_text(json.dumps([names[i] for i in keep]))
+    return PreparedSplit.open(root)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory) -> dict[str, PreparedSplit]:
+    root = tmp_path_factory.mktemp("prepared")
+    return {name: write_split(root / name, name, 8) for name in ("sim", "real")}
+
+
+def tiny_config(**overrides) -> TrainSegConfig:
+    settings = {
+        "variants": {
+            "source_only": VariantSpec(images="sim", labels="sim"),
+            "fda": VariantSpec(images="sim", labels="sim", fda_beta=0.1, fda_style="real"),
+        },
+        # A light encoder keeps checkpoints small (the loop, not the net, is under test here).
+        "encoder": "tu-mobilenetv3_small_100",
+        "iters": 6,
+        "batch": 2,
+        "crop": (32, 64),
+        "checkpoint_every": 100,
+        "log_every": 2,
+        "channels_last": True,
+        **overrides,
+    }
+    return TrainSegConfig(**settings)
+
+
+def test_poly_decay_is_a_pure_function_of_the_step() -> None:
+    assert poly_factor(0, 100, 0.9) == 1.0
+    assert poly_factor(50, 100, 0.9) == pytest.approx(0.5**0.9)
+    assert poly_factor(100, 100, 0.9) == 0.0
+    assert poly_factor(150, 100, 0.9) == 0.0
+
+
+@pytest.mark.parametrize("kind", ["ce", "ce+dice"])
+def test_ignored_pixels_contribute_no_gradient(kind: str) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, NUM_CLASSES, 8, 8, requires_grad=True)
+    target = torch.randint(0, NUM_CLASSES, (2, 8, 8))
+    target[:, :3] = IGNORE_INDEX
+    SegmentationLoss(kind)(logits, target).backward()
+    assert torch.count_nonzero(logits.grad[:, :, :3]) == 0
+    assert (logits.grad[:, :, 3:].abs().sum(dim=1) > 0).all()
+
+    # Labels on ignored pixels do not matter at all: changing them changes nothing.
+    other = target.clone()
+    other[:, :3] = 0
+    other[:, :3] = IGNORE_INDEX
+    assert SegmentationLoss(kind)(logits, other) == SegmentationLoss(kind)(logits, target)
+
+
+def test_a_crop_with_no_labelled_pixel_gives_zero_loss_not_nan() -> None:
+    logits = torch.randn(1, NUM_CLASSES, 4, 4, requires_grad=True)
+    loss = SegmentationLoss("ce")(logits, torch.full((1, 4, 4), IGNORE_INDEX))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(logits.grad) == 0
+
+
+def test_a_translation_missing_a_frame_is_named(tmp_path, splits) -> None:
+    translated = write_split(tmp_path / "translated", "sim", 8, drop="00003")
+    config = tiny_config()
+    with pytest.raises(ValueError, match="first missing: 00003"):
+        train_segmentation(
+            config, "source_only", translated, splits["sim"], None, tmp_path / "out", NullTracker()
+        )
+
+
+def test_fda_swaps_appearance_not_labels_and_trains(tmp_path, splits) -> None:
+    torch.manual_seed(0)
+    plain, plain_labels = sample_batch(splits["sim"], splits["sim"], 4)
+    torch.manual_seed(0)
+    swapped, labels = sample_batch(splits["sim"], splits["sim"], 4, splits["real"], 0.1)
+    assert torch.equal(labels, plain_labels)
+    assert swapped.min() >= 0 and swapped.max() <= 1
+    # The low frequencies now follow real images: the mean colour moves towards theirs.
+    real_mean = torch.from_numpy(splits["real"].images[:].astype(np.float32) / 255).mean((0, 1, 2))
+    assert (swapped.mean((0, 2, 3)) - real_mean).abs().sum() < (
+        plain.mean((0, 2, 3)) - real_mean
+    ).abs().sum()
+
+    config = tiny_config(iters=2)
+    out = tmp_path / "fda"
+    result = train_segmentation(
+        config, "fda", splits["sim"], splits["sim"], splits["real"], out, NullTracker()
+    )
+    assert result.steps == 2 and np.isfinite(result.final_loss)
+
+
+class SignalAt(NullTracker):
+    """A tracker that sends this process SIGTERM while logging `step`, like a pre-emption."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def log_metrics(self, metrics, step=None) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, splits) -> Path:
+    """A 6-step run that nothing interrupts."""
+    out = tmp_path_factory.mktemp("straight")
+    train_segmentation(
+        tiny_config(), "source_only", splits["sim"], splits["sim"], None, out, NullTracker()
+    )
+    return out
+
+
+def test_a_finished_run_writes_its_outputs(straight) -> None:
+    assert json.loads((straight / "model.json").read_text()) == {
+        "arch": "Unet",
+        "encoder": "tu-mobilenetv3_small_100",
+        "num_classes": NUM_CLASSES,
+    }
+    assert json.loads((straight / "run.json").read_text()) == {"run_id": None}
+    with open(straight / "curve.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    config = tiny_config()
+    for row in rows:
+        expected = config.lr * poly_factor(int(row["step"]), config.iters, config.poly_power)
+        assert float(row["lr"]) == pytest.approx(expected)
+        assert np.isfinite(float(row["loss"]))
+    assert [p.name for p in list_checkpoints(straight / "checkpoints")] == ["step_00000006.pt"]
+    state = torch.load(straight / "model.pt", weights_only=True)
+    assert state["segmentation_head.0.weight"].shape[0] == NUM_CLASSES
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(
+    tmp_path, splits, straight
+) -> None:
+    config = tiny_config()
+    out = tmp_path / "resumed"
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="step 2"):
+        train_segmentation(
+            config, "source_only", splits["sim"], splits["sim"], None, out, SignalAt(2)
+        )
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step_00000002.pt"]
+    assert not (out / "model.pt").exists()
+
+    result = train_segmentation(
+        config, "source_only", splits["sim"], splits["sim"], None, out, NullTracker()
+    )
+    assert result.resumed_from == 2 and result.steps == 6
+    expected = torch.load(straight / "model.pt", weights_only=True)
+    actual = torch.load(out / "model.pt", weights_only=True)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    assert (out / "curve.csv").read_text() == (straight / "curve.csv").read_text()
+
+
+def test_checkpoints_from_other_settings_are_dropped_not_resumed(tmp_path, straight) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(straight, out)
+    assert resume_checkpoint(tiny_config(), "source_only", out)["step"] == 6
+    # Cadence is not a setting of the run: the checkpoint still resumes.
+    assert resume_checkpoint(tiny_config(log_every=3), "source_only", out) is not None
+    assert resume_checkpoint(tiny_config(lr=5e-4), "source_only", out) is None
+    assert list_checkpoints(out / "checkpoints") == []
