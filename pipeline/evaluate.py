@@ -25,6 +25,7 @@ from pipeline.data.labels import CLASS_NAMES, NUM_CLASSES
 from pipeline.io import atomic_path, read_json, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, scores_to_json
 from pipeline.models.segmentation import build_segmentation_model
+from pipeline.report import confusion_figure
 from pipeline.runtime import autocast
 
 # Scalar scores logged as "val_<name>" for every variant, so runs compare column by column.
@@ -156,29 +157,6 @@ def class_table(result: dict[str, Any], matrix: np.ndarray) -> pd.DataFrame:
             "predicted_pixels": matrix.sum(axis=0).tolist(),
         }
     )
-
-
-def confusion_figure(matrix: np.ndarray, title: str) -> Any:
-    """Row-normalized confusion matrix (each ground-truth class sums to 1) as a figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.asarray(matrix, dtype=np.float64)
-    totals = counts.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rows = np.where(totals > 0, counts / totals, np.nan)
-    figure, axis = plt.subplots(figsize=(8, 7), layout="constrained")
-    shown = axis.imshow(rows, vmin=0.0, vmax=1.0, cmap="viridis")
-    ticks = np.arange(len(CLASS_NAMES))
-    axis.set_xticks(ticks, CLASS_NAMES, rotation=90, fontsize=7)
-    axis.set_yticks(ticks, CLASS_NAMES, fontsize=7)
-    axis.set_xlabel("prediction")
-    axis.set_ylabel("ground truth")
-    axis.set_title(title)
-    figure.colorbar(shown, ax=axis, fraction=0.046, label="share of ground-truth pixels")
-    return figure
 
 
 def write_evaluation(

@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true
-.venv/bin/dvc repro "$@"
+# dvc.yaml runs `python -m ...`: the project venv must come first on PATH.
+export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true
+dvc repro "$@"
 echo
 if [ -f reports/comparison.md ]; then
   cat reports/comparison.md

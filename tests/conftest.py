@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
+
+from pipeline.config import DataConfig, DatasetSpec
+from pipeline.data.demo import DemoSpec, generate
+from pipeline.data.prepare import prepare_all
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -46,3 +51,19 @@ def random_frame(
     # Cityscapes label ids of train classes (7 road, 8 sidewalk, 11 building, 26 car) and 0.
     ids = rng.choice(np.array([0, 7, 8, 11, 26], dtype=np.uint8), size=(h, w))
     return image, ids
+
+
+def tiny_workspace(root: Path, spec: DemoSpec, overrides: dict) -> Path:
+    """A working folder as the stages expect it: demo data, prepared splits, a tiny params.yaml."""
+    generate(spec, root / "demo")
+    data = DataConfig(
+        source=DatasetSpec("gta5", str(root / "demo" / "gta5")),
+        target=DatasetSpec("cityscapes", str(root / "demo" / "cityscapes")),
+        size=spec.size,
+    )
+    prepare_all(data, 1, root / "data" / "prepared", root / "data.json")
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root

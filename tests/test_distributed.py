@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import DataConfig, DatasetSpec
-from pipeline.data.demo import DemoSpec, generate
-from pipeline.data.prepare import prepare_all
-from tests.conftest import REPO_ROOT
+from pipeline.data.demo import DemoSpec
+from tests.conftest import REPO_ROOT, tiny_workspace
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -42,22 +40,8 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dist")
-    generate(
-        DemoSpec(seed=1, n_source=10, n_target_train=10, n_target_val=5, size=(32, 64)),
-        root / "demo",
-    )
-    data = DataConfig(
-        source=DatasetSpec("gta5", str(root / "demo" / "gta5")),
-        target=DatasetSpec("cityscapes", str(root / "demo" / "cityscapes")),
-        size=(32, 64),
-    )
-    prepare_all(data, 1, root / "data" / "prepared", root / "data.json")
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return root
+    spec = DemoSpec(seed=1, n_source=10, n_target_train=10, n_target_val=5, size=(32, 64))
+    return tiny_workspace(tmp_path_factory.mktemp("dist"), spec, TINY)
 
 
 def _env(work: Path) -> dict[str, str]:

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from pipeline.config import DataConfig, DatasetSpec
-from pipeline.data.demo import DemoSpec, generate
+from pipeline.data.demo import DemoSpec
 from pipeline.data.prepare import prepare_all
-from tests.conftest import REPO_ROOT, random_frame, write_image, write_palette_label
+from tests.conftest import REPO_ROOT, random_frame, tiny_workspace, write_image, write_palette_label
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -58,22 +57,8 @@ KILLS = 3
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    generate(
-        DemoSpec(seed=2, n_source=24, n_target_train=8, n_target_val=4, size=(32, 64)),
-        root / "demo",
-    )
-    data = DataConfig(
-        source=DatasetSpec("gta5", str(root / "demo" / "gta5")),
-        target=DatasetSpec("cityscapes", str(root / "demo" / "cityscapes")),
-        size=(32, 64),
-    )
-    prepare_all(data, 1, root / "data" / "prepared", root / "data.json")
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return root
+    spec = DemoSpec(seed=2, n_source=24, n_target_train=8, n_target_val=4, size=(32, 64))
+    return tiny_workspace(tmp_path_factory.mktemp("faults"), spec, TINY)
 
 
 def _command(module: str, *args: str) -> list[str]:
