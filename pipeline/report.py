@@ -173,11 +173,11 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str]) -> p
     """A grid of uint8 images; `titles` label the columns."""
     n_rows, n_cols = len(rows), len(titles)
     height, width = rows[0][0].shape[:2]
-    scale = 2.6 / max(height, width) * max(1.0, width / height)
+    panel = 3.0  # inches per panel width; height follows the images' aspect ratio
     figure, axes = plt.subplots(
         n_rows,
         n_cols,
-        figsize=(n_cols * width / height * 1.6 * scale + 0.2, n_rows * 1.6 * scale),
+        figsize=(n_cols * panel, n_rows * panel * height / width + 0.4),
         squeeze=False,
     )
     for r, row in enumerate(rows):
@@ -187,7 +187,7 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str]) -> p
             axes[r][c].set_yticks([])
             if r == 0:
                 axes[r][c].set_title(titles[c], fontsize=9)
-    figure.tight_layout()
+    figure.subplots_adjust(wspace=0.03, hspace=0.05, left=0.01, right=0.99, top=0.93, bottom=0.01)
     return figure
 
 

@@ -65,7 +65,11 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("key", "value", "named"), BAD, ids=[b[0] + "=" + repr(b[1]) for b in BAD])
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    BAD,
+    ids=[f"{key}={'<deleted>' if value is _DELETE else repr(value)}" for key, value, _ in BAD],
+)
 def test_bad_value_names_the_key(raw, key, value, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         parse_params(_set(raw, key, value))

@@ -163,7 +163,7 @@ def test_segmentation_two_processes_and_evaluation_equals_one_process(work):
 def test_checkpoint_resumes_across_world_sizes(work, first, second):
     out = f"models/seg/resume_{first}_{second}"
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["train_seg"]["iters"] = 400  # long enough to interrupt after the first checkpoint
+    params["train_seg"]["iters"] = 120  # long enough to interrupt after the first checkpoint
     params["train_seg"]["variants"]["resume"] = params["train_seg"]["variants"]["oracle"]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     process = subprocess.Popen(
@@ -181,7 +181,6 @@ def test_checkpoint_resumes_across_world_sizes(work, first, second):
     process.wait(timeout=120)
     saved = sorted((work / out / "checkpoints").glob("step_*.pt"))
     assert saved, process.stdout.read().decode()[-3000:]
-    params["train_seg"]["iters"] = 400
     log = _run(work, second, "stages.train_seg", "--variant", "resume", "--out", out)
     assert "resum" in log.lower()
     assert (work / out / "model.pt").is_file()
