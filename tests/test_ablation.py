@@ -1,0 +1,36 @@
+"""The ablation page from DVC experiment rows, and the queued commands."""
+
+from __future__ import annotations
+
+from pipeline import ablation
+
+
+def test_queue_commands_name_each_ablation_and_its_overrides():
+    commands = {c[c.index("-n") + 1]: c for c in ablation.queue_commands()}
+    assert set(commands) == set(ablation.ABLATIONS)
+    gan_only = commands["gan-only"]
+    assert gan_only[gan_only.index("-S") + 1] == "cyclegan.lambda_cycle=0"
+    assert "--queue" in gan_only
+
+
+def test_markdown_takes_baseline_and_named_experiments_with_either_column_style():
+    rows = [
+        {
+            "Experiment": None,
+            "typ": "baseline",
+            "reports/fcn_score.json:translated.miou": 0.257,
+            "reports/metrics/cyclegan.json:miou": 0.187,
+            "pixel_accuracy": 0.495,
+        },
+        {
+            "Experiment": "gan-only",
+            "typ": "branch_commit",
+            "reports/fcn_score.json:translated.miou": 0.05,
+            "reports/metrics/cyclegan.json:miou": 0.06,
+        },
+        {"Experiment": "unrelated", "typ": "branch_commit"},
+    ]
+    page = ablation.ablation_markdown(rows)
+    assert "| baseline | params.yaml as committed | 25.7 | n/a | 18.7 | 49.5 |" in page
+    assert "| gan-only | cyclegan.lambda_cycle=0 | 5.0 | n/a | 6.0 | n/a |" in page
+    assert "unrelated" not in page
