@@ -441,15 +441,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     """`{"a.b": value}` view of a config section, for MLflow params."""
-    out: dict[str, Any] = {}
-    for key, value in to_dict(config).items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            for sub_key, sub_value in flatten_mapping(value, f"{name}.").items():
-                out[sub_key] = sub_value
-        else:
-            out[name] = value
-    return out
+    return flatten_mapping(to_dict(config), prefix)
 
 
 def flatten_mapping(mapping: Mapping[str, Any], prefix: str) -> dict[str, Any]:

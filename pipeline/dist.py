@@ -49,15 +49,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def broadcast_object(value: object) -> object:
-    """Rank 0's `value` on every rank."""
-    if not is_distributed():
-        return value
-    holder = [value]
-    torch_dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 def shard(count: int) -> range:
     """Indices of `count` items this rank handles: a strided slice, disjoint and covering."""
     return range(rank(), count, world_size())
