@@ -51,6 +51,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def remove_orphan_temps(folder: str | Path) -> int:
+    """Delete temp files a killed writer left in `folder` (never taken as outputs); count them.
+
+    Call only where one process writes the folder, before writing: a SIGKILL cannot clean up.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    orphans = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return len(orphans)
+
+
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")

@@ -32,7 +32,14 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import dist, runtime
-from pipeline.io import atomic_path, read_json, read_rgb, write_json, write_png
+from pipeline.io import (
+    atomic_path,
+    read_json,
+    read_rgb,
+    remove_orphan_temps,
+    write_json,
+    write_png,
+)
 from pipeline.models.cyclegan import (
     GENERATOR_NAMES,
     NORM_NAMES,
@@ -154,6 +161,8 @@ def translate_split(
     generator = generator.to(device).eval()
     if dist.is_main():
         _discard_foreign_translations(out_dir, fingerprint(generator))
+        remove_orphan_temps(png_dir)
+        remove_orphan_temps(out_dir)
     dist.barrier()
 
     todo = [i for i in dist.shard(len(names)) if not (png_dir / f"{names[i]}.png").is_file()]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.io import OutputError, atomic_path, write_json
+from pipeline.io import OutputError, atomic_path, remove_orphan_temps, write_json
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -39,6 +39,7 @@ def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], keep: 
     """Write `state` as folder/step_XXXXXXXX.pt atomically; keep the newest `keep` files."""
     folder = Path(folder)
     path = folder / checkpoint_name(step)
+    remove_orphan_temps(folder)
     with atomic_path(path) as tmp:
         try:
             torch.save(state, tmp)

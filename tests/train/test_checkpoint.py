@@ -85,3 +85,12 @@ def test_check_compatible_names_the_changed_setting():
     checkpoint.check_compatible({"netG": "a", "ngf": 8}, {"netG": "a", "ngf": 8}, "x.pt")
     with pytest.raises(checkpoint.CheckpointError, match="ngf: 8 -> 16"):
         checkpoint.check_compatible({"netG": "a", "ngf": 8}, {"netG": "a", "ngf": 16}, "x.pt")
+
+
+def test_orphan_temp_from_a_killed_save_is_removed_by_the_next_save(tmp_path):
+    checkpoint.save_checkpoint(tmp_path, 1, {"w": torch.ones(1)})
+    orphan = tmp_path / ".step_00000002.pt.x1y2.tmp"  # what a SIGKILL mid-save leaves
+    orphan.write_bytes(b"half")
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_00000001.pt"]
+    checkpoint.save_checkpoint(tmp_path, 2, {"w": torch.ones(1)})
+    assert not orphan.exists()
