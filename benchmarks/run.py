@@ -297,6 +297,11 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        "Where the step's time goes, per operator and per oneDNN kernel: "
+        "`reports/profile_cyclegan.md` (`python -m benchmarks.profile_cyclegan`).",
+    ]
+    lines += [
+        "",
         "## Segmentation (training step, inference)",
         "",
         "| config | kind | mode | img/s | x fp32 | peak RSS MB | data wait share |",

@@ -26,3 +26,37 @@ def test_quick_harness_writes_json_and_markdown(tmp_path, monkeypatch):
 def test_exponent_of_linear_and_quadratic_growth():
     assert run._exponent([1, 2, 4], [3.0, 6.0, 12.0]) == pytest.approx(1.0)
     assert run._exponent([1, 2, 4], [1.0, 4.0, 16.0]) == pytest.approx(2.0)
+
+
+def test_profile_categories_and_onednn_log_parsing():
+    from benchmarks import profile_cyclegan as prof
+
+    assert prof.categorise("aten::convolution_backward") == "conv backward"
+    assert prof.categorise("aten::mkldnn_convolution") == "conv forward"
+    assert prof.categorise("aten::native_group_norm_backward") == "instance norm backward"
+    assert prof.categorise("aten::native_group_norm") == "instance norm forward"
+    assert prof.categorise("aten::reflection_pad2d_backward") == "reflection pad"
+    assert prof.categorise("something::new") == "other"
+    log = [
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,jit_bf16:avx512_core_bf16,"
+        "forward_training,src:bf16,attr,,1x64x18x34,2.5",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16,attr,,64x64x3x3,0.5",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,jit_bf16:avx512_core_bf16,"
+        "backward_data,src:bf16,attr,,1x64x18x34,1.5",
+        "onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,x,y,z,a,,b,9.0",
+        '{"ms_per_step": 1.0}',
+    ]
+    summary = prof._onednn_summary(log, steps=2)
+    assert summary == {"convolution jit_bf16:avx512_core_bf16": 2.0, "reorder jit:uni": 0.25}
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_profile_job_runs_the_real_step(monkeypatch, mode):
+    from benchmarks import profile_cyclegan as prof
+
+    monkeypatch.chdir(REPO_ROOT)
+    job = {"config": "demo", "mode": mode, "steps": 1, "warmup": 1, "threads": 1}
+    result = prof._run(job)
+    assert result["ms_per_step"] > 0
+    assert result["categories"]["conv backward"] > 0
+    assert any(key.startswith("convolution ") for key in result["onednn"])

@@ -34,6 +34,27 @@ _STALE_NORM_BUFFERS: tuple[str, ...] = ("running_mean", "running_var", "num_batc
 NormFactory = Callable[[int], nn.Module]
 
 
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` computed as a group norm with one channel per group.
+
+    The two are the same function (per-sample, per-channel statistics over H x W), but torch's
+    CPU instance norm reshapes to (1, N*C, H, W) and runs the generic batch-norm kernel, while
+    group norm has its own vectorised kernel: in fp32 about 2-3x faster forward + backward at
+    the generator's shapes. A whole demo training step (one thread, two interleaved runs of
+    the same script) went from 3.95/3.62 to 4.11/4.14 img/s in fp32 and from 5.27/5.57 to
+    5.60/5.89 img/s in bf16. Outputs agree to 1e-6 in fp32 (tests/models). Channels-last inputs
+    and CUDA keep torch's instance norm: group norm's CPU channels-last kernel is the slower one,
+    and CUDA was not measured. Same class name, no parameters or buffers: checkpoints load as
+    before.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if x.dim() != 4 or x.device.type != "cpu" or self.track_running_stats or channels_last:
+            return super().forward(x)
+        return nn.functional.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
 def _norm_factory(norm: str) -> tuple[NormFactory, bool]:
     """Return a constructor for the normalisation layer and whether convs need a bias.
 
@@ -44,7 +65,7 @@ def _norm_factory(norm: str) -> tuple[NormFactory, bool]:
     if norm == "instance":
 
         def make_instance(channels: int) -> nn.Module:
-            return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+            return InstanceNorm2d(channels, affine=False, track_running_stats=False)
 
         return make_instance, True
     if norm == "batch":

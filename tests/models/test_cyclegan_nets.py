@@ -11,6 +11,7 @@ from torch import nn
 
 from pipeline.models.cyclegan import (
     GENERATOR_NAMES,
+    InstanceNorm2d,
     NLayerDiscriminator,
     ResnetGenerator,
     UnetSkipConnectionBlock,
@@ -292,3 +293,29 @@ def test_init_weights_distribution() -> None:
 def test_unknown_names_raise_value_error(call, bad: str, allowed: str) -> None:
     with pytest.raises(ValueError, match=rf"'{bad}'.*{allowed}"):
         call()
+
+
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_instance_norm_equals_torch_instance_norm(affine: bool, channels_last: bool) -> None:
+    """Our group-norm formulation is the same function as nn.InstanceNorm2d, gradients too."""
+    torch.manual_seed(0)
+    ours = InstanceNorm2d(8, affine=affine)
+    reference = nn.InstanceNorm2d(8, affine=affine)
+    if affine:
+        with torch.no_grad():
+            ours.weight.normal_()
+            ours.bias.normal_()
+        reference.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 8, 12, 20) * 4 + 2
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x_ours = x.clone().requires_grad_(True)
+    x_reference = x.clone().requires_grad_(True)
+    out_ours, out_reference = ours(x_ours), reference(x_reference)
+    torch.testing.assert_close(out_ours, out_reference, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(out_ours)
+    (out_ours * weights).sum().backward()
+    (out_reference * weights).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_reference.grad, rtol=1e-4, atol=1e-5)
+    assert set(ours.state_dict()) == set(reference.state_dict())

@@ -1,0 +1,263 @@
+"""Where a CycleGAN training step spends its time, per precision / layout mode (torch.profiler).
+
+Runs the real step (``pipeline.train.cyclegan._train_step``) on random frames at the demo config
+(the ``cyclegan`` section of params.yaml) or the paper config, each mode in its own process,
+profiles ``--steps`` steps after warm-up, and groups every operator's *self* CPU time into
+categories (convolutions forward/backward, instance norm, padding, dtype casts, optimizer, ...).
+The table shows milliseconds per step per category and mode, so it says which part bf16 speeds
+up and which part it does not: the answer to "what holds the step back", measured.
+
+``python -m benchmarks.profile_cyclegan --out reports/profile_cyclegan.md`` (about 2 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.config import CycleGANConfig, load_params
+from pipeline.io import write_text
+
+MODES = ("fp32", "bf16", "bf16+cl")
+ONEDNN_MARK = "--- onednn verbose ---"
+
+# (category, substrings of aten op names), first match wins. Order matters: the backward
+# variants are matched before their forward names.
+CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("conv backward", ("convolution_backward",)),
+    ("instance norm backward", ("group_norm_backward", "batch_norm_backward")),
+    ("conv forward", ("mkldnn_convolution", "_convolution", "conv2d", "conv_transpose")),
+    ("instance norm forward", ("group_norm", "batch_norm", "instance_norm")),
+    ("reflection pad", ("reflection_pad",)),
+    ("optimizer (Adam)", ("_foreach", "adam")),
+    ("dtype casts and copies", ("copy_", "_to_copy", "aten::to", "clone", "contiguous")),
+    (
+        "activations",
+        ("relu", "leaky_relu", "tanh", "threshold_backward", "leaky_relu_backward"),
+    ),
+    ("losses and reductions", ("mse_loss", "l1_loss", "abs", "mean", "sum", "sgn", "sign")),
+    ("allocation and views", ("empty", "zeros", "fill_", "zero_", "view", "reshape", "as_strided")),
+    ("elementwise", ("add", "mul", "sub", "div", "where", "neg")),
+)
+
+
+def categorise(op_name: str) -> str:
+    name = op_name.lower()
+    for category, needles in CATEGORIES:
+        if any(needle in name for needle in needles):
+            return category
+    return "other"
+
+
+def _configs() -> dict[str, tuple[CycleGANConfig, tuple[int, int]]]:
+    params = load_params()
+    paper = dataclasses.replace(
+        params.cyclegan, netG="resnet_9blocks", ngf=64, ndf=64, batch=1, crop=(256, 256)
+    )
+    return {"demo": (params.cyclegan, params.data.size), "paper": (paper, (286, 286))}
+
+
+def _profile(job: dict[str, Any]) -> dict[str, Any]:
+    """One mode, in this process: ms per step by category, and the top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from pipeline import runtime
+    from pipeline.losses import GANLoss
+    from pipeline.train.cyclegan import UnpairedSampler, _build_models, _train_step
+    from pipeline.train.image_pool import ImagePool
+
+    precision, *flags = job["mode"].split("+")
+    config, size = _configs()[job["config"]]
+    config = dataclasses.replace(config, channels_last="cl" in flags)
+    runtime.set_threads(job["threads"] or config.threads)
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    frames = np.random.default_rng(0).integers(0, 256, (8, *size, 3), dtype=np.uint8)
+    models = _build_models(config, device, precision)
+    sampler = UnpairedSampler(
+        frames,
+        frames[::-1].copy(),
+        config.batch,
+        config.crop,
+        config.flip,
+        torch.Generator().manual_seed(0),
+        device,
+        config.channels_last,
+    )
+    pools = {
+        name: ImagePool(config.pool_size, torch.Generator().manual_seed(i))
+        for i, name in enumerate(("fake_real", "fake_sim"))
+    }
+    gan_loss = GANLoss(config.gan_mode)
+
+    def step() -> None:
+        sim, real = sampler.next()
+        _train_step(models, sim, real, pools, gan_loss, config, precision, device)
+
+    for _ in range(job["warmup"]):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(job["steps"]):
+            step()
+    per_category: dict[str, float] = defaultdict(float)
+    per_op: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        # self time only, so nested ops (conv2d -> convolution -> mkldnn_convolution) count once
+        ms = event.self_cpu_time_total / 1000 / job["steps"]
+        per_category[categorise(event.key)] += ms
+        per_op[event.key] += ms
+    top = sorted(per_op.items(), key=lambda kv: -kv[1])[:12]
+    # oneDNN's own log of the same steps: which kernel each convolution ran (AMX or AVX512 bf16)
+    # and how long the layout reorders around it took. Parsed from stdout by the parent.
+    print(ONEDNN_MARK, flush=True)
+    with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+        for _ in range(job["steps"]):
+            step()
+    print(ONEDNN_MARK, flush=True)
+    return {
+        "ms_per_step": round(sum(per_category.values()), 2),
+        "categories": {k: round(v, 2) for k, v in per_category.items()},
+        "top_ops": [[k, round(v, 2)] for k, v in top],
+    }
+
+
+def _run(job: dict[str, Any]) -> dict[str, Any]:
+    command = [sys.executable, "-m", "benchmarks.profile_cyclegan", "--job", json.dumps(job)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        raise RuntimeError(f"profiling {job['mode']} failed: {tail}")
+    lines = done.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    result["onednn"] = _onednn_summary(lines, job["steps"])
+    return result
+
+
+def _onednn_summary(lines: list[str], steps: int) -> dict[str, float]:
+    """ms per step of each oneDNN (primitive, implementation), from its verbose exec lines:
+    ``onednn_verbose,v1,primitive,exec,cpu,<primitive>,<implementation>,...,<ms>``."""
+    totals: dict[str, float] = defaultdict(float)
+    for line in lines:
+        fields = line.split(",")
+        if len(fields) > 7 and fields[:4] == ["onednn_verbose", "v1", "primitive", "exec"]:
+            totals[f"{fields[5]} {fields[6]}"] += float(fields[-1]) / steps
+    return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def markdown(config_name: str, results: dict[str, dict[str, Any]], threads: int) -> str:
+    modes = list(results)
+    base = modes[0]
+    categories = sorted(
+        {c for r in results.values() for c in r["categories"]},
+        key=lambda c: -results[base]["categories"].get(c, 0.0),
+    )
+    lines = [
+        f"## CycleGAN training step, {config_name} config, {threads} thread(s)",
+        "",
+        "Self CPU time per step by operator category (ms), from torch.profiler; "
+        f"'x {base}' is the {base} time over the mode's time (above 1: faster).",
+        "",
+        "| category | "
+        + " | ".join(f"{m} ms | share" for m in modes)
+        + " | "
+        + " | ".join(f"x {base} ({m})" for m in modes[1:])
+        + " |",
+        "|---|" + "---:|---:|" * len(modes) + "---:|" * (len(modes) - 1),
+    ]
+    for category in [*categories, "total"]:
+        cells, ratios = [], []
+        for mode in modes:
+            total = results[mode]["ms_per_step"]
+            ms = total if category == "total" else results[mode]["categories"].get(category, 0.0)
+            cells.append(f"{ms:.1f} | {ms / total:.0%}")
+        base_ms = (
+            results[base]["ms_per_step"]
+            if category == "total"
+            else results[base]["categories"].get(category, 0.0)
+        )
+        for mode in modes[1:]:
+            ms = (
+                results[mode]["ms_per_step"]
+                if category == "total"
+                else results[mode]["categories"].get(category, 0.0)
+            )
+            ratios.append(f"{base_ms / ms:.2f}" if ms > 0 else "-")
+        lines.append(f"| {category} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    for mode in modes:
+        lines += ["", f"Top operators, {mode} (ms per step, self time):", ""]
+        lines += [f"- `{name}` {ms:.1f}" for name, ms in results[mode]["top_ops"]]
+    lines += [
+        "",
+        "oneDNN primitives by kernel (ms per step, from ONEDNN_VERBOSE on the same number of "
+        "steps; 'reorder' is converting tensors between torch's layout and oneDNN's blocked one):",
+        "",
+        "| primitive and kernel | " + " | ".join(modes) + " |",
+        "|---|" + "---:|" * len(modes),
+    ]
+    kernels = sorted(
+        {k for r in results.values() for k in r["onednn"]},
+        key=lambda k: -max(r["onednn"].get(k, 0.0) for r in results.values()),
+    )
+    for kernel in kernels:
+        cells = [f"{results[m]['onednn'].get(kernel, 0.0):.1f}" for m in modes]
+        lines.append(f"| `{kernel}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["demo"], help="demo and/or paper")
+    parser.add_argument("--modes", nargs="+", default=list(MODES))
+    parser.add_argument("--steps", type=int, default=20, help="profiled steps")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="0: cyclegan.threads")
+    parser.add_argument("--out", type=Path, help="write the markdown here")
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.job:
+        result = _profile(json.loads(args.job))
+        print(json.dumps(result))
+        return ""
+    sections = [
+        "# CycleGAN step profile",
+        "",
+        f"Command: `python -m benchmarks.profile_cyclegan {' '.join(argv or sys.argv[1:])}`; "
+        f"torch {torch.__version__}, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}.",
+        "",
+    ]
+    for config_name in args.configs:
+        threads = args.threads or _configs()[config_name][0].threads
+        steps = args.steps if config_name == "demo" else max(2, args.steps // 10)
+        warmup = args.warmup if config_name == "demo" else 1
+        results = {}
+        for mode in args.modes:
+            job = {
+                "config": config_name,
+                "mode": mode,
+                "steps": steps,
+                "warmup": warmup,
+                "threads": args.threads,
+            }
+            results[mode] = _run(job)
+            print(f"{config_name} {mode}: {results[mode]['ms_per_step']} ms/step", flush=True)
+        sections.append(markdown(config_name, results, threads))
+    text = "\n".join(sections)
+    print(text)
+    if args.out:
+        write_text(args.out, text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
