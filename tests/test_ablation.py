@@ -21,6 +21,8 @@ def test_markdown_takes_baseline_and_named_experiments_with_either_column_style(
             "reports/fcn_score.json:translated.miou": 0.257,
             "reports/metrics/cyclegan.json:miou": 0.187,
             "pixel_accuracy": 0.495,
+            "hist_distance_after": 0.5379,
+            "reports/metrics/source_only.json:miou": 0.09,
         },
         {
             "Experiment": "gan-only",
@@ -31,6 +33,8 @@ def test_markdown_takes_baseline_and_named_experiments_with_either_column_style(
         {"Experiment": "unrelated", "typ": "branch_commit"},
     ]
     page = ablation.ablation_markdown(rows)
-    assert "| baseline | params.yaml as committed | 25.7 | n/a | 18.7 | 49.5 |" in page
-    assert "| gan-only | cyclegan.lambda_cycle=0 | 5.0 | n/a | 6.0 | n/a |" in page
+    assert (
+        "| baseline | params.yaml as committed | 0.538 | 25.7 | n/a | 18.7 | 49.5 | 9.0 |" in page
+    )
+    assert "| gan-only | cyclegan.lambda_cycle=0 | n/a | 5.0 | n/a | 6.0 | n/a | n/a |" in page
     assert "unrelated" not in page
