@@ -1,13 +1,15 @@
-"""Where a CycleGAN training step spends its time, per precision / layout mode (torch.profiler).
+"""Where a training step spends its time, per precision / layout mode (torch.profiler + oneDNN).
 
-Runs the real step (``pipeline.train.cyclegan._train_step``) on random frames at the demo config
-(the ``cyclegan`` section of params.yaml) or the paper config, each mode in its own process,
-profiles ``--steps`` steps after warm-up, and groups every operator's *self* CPU time into
-categories (convolutions forward/backward, instance norm, padding, dtype casts, optimizer, ...).
-The table shows milliseconds per step per category and mode, so it says which part bf16 speeds
-up and which part it does not: the answer to "what holds the step back", measured.
+Profiles the real CycleGAN step (``pipeline.train.cyclegan._train_step``) and the real
+segmentation step (the pieces the training loop uses, via ``benchmarks.seg_speed``) on random
+frames at the demo config (params.yaml) or the paper config, each mode in its own process:
+``--steps`` steps after warm-up. Every operator's *self* CPU time is grouped into categories
+(convolutions forward/backward, normalisation, padding, dtype casts and layout copies,
+optimizer, ...), so the table says which part bf16 speeds up and which part it does not. A second
+pass over the same number of steps with oneDNN's verbose log on says which kernel each
+convolution ran (AMX or AVX512-BF16) and how long the layout reorders around it took.
 
-``python -m benchmarks.profile_cyclegan --out reports/profile_cyclegan.md`` (about 2 minutes).
+``python -m benchmarks.profile_step --out reports/profile.md`` (about 4 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +33,17 @@ from pipeline.config import CycleGANConfig, load_params
 from pipeline.io import write_text
 
 MODES = ("fp32", "bf16", "bf16+cl")
+TITLES = {"cyclegan": "CycleGAN", "seg": "Segmentation"}
 ONEDNN_MARK = "--- onednn verbose ---"
 
 # (category, substrings of aten op names), first match wins. Order matters: the backward
 # variants are matched before their forward names.
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("conv backward", ("convolution_backward",)),
-    ("instance norm backward", ("group_norm_backward", "batch_norm_backward")),
+    ("norm backward", ("group_norm_backward", "batch_norm_backward")),
     ("conv forward", ("mkldnn_convolution", "_convolution", "conv2d", "conv_transpose")),
-    ("instance norm forward", ("group_norm", "batch_norm", "instance_norm")),
+    ("norm forward", ("group_norm", "batch_norm", "instance_norm")),
+    ("pooling and upsampling", ("max_pool", "upsample", "interpolate", "avg_pool")),
     ("reflection pad", ("reflection_pad",)),
     ("optimizer (Adam)", ("_foreach", "adam")),
     ("dtype casts and copies", ("copy_", "_to_copy", "aten::to", "clone", "contiguous")),
@@ -45,8 +51,14 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "activations",
         ("relu", "leaky_relu", "tanh", "threshold_backward", "leaky_relu_backward"),
     ),
-    ("losses and reductions", ("mse_loss", "l1_loss", "abs", "mean", "sum", "sgn", "sign")),
-    ("allocation and views", ("empty", "zeros", "fill_", "zero_", "view", "reshape", "as_strided")),
+    (
+        "losses and reductions",
+        ("mse_loss", "l1_loss", "nll_loss", "log_softmax", "abs", "mean", "sum", "sgn", "sign"),
+    ),
+    (
+        "allocation, views, concatenation",
+        ("empty", "zeros", "fill_", "zero_", "view", "reshape", "as_strided", "aten::cat"),
+    ),
     ("elementwise", ("add", "mul", "sub", "div", "where", "neg")),
 )
 
@@ -59,7 +71,7 @@ def categorise(op_name: str) -> str:
     return "other"
 
 
-def _configs() -> dict[str, tuple[CycleGANConfig, tuple[int, int]]]:
+def _cyclegan_configs() -> dict[str, tuple[CycleGANConfig, tuple[int, int]]]:
     params = load_params()
     paper = dataclasses.replace(
         params.cyclegan, netG="resnet_9blocks", ngf=64, ndf=64, batch=1, crop=(256, 256)
@@ -67,19 +79,40 @@ def _configs() -> dict[str, tuple[CycleGANConfig, tuple[int, int]]]:
     return {"demo": (params.cyclegan, params.data.size), "paper": (paper, (286, 286))}
 
 
-def _profile(job: dict[str, Any]) -> dict[str, Any]:
-    """One mode, in this process: ms per step by category, and the top operators."""
-    from torch.profiler import ProfilerActivity, profile
+def _seg_job(config_name: str, mode: str, threads: int) -> dict[str, Any]:
+    """The job benchmarks.seg_speed measures for this config (same sizes and batch)."""
+    params = load_params()
+    seg = params.train_seg
+    sizes = {
+        "demo": dict(size=list(params.data.size), crop=list(seg.crop), batch=seg.batch),
+        "paper": dict(size=[512, 1024], crop=[512, 1024], batch=2),
+    }
+    return {
+        **sizes[config_name],
+        "mode": mode,
+        "threads": threads,
+        "arch": seg.arch,
+        "encoder": seg.encoder,
+    }
 
+
+def default_threads(model: str) -> int:
+    """What the stage itself would use: cyclegan.threads, or train_seg.threads (0: all cores)."""
+    params = load_params()
+    threads = params.cyclegan.threads if model == "cyclegan" else params.train_seg.threads
+    return threads or torch.get_num_threads()
+
+
+def _cyclegan_step(job: dict[str, Any]) -> Callable[[], Any]:
     from pipeline import runtime
     from pipeline.losses import GANLoss
     from pipeline.train.cyclegan import UnpairedSampler, _build_models, _train_step
     from pipeline.train.image_pool import ImagePool
 
     precision, *flags = job["mode"].split("+")
-    config, size = _configs()[job["config"]]
+    config, size = _cyclegan_configs()[job["config"]]
     config = dataclasses.replace(config, channels_last="cl" in flags)
-    runtime.set_threads(job["threads"] or config.threads)
+    runtime.set_threads(job["threads"])
     device = torch.device("cpu")
     torch.manual_seed(0)
     frames = np.random.default_rng(0).integers(0, 256, (8, *size, 3), dtype=np.uint8)
@@ -104,6 +137,20 @@ def _profile(job: dict[str, Any]) -> dict[str, Any]:
         sim, real = sampler.next()
         _train_step(models, sim, real, pools, gan_loss, config, precision, device)
 
+    return step
+
+
+def _profile(job: dict[str, Any]) -> dict[str, Any]:
+    """One model and mode, in this process: ms per step by category, and the top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if job["model"] == "cyclegan":
+        step = _cyclegan_step(job)
+    else:
+        from benchmarks.seg_speed import build_train_step
+
+        split_dir = Path(tempfile.mkdtemp(prefix="profile_seg_"))
+        step = build_train_step(_seg_job(job["config"], job["mode"], job["threads"]), split_dir)
     for _ in range(job["warmup"]):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -124,6 +171,8 @@ def _profile(job: dict[str, Any]) -> dict[str, Any]:
         for _ in range(job["steps"]):
             step()
     print(ONEDNN_MARK, flush=True)
+    if job["model"] != "cyclegan":
+        shutil.rmtree(split_dir, ignore_errors=True)
     return {
         "ms_per_step": round(sum(per_category.values()), 2),
         "categories": {k: round(v, 2) for k, v in per_category.items()},
@@ -132,7 +181,7 @@ def _profile(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(job: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, "-m", "benchmarks.profile_cyclegan", "--job", json.dumps(job)]
+    command = [sys.executable, "-m", "benchmarks.profile_step", "--job", json.dumps(job)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
@@ -154,7 +203,7 @@ def _onednn_summary(lines: list[str], steps: int) -> dict[str, float]:
     return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-def markdown(config_name: str, results: dict[str, dict[str, Any]], threads: int) -> str:
+def markdown(model: str, config_name: str, results: dict[str, dict[str, Any]], threads: int) -> str:
     modes = list(results)
     base = modes[0]
     categories = sorted(
@@ -162,7 +211,7 @@ def markdown(config_name: str, results: dict[str, dict[str, Any]], threads: int)
         key=lambda c: -results[base]["categories"].get(c, 0.0),
     )
     lines = [
-        f"## CycleGAN training step, {config_name} config, {threads} thread(s)",
+        f"## {TITLES[model]} training step, {config_name} config, {threads} thread(s)",
         "",
         "Self CPU time per step by operator category (ms), from torch.profiler; "
         f"'x {base}' is the {base} time over the mode's time (above 1: faster).",
@@ -214,13 +263,36 @@ def markdown(config_name: str, results: dict[str, dict[str, Any]], threads: int)
     return "\n".join(lines) + "\n"
 
 
+def cpu_facts() -> str:
+    """CPU model and its bf16 matrix features, from /proc/cpuinfo (Linux)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU: unknown (no /proc/cpuinfo)"
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in info.splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    flags = set(next((line for line in info.splitlines() if line.startswith("flags")), "").split())
+    features = ", ".join(
+        f"{flag} {'yes' if flag in flags else 'no'}"
+        for flag in ("avx512_bf16", "amx_bf16", "amx_tile")
+    )
+    return f"CPU: {model}, {torch.get_num_threads()} cores; {features}"
+
+
 def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["cyclegan", "seg"], help="cyclegan, seg")
     parser.add_argument("--configs", nargs="+", default=["demo"], help="demo and/or paper")
     parser.add_argument("--modes", nargs="+", default=list(MODES))
-    parser.add_argument("--steps", type=int, default=20, help="profiled steps")
+    parser.add_argument("--steps", type=int, default=20, help="profiled steps (demo config)")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="0: cyclegan.threads")
+    parser.add_argument("--threads", type=int, default=0, help="0: what the stage uses")
     parser.add_argument("--out", type=Path, help="write the markdown here")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -229,29 +301,34 @@ def main(argv: Sequence[str] | None = None) -> str:
         print(json.dumps(result))
         return ""
     sections = [
-        "# CycleGAN step profile",
+        "# Training-step profiles",
         "",
-        f"Command: `python -m benchmarks.profile_cyclegan {' '.join(argv or sys.argv[1:])}`; "
-        f"torch {torch.__version__}, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}.",
+        f"Command: `python -m benchmarks.profile_step {' '.join(argv or sys.argv[1:])}`; "
+        f"torch {torch.__version__}, ATen CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}. {cpu_facts()}.",
         "",
     ]
-    for config_name in args.configs:
-        threads = args.threads or _configs()[config_name][0].threads
-        steps = args.steps if config_name == "demo" else max(2, args.steps // 10)
-        warmup = args.warmup if config_name == "demo" else 1
-        results = {}
-        for mode in args.modes:
-            job = {
-                "config": config_name,
-                "mode": mode,
-                "steps": steps,
-                "warmup": warmup,
-                "threads": args.threads,
-            }
-            results[mode] = _run(job)
-            print(f"{config_name} {mode}: {results[mode]['ms_per_step']} ms/step", flush=True)
-        sections.append(markdown(config_name, results, threads))
+    for model in args.models:
+        threads = args.threads or default_threads(model)
+        for config_name in args.configs:
+            # The paper configs take seconds per step: profile fewer.
+            steps = args.steps if config_name == "demo" else max(2, args.steps // 10)
+            warmup = args.warmup if config_name == "demo" else 1
+            if model == "seg" and config_name == "demo":
+                steps = max(2, args.steps // 2)
+            results = {}
+            for mode in args.modes:
+                job = {
+                    "model": model,
+                    "config": config_name,
+                    "mode": mode,
+                    "steps": steps,
+                    "warmup": warmup,
+                    "threads": threads,
+                }
+                results[mode] = _run(job)
+                print(f"{model} {config_name} {mode}: {results[mode]['ms_per_step']} ms/step")
+            sections.append(markdown(model, config_name, results, threads))
     text = "\n".join(sections)
     print(text)
     if args.out:

@@ -298,7 +298,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "Where the step's time goes, per operator and per oneDNN kernel: "
-        "`reports/profile_cyclegan.md` (`python -m benchmarks.profile_cyclegan`).",
+        "`reports/profile.md` (`python -m benchmarks.profile_step`).",
     ]
     lines += [
         "",

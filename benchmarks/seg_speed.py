@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,10 @@ def _fake_split(root: Path, n: int, size: tuple[int, int], seed: int) -> None:
     (root / "names.json").write_text(json.dumps([f"{i:05d}" for i in range(n)]))
 
 
-def _measure(job: dict[str, Any]) -> dict[str, Any]:
+def build_train_step(job: dict[str, Any], split_dir: Path) -> Callable[[], float]:
+    """One segmentation training step as the loop runs it, on a fake split written to
+    `split_dir`; each call returns the seconds it spent getting data. Also used by
+    benchmarks/profile_step.py."""
     from pipeline.data.augment import PairedAugment, normalize
     from pipeline.data.prepare import PreparedSplit
     from pipeline.models.segmentation import build_segmentation_model
@@ -49,50 +52,69 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     precision = job["mode"].split("+")[0]
-    channels_last = "+cl" in job["mode"]
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if "+cl" in job["mode"] else torch.contiguous_format
     device = torch.device("cpu")
-    with tempfile.TemporaryDirectory() as tmp:
-        _fake_split(Path(tmp), 16, tuple(job["size"]), 0)
-        split = PreparedSplit.open(tmp, need_labels=True)
+    _fake_split(split_dir, 16, tuple(job["size"]), 0)
+    split = PreparedSplit.open(split_dir, need_labels=True)
+    model = build_segmentation_model(job["arch"], job["encoder"]).to(memory_format=memory_format)
+    model.train()
+    augment = PairedAugment(tuple(job["crop"]), (0.75, 1.5), True, 0.1)
+    loss_fn = SegmentationLoss("ce")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> float:
+        start = time.perf_counter()
+        images, labels = sample_batch(split, split, job["batch"])
+        images, labels = augment(images, labels)
+        images = normalize(images).contiguous(memory_format=memory_format)
+        data_seconds = time.perf_counter() - start
+        with autocast(precision, device):
+            logits = model(images)
+        loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return data_seconds
+
+    return step
+
+
+def _measure(job: dict[str, Any]) -> dict[str, Any]:
+    from pipeline.data.augment import normalize
+    from pipeline.models.segmentation import build_segmentation_model
+    from pipeline.runtime import autocast
+
+    batch = job["batch"]
+    step_times, data_times = [], []
+    if job["kind"] == "train":
+        with tempfile.TemporaryDirectory() as tmp:
+            step = build_train_step(job, Path(tmp))
+            for i in range(job["steps"] + 1):
+                start = time.perf_counter()
+                data_seconds = step()
+                if i:  # the first step warms up allocators and oneDNN kernels
+                    step_times.append(time.perf_counter() - start)
+                    data_times.append(data_seconds)
+    else:
+        torch.set_num_threads(job["threads"])
+        torch.manual_seed(0)
+        precision = job["mode"].split("+")[0]
+        memory_format = torch.channels_last if "+cl" in job["mode"] else torch.contiguous_format
+        device = torch.device("cpu")
         model = build_segmentation_model(job["arch"], job["encoder"]).to(
             memory_format=memory_format
         )
-        augment = PairedAugment(tuple(job["crop"]), (0.75, 1.5), True, 0.1)
-        loss_fn = SegmentationLoss("ce")
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        batch = job["batch"]
-        step_times, data_times = [], []
-        if job["kind"] == "train":
-            model.train()
+        model.eval()
+        images = normalize(torch.rand(batch, 3, *job["size"])).contiguous(
+            memory_format=memory_format
+        )
+        with torch.inference_mode():
             for i in range(job["steps"] + 1):
                 start = time.perf_counter()
-                images, labels = sample_batch(split, split, batch)
-                images, labels = augment(images, labels)
-                images = normalize(images).contiguous(memory_format=memory_format)
-                data_done = time.perf_counter()
                 with autocast(precision, device):
-                    logits = model(images)
-                loss = loss_fn(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                end = time.perf_counter()
-                if i:  # the first step warms up allocators and oneDNN kernels
-                    step_times.append(end - start)
-                    data_times.append(data_done - start)
-        else:
-            model.eval()
-            images = normalize(torch.rand(batch, 3, *job["size"])).contiguous(
-                memory_format=memory_format
-            )
-            with torch.inference_mode():
-                for i in range(job["steps"] + 1):
-                    start = time.perf_counter()
-                    with autocast(precision, device):
-                        model(images).float().argmax(1)
-                    if i:
-                        step_times.append(time.perf_counter() - start)
+                    model(images).float().argmax(1)
+                if i:
+                    step_times.append(time.perf_counter() - start)
     median = statistics.median(step_times)
     result = {
         "img_per_s": round(batch / median, 3),

@@ -29,12 +29,12 @@ def test_exponent_of_linear_and_quadratic_growth():
 
 
 def test_profile_categories_and_onednn_log_parsing():
-    from benchmarks import profile_cyclegan as prof
+    from benchmarks import profile_step as prof
 
     assert prof.categorise("aten::convolution_backward") == "conv backward"
     assert prof.categorise("aten::mkldnn_convolution") == "conv forward"
-    assert prof.categorise("aten::native_group_norm_backward") == "instance norm backward"
-    assert prof.categorise("aten::native_group_norm") == "instance norm forward"
+    assert prof.categorise("aten::native_group_norm_backward") == "norm backward"
+    assert prof.categorise("aten::native_group_norm") == "norm forward"
     assert prof.categorise("aten::reflection_pad2d_backward") == "reflection pad"
     assert prof.categorise("something::new") == "other"
     log = [
@@ -50,13 +50,54 @@ def test_profile_categories_and_onednn_log_parsing():
     assert summary == {"convolution jit_bf16:avx512_core_bf16": 2.0, "reorder jit:uni": 0.25}
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16"])
-def test_profile_job_runs_the_real_step(monkeypatch, mode):
-    from benchmarks import profile_cyclegan as prof
+@pytest.mark.parametrize(
+    ("model", "mode"), [("cyclegan", "fp32"), ("cyclegan", "bf16"), ("seg", "bf16+cl")]
+)
+def test_profile_job_runs_the_real_step(monkeypatch, model, mode):
+    from benchmarks import profile_step as prof
 
     monkeypatch.chdir(REPO_ROOT)
-    job = {"config": "demo", "mode": mode, "steps": 1, "warmup": 1, "threads": 1}
+    job = {"model": model, "config": "demo", "mode": mode, "steps": 1, "warmup": 1, "threads": 1}
     result = prof._run(job)
     assert result["ms_per_step"] > 0
     assert result["categories"]["conv backward"] > 0
     assert any(key.startswith("convolution ") for key in result["onednn"])
+
+
+def test_quality_page_compares_default_with_fp32_and_seed_noise(tmp_path):
+    from benchmarks import quality
+
+    curves = tmp_path / "curves.csv"
+    keys = ["step", *quality.CURVE_KEYS]
+    lines = [",".join(keys)] + [",".join([str(s)] + [str(float(s))] * 4) for s in (1, 2, 3, 4)]
+    curves.write_text("\n".join(lines) + "\n")
+    assert quality._late_means(curves)["loss_cycle_sim"] == pytest.approx(4.0)
+
+    rows = [
+        {
+            "part": "seg",
+            "precision": "fp32",
+            "seed": 0,
+            "miou": 0.50,
+            "final_loss": 0.3,
+            "pixel_accuracy": 0.9,
+        },
+        {
+            "part": "seg",
+            "precision": "bf16+cl",
+            "seed": 0,
+            "miou": 0.51,
+            "final_loss": 0.3,
+            "pixel_accuracy": 0.9,
+        },
+        {
+            "part": "seg",
+            "precision": "bf16+cl",
+            "seed": 1,
+            "miou": 0.48,
+            "final_loss": 0.3,
+            "pixel_accuracy": 0.9,
+        },
+    ]
+    page = quality.markdown({"command": "x", "torch": "t", "rows": rows})
+    assert "| miou | 0.5000 | 0.5100 | +0.0100 | 0.0300 |" in page
