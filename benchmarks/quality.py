@@ -171,7 +171,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Quality of the fast defaults against fp32",
         "",
-        f"Command: `{results['command']}`; demo data, torch {results['torch']}.",
+        f"Command: `{results['command']}`; demo data, torch {results['torch']}. Speed is "
+        "measured by benchmarks/run.py (reports/bench.md), not here.",
         "",
         "## CycleGAN (params.yaml's cyclegan section)",
         "",
@@ -185,7 +186,6 @@ def markdown(results: dict[str, Any]) -> str:
         [
             "precision",
             "seed",
-            "img_per_s",
             "hist_distance_after",
             "fcn_miou",
             "fcn_pixel_accuracy",
@@ -201,9 +201,7 @@ def markdown(results: dict[str, Any]) -> str:
         "## Segmentation (oracle variant, scored on real val)",
         "",
     ]
-    lines += _rows_table(
-        seg, ["precision", "seed", "wall_seconds", "final_loss", "miou", "pixel_accuracy"]
-    )
+    lines += _rows_table(seg, ["precision", "seed", "final_loss", "miou", "pixel_accuracy"])
     lines += _noise_lines(seg, ["final_loss", "miou", "pixel_accuracy"])
     return "\n".join(lines) + "\n"
 

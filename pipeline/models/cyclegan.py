@@ -35,24 +35,36 @@ NormFactory = Callable[[int], nn.Module]
 
 
 class InstanceNorm2d(nn.InstanceNorm2d):
-    """``nn.InstanceNorm2d`` computed as a group norm with one channel per group.
+    """``nn.InstanceNorm2d`` that runs as a group norm with one channel per group where that
+    kernel was measured faster.
 
     The two are the same function (per-sample, per-channel statistics over H x W), but torch's
     CPU instance norm reshapes to (1, N*C, H, W) and runs the generic batch-norm kernel, while
-    group norm has its own vectorised kernel: in fp32 about 2-3x faster forward + backward at
-    the generator's shapes. A whole demo training step (one thread, two interleaved runs of
-    the same script) went from 3.95/3.62 to 4.11/4.14 img/s in fp32 and from 5.27/5.57 to
-    5.60/5.89 img/s in bf16. Outputs agree to 1e-6 in fp32 (tests/models). Channels-last inputs
-    and CUDA keep torch's instance norm: group norm's CPU channels-last kernel is the slower one,
-    and CUDA was not measured. Same class name, no parameters or buffers: checkpoints load as
-    before.
+    group norm has its own vectorised kernel. Measured on the 2-core demo machine, one thread,
+    interleaved runs of the same script:
+
+    * training step (batch 1, forward + backward): fp32 3.95/3.62 -> 4.11/4.14 img/s, bf16
+      5.27/5.57 -> 5.60/5.89 img/s with group norm;
+    * translation (batch 16, inference): fp32 16.9/17.1 -> 20.2/18.1 img/s with group norm, but
+      bf16 37.2/34.2 -> 34.2/31.6 img/s, so bf16 inference keeps torch's instance norm.
+
+    Outputs agree to 1e-6 in fp32 (tests/models). Channels-last inputs and CUDA keep torch's
+    instance norm (group norm's CPU channels-last kernel is slower; CUDA was not measured). Same
+    class name, no parameters or buffers: checkpoints load as before.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        if x.dim() != 4 or x.device.type != "cpu" or self.track_running_stats or channels_last:
-            return super().forward(x)
+        return self._group_norm(x) if self._group_norm_is_faster(x) else super().forward(x)
+
+    def _group_norm(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+    def _group_norm_is_faster(self, x: torch.Tensor) -> bool:
+        if x.dim() != 4 or x.device.type != "cpu" or self.track_running_stats:
+            return False
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return False
+        return x.dtype == torch.float32 or torch.is_grad_enabled()
 
 
 def _norm_factory(norm: str) -> tuple[NormFactory, bool]:
