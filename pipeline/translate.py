@@ -48,6 +48,7 @@ from pipeline.models.cyclegan import (
     build_generator,
     load_reference_generator_state,
 )
+from pipeline.train.checkpoint import run_fingerprint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Written by the training stage beside the generator weights: netG, ngf, norm.
@@ -146,12 +147,15 @@ def translate_split(
     batch: int,
     precision: str,
     device: torch.device,
+    inputs: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Translate every frame of a prepared split into a translated split folder at `out_dir`.
 
-    Frames whose PNG already exists are skipped (resume). Each rank translates its shard;
-    rank 0 then assembles images.npy and names.json. Returns frames, translated (this run),
-    seconds and img_per_s.
+    Frames whose PNG already exists are skipped (resume), but only when the same run wrote them:
+    same generator weights, precision, pipeline code and `inputs` (the folder `images` came
+    from, identified as `run_fingerprint` does); otherwise earlier PNGs are discarded first.
+    Each rank translates its shard; rank 0 then assembles images.npy and names.json. Returns
+    frames, translated (this run), seconds and img_per_s.
     """
     if len(images) != len(names):
         raise TranslateError(f"{len(images)} images but {len(names)} names")
@@ -160,7 +164,9 @@ def translate_split(
     precision = runtime.resolve_precision(precision, device)
     generator = generator.to(device).eval()
     if dist.is_main():
-        _discard_foreign_translations(out_dir, fingerprint(generator))
+        # A changed precision or translation code changes the pixels even with the same weights.
+        run = {"weights": fingerprint(generator), "precision": precision}
+        _discard_foreign_translations(out_dir, run_fingerprint(run, inputs))
         remove_orphan_temps(png_dir)
         remove_orphan_temps(out_dir)
     dist.barrier()
@@ -201,14 +207,14 @@ def translate_split(
     }
 
 
-def _discard_foreign_translations(out_dir: Path, weights_hash: str) -> None:
-    """Keep existing PNGs only when the same weights wrote them."""
+def _discard_foreign_translations(out_dir: Path, run_hash: str) -> None:
+    """Keep existing PNGs only when the same run (weights, precision, code, inputs) wrote them."""
     marker = out_dir / SOURCE_MARKER
-    if marker.is_file() and read_json(marker).get("sha256") == weights_hash:
+    if marker.is_file() and read_json(marker).get("run") == run_hash:
         return
     if (out_dir / "images").exists():
         shutil.rmtree(out_dir / "images")
-    write_json(marker, {"sha256": weights_hash})
+    write_json(marker, {"run": run_hash})
 
 
 def assemble_split(out_dir: str | Path, names: Sequence[str], shape: Sequence[int]) -> None:

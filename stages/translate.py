@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
             config.batch,
             config.precision,
             device,
+            inputs=[args.prepared / "sim"],
         )
         if not dist.is_main():
             return

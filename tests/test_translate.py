@@ -86,6 +86,16 @@ def test_other_weights_discard_earlier_translations(tmp_path: Path, split) -> No
     assert read_rgb(tmp_path / "images" / "frame_00.png").any()
 
 
+def test_other_precision_discards_earlier_translations(tmp_path: Path, split) -> None:
+    """Same weights in another precision give other pixels: nothing is reused."""
+    images, names = split
+    translate_split(tiny_generator(0), images, names, tmp_path, 8, "fp32", CPU)
+    write_png(tmp_path / "images" / "frame_00.png", np.zeros((32, 64, 3), dtype=np.uint8))
+    result = translate_split(tiny_generator(0), images, names, tmp_path, 8, "bf16", CPU)
+    assert result["translated"] == 5
+    assert read_rgb(tmp_path / "images" / "frame_00.png").any()
+
+
 def test_assembly_names_a_missing_frame(tmp_path: Path, split) -> None:
     images, names = split
     translate_split(tiny_generator(), images, names, tmp_path, 8, "fp32", CPU)
