@@ -62,7 +62,7 @@ class _Recorder:
         return lambda *args, **kwargs: None
 
 
-def _configs(quick: bool) -> dict[str, tuple[CycleGANConfig, tuple[int, int], int]]:
+def configs(quick: bool = False) -> dict[str, tuple[CycleGANConfig, tuple[int, int], int]]:
     """name -> (training config, frame size (H, W), translation batch)."""
     if quick:
         tiny = CycleGANConfig(
@@ -195,14 +195,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(json.dumps(result))
         return result
 
-    configs = _configs(args.quick)
+    configs_by_name = configs(args.quick)
     if args.configs:
-        configs = {name: configs[name] for name in args.configs}
+        configs_by_name = {name: configs_by_name[name] for name in args.configs}
     modes = args.modes or (MODES + COMPILE_MODES if args.compile else MODES)
     if args.quick and not args.modes:
         modes = ("fp32", "bf16")
     rows: list[dict[str, Any]] = []
-    for config_name, (config, size, translate_batch_size) in configs.items():
+    for config_name, (config, size, translate_batch_size) in configs_by_name.items():
         if args.threads is not None:
             config = dataclasses.replace(config, threads=args.threads)
         steps = args.steps or (3 if args.quick or config_name == "paper" else 10)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.config import CycleGANConfig, load_params
+from pipeline.config import load_params
 from pipeline.io import write_text
 
 MODES = ("fp32", "bf16", "bf16+cl")
@@ -71,28 +71,17 @@ def categorise(op_name: str) -> str:
     return "other"
 
 
-def _cyclegan_configs() -> dict[str, tuple[CycleGANConfig, tuple[int, int]]]:
-    params = load_params()
-    paper = dataclasses.replace(
-        params.cyclegan, netG="resnet_9blocks", ngf=64, ndf=64, batch=1, crop=(256, 256)
-    )
-    return {"demo": (params.cyclegan, params.data.size), "paper": (paper, (286, 286))}
-
-
 def _seg_job(config_name: str, mode: str, threads: int) -> dict[str, Any]:
     """The job benchmarks.seg_speed measures for this config (same sizes and batch)."""
+    from benchmarks import seg_speed
+
     params = load_params()
-    seg = params.train_seg
-    sizes = {
-        "demo": dict(size=list(params.data.size), crop=list(seg.crop), batch=seg.batch),
-        "paper": dict(size=[512, 1024], crop=[512, 1024], batch=2),
-    }
     return {
-        **sizes[config_name],
+        **seg_speed.configs(params)[config_name],
         "mode": mode,
         "threads": threads,
-        "arch": seg.arch,
-        "encoder": seg.encoder,
+        "arch": params.train_seg.arch,
+        "encoder": params.train_seg.encoder,
     }
 
 
@@ -110,7 +99,9 @@ def _cyclegan_step(job: dict[str, Any]) -> Callable[[], Any]:
     from pipeline.train.image_pool import ImagePool
 
     precision, *flags = job["mode"].split("+")
-    config, size = _cyclegan_configs()[job["config"]]
+    from benchmarks import cyclegan_speed
+
+    config, size, _ = cyclegan_speed.configs()[job["config"]]
     config = dataclasses.replace(config, channels_last="cl" in flags)
     runtime.set_threads(job["threads"])
     device = torch.device("cpu")
@@ -223,24 +214,18 @@ def markdown(model: str, config_name: str, results: dict[str, dict[str, Any]], t
         + " |",
         "|---|" + "---:|---:|" * len(modes) + "---:|" * (len(modes) - 1),
     ]
+
+    def ms(mode: str, category: str) -> float:
+        if category == "total":
+            return results[mode]["ms_per_step"]
+        return results[mode]["categories"].get(category, 0.0)
+
     for category in [*categories, "total"]:
-        cells, ratios = [], []
-        for mode in modes:
-            total = results[mode]["ms_per_step"]
-            ms = total if category == "total" else results[mode]["categories"].get(category, 0.0)
-            cells.append(f"{ms:.1f} | {ms / total:.0%}")
-        base_ms = (
-            results[base]["ms_per_step"]
-            if category == "total"
-            else results[base]["categories"].get(category, 0.0)
-        )
-        for mode in modes[1:]:
-            ms = (
-                results[mode]["ms_per_step"]
-                if category == "total"
-                else results[mode]["categories"].get(category, 0.0)
-            )
-            ratios.append(f"{base_ms / ms:.2f}" if ms > 0 else "-")
+        cells = [f"{ms(m, category):.1f} | {ms(m, category) / ms(m, 'total'):.0%}" for m in modes]
+        ratios = [
+            f"{ms(base, category) / ms(m, category):.2f}" if ms(m, category) > 0 else "-"
+            for m in modes[1:]
+        ]
         lines.append(f"| {category} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     for mode in modes:
         lines += ["", f"Top operators, {mode} (ms per step, self time):", ""]

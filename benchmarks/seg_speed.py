@@ -39,6 +39,22 @@ def _fake_split(root: Path, n: int, size: tuple[int, int], seed: int) -> None:
     (root / "names.json").write_text(json.dumps([f"{i:05d}" for i in range(n)]))
 
 
+def configs(params: Any) -> dict[str, dict[str, Any]]:
+    """name -> frame size, crop, batch and timed steps: `demo` from params.yaml (a
+    `pipeline.config.Params`), `paper` the 512x1024 batch-2 setting."""
+    seg = params.train_seg
+    return {
+        "demo": dict(size=list(params.data.size), crop=list(seg.crop), batch=seg.batch, steps=8),
+        "paper": dict(size=[512, 1024], crop=[512, 1024], batch=2, steps=2),
+    }
+
+
+def _mode(job: dict[str, Any]) -> tuple[str, torch.memory_format]:
+    """("bf16+cl" ->) the precision and the memory format of a mode."""
+    precision = job["mode"].split("+")[0]
+    return precision, torch.channels_last if "+cl" in job["mode"] else torch.contiguous_format
+
+
 def build_train_step(job: dict[str, Any], split_dir: Path) -> Callable[[], float]:
     """One segmentation training step as the loop runs it, on a fake split written to
     `split_dir`; each call returns the seconds it spent getting data. Also used by
@@ -51,8 +67,7 @@ def build_train_step(job: dict[str, Any], split_dir: Path) -> Callable[[], float
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
-    precision = job["mode"].split("+")[0]
-    memory_format = torch.channels_last if "+cl" in job["mode"] else torch.contiguous_format
+    precision, memory_format = _mode(job)
     device = torch.device("cpu")
     _fake_split(split_dir, 16, tuple(job["size"]), 0)
     split = PreparedSplit.open(split_dir, need_labels=True)
@@ -98,8 +113,7 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
     else:
         torch.set_num_threads(job["threads"])
         torch.manual_seed(0)
-        precision = job["mode"].split("+")[0]
-        memory_format = torch.channels_last if "+cl" in job["mode"] else torch.contiguous_format
+        precision, memory_format = _mode(job)
         device = torch.device("cpu")
         model = build_segmentation_model(job["arch"], job["encoder"]).to(
             memory_format=memory_format
@@ -151,12 +165,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     params = load_params()
     seg = params.train_seg
-    configs = {
-        "demo": dict(size=list(params.data.size), crop=list(seg.crop), batch=seg.batch, steps=8),
-        "paper": dict(size=[512, 1024], crop=[512, 1024], batch=2, steps=2),
-    }
+    configs_by_name = configs(params)
     if args.quick:
-        configs = {"quick": dict(size=[64, 128], crop=[64, 128], batch=2, steps=2)}
+        configs_by_name = {"quick": dict(size=[64, 128], crop=[64, 128], batch=2, steps=2)}
         args.configs = ["quick"]
     rows = []
     for name in args.configs:
@@ -164,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for kind in ("train", "inference"):
             for mode in args.modes:
                 job = {
-                    **configs[name],
+                    **configs_by_name[name],
                     "kind": kind,
                     "mode": mode,
                     "threads": args.threads,

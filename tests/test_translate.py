@@ -77,21 +77,20 @@ def test_rerun_skips_finished_frames(tmp_path: Path, split) -> None:
     )
 
 
-def test_other_weights_discard_earlier_translations(tmp_path: Path, split) -> None:
+@pytest.mark.parametrize(
+    ("weights_seed", "precision"), [(1, "fp32"), (0, "bf16")], ids=["weights", "precision"]
+)
+def test_another_run_discards_earlier_translations(
+    tmp_path: Path, split, weights_seed: int, precision: str
+) -> None:
+    """Other weights, or the same weights in another precision, give other pixels: nothing
+    the first run wrote is reused."""
     images, names = split
     translate_split(tiny_generator(0), images, names, tmp_path, 8, "fp32", CPU)
     write_png(tmp_path / "images" / "frame_00.png", np.zeros((32, 64, 3), dtype=np.uint8))
-    result = translate_split(tiny_generator(1), images, names, tmp_path, 8, "fp32", CPU)
-    assert result["translated"] == 5
-    assert read_rgb(tmp_path / "images" / "frame_00.png").any()
-
-
-def test_other_precision_discards_earlier_translations(tmp_path: Path, split) -> None:
-    """Same weights in another precision give other pixels: nothing is reused."""
-    images, names = split
-    translate_split(tiny_generator(0), images, names, tmp_path, 8, "fp32", CPU)
-    write_png(tmp_path / "images" / "frame_00.png", np.zeros((32, 64, 3), dtype=np.uint8))
-    result = translate_split(tiny_generator(0), images, names, tmp_path, 8, "bf16", CPU)
+    result = translate_split(
+        tiny_generator(weights_seed), images, names, tmp_path, 8, precision, CPU
+    )
     assert result["translated"] == 5
     assert read_rgb(tmp_path / "images" / "frame_00.png").any()
 
