@@ -64,12 +64,12 @@ class _Recorder:
 
 def configs(quick: bool = False) -> dict[str, tuple[CycleGANConfig, tuple[int, int], int]]:
     """name -> (training config, frame size (H, W), translation batch)."""
+    params = load_params()
     if quick:
-        tiny = CycleGANConfig(
-            netG="resnet_6blocks", ngf=8, ndf=8, crop=(32, 32), pool_size=4, threads=1
+        tiny = dataclasses.replace(
+            params.cyclegan, netG="resnet_6blocks", ngf=8, ndf=8, crop=(32, 32), pool_size=4
         )
         return {"tiny": (tiny, (32, 64), 4)}
-    params = load_params()
     paper = dataclasses.replace(
         params.cyclegan,
         netG="resnet_9blocks",

@@ -1,6 +1,6 @@
 """Where a training step spends its time, per precision / layout mode (torch.profiler + oneDNN).
 
-Profiles the real CycleGAN step (``pipeline.train.cyclegan._train_step``) and the real
+Profiles the real CycleGAN step (``pipeline.train.cyclegan.CycleGANTrainer.step``) and the real
 segmentation step (the pieces the training loop uses, via ``benchmarks.seg_speed``) on random
 frames at the demo config (params.yaml) or the paper config, each mode in its own process:
 ``--steps`` steps after warm-up. Every operator's *self* CPU time is grouped into categories
@@ -94,9 +94,7 @@ def default_threads(model: str) -> int:
 
 def _cyclegan_step(job: dict[str, Any]) -> Callable[[], Any]:
     from pipeline import runtime
-    from pipeline.losses import GANLoss
-    from pipeline.train.cyclegan import UnpairedSampler, _build_models, _train_step
-    from pipeline.train.image_pool import ImagePool
+    from pipeline.train.cyclegan import UnpairedSampler, build_trainer
 
     precision, *flags = job["mode"].split("+")
     from benchmarks import cyclegan_speed
@@ -107,7 +105,7 @@ def _cyclegan_step(job: dict[str, Any]) -> Callable[[], Any]:
     device = torch.device("cpu")
     torch.manual_seed(0)
     frames = np.random.default_rng(0).integers(0, 256, (8, *size, 3), dtype=np.uint8)
-    models = _build_models(config, device, precision)
+    trainer = build_trainer(config, device, precision)
     sampler = UnpairedSampler(
         frames,
         frames[::-1].copy(),
@@ -118,15 +116,9 @@ def _cyclegan_step(job: dict[str, Any]) -> Callable[[], Any]:
         device,
         config.channels_last,
     )
-    pools = {
-        name: ImagePool(config.pool_size, torch.Generator().manual_seed(i))
-        for i, name in enumerate(("fake_real", "fake_sim"))
-    }
-    gan_loss = GANLoss(config.gan_mode)
 
     def step() -> None:
-        sim, real = sampler.next()
-        _train_step(models, sim, real, pools, gan_loss, config, precision, device)
+        trainer.step(*sampler.next())
 
     return step
 

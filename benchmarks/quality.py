@@ -134,7 +134,7 @@ def seg_run(precision: str, channels_last: bool, seed: int, prepared: Path) -> d
         + ("+cl" if channels_last else ""),
         "seed": seed,
         "wall_seconds": round(seconds, 1),
-        "final_loss": round(result.final_loss, 4),
+        "final_loss": round(result["loss"], 4),
         "miou": round(float(scores["miou"]), 4),
         "pixel_accuracy": round(float(scores["pixel_accuracy"]), 4),
     }

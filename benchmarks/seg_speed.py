@@ -59,8 +59,9 @@ def build_train_step(job: dict[str, Any], split_dir: Path) -> Callable[[], float
     """One segmentation training step as the loop runs it, on a fake split written to
     `split_dir`; each call returns the seconds it spent getting data. Also used by
     benchmarks/profile_step.py."""
-    from pipeline.data.augment import PairedAugment, normalize
+    from pipeline.data.augment import PairedAugment
     from pipeline.data.prepare import PreparedSplit
+    from pipeline.data.tensors import normalize
     from pipeline.models.segmentation import build_segmentation_model
     from pipeline.runtime import autocast
     from pipeline.train.segmentation import SegmentationLoss, sample_batch
@@ -95,7 +96,7 @@ def build_train_step(job: dict[str, Any], split_dir: Path) -> Callable[[], float
 
 
 def _measure(job: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.data.augment import normalize
+    from pipeline.data.tensors import normalize
     from pipeline.models.segmentation import build_segmentation_model
     from pipeline.runtime import autocast
 

@@ -6,6 +6,12 @@ with a message that names the key (``cyclegan.crop``), the value and what is all
 
 Stages load the file once (``load_params``) and hand each pipeline function only the section it
 needs.
+
+``params.yaml`` is the one source of default values: the dataclasses give a default only where a
+key may be absent altogether (an optional list file, FDA off), never a second tunable value. A
+field marked ``runtime`` (``field(metadata=RUNTIME)``) is a knob that changes how fast or how
+loudly a run goes, not what it computes: a checkpoint written under other runtime values still
+resumes. Every other field defines the run (``run_settings``).
 """
 
 from __future__ import annotations
@@ -14,12 +20,17 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+
+
+# Field metadata of settings that may change between a kill and a resume (see the module doc).
+RUNTIME = {"runtime": True}
 
 
 class ConfigError(ValueError):
@@ -51,7 +62,7 @@ class DataConfig:
     target: DatasetSpec
     size: tuple[int, int]  # working resolution (H, W)
     # Stop when more than this many files are skipped as unreadable or inconsistent.
-    max_skipped: int = 100
+    max_skipped: int
 
     def __post_init__(self) -> None:
         _check(self.source.kind == "gta5", "data.source.kind", self.source.kind, "'gta5'")
@@ -74,7 +85,7 @@ class DemoDataConfig:
     n_target_train: int
     n_target_val: int
     size: tuple[int, int]  # native size the generator draws at (H, W)
-    workers: int = 2
+    workers: int
 
     def __post_init__(self) -> None:
         _check(self.workers >= 1, "demo_data.workers", self.workers, "an integer >= 1")
@@ -91,7 +102,7 @@ class DemoDataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
-    workers: int = 2
+    workers: int
 
     def __post_init__(self) -> None:
         _check(self.workers >= 1, "prepare.workers", self.workers, "an integer >= 1")
@@ -102,36 +113,36 @@ Precision = Literal["fp32", "bf16", "fp16", "auto"]
 
 @dataclasses.dataclass(frozen=True)
 class CycleGANConfig:
-    netG: Literal["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256"] = "resnet_9blocks"
-    ngf: int = 64
-    ndf: int = 64
-    n_layers_D: int = 3
-    norm: Literal["instance", "batch"] = "instance"
-    gan_mode: Literal["lsgan", "vanilla"] = "lsgan"
-    lambda_cycle: float = 10.0
+    netG: Literal["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256"]
+    ngf: int
+    ndf: int
+    n_layers_D: int
+    norm: Literal["instance", "batch"]
+    gan_mode: Literal["lsgan", "vanilla"]
+    lambda_cycle: float
     # Identity weight relative to lambda_cycle, as in the reference (0.5 -> 5.0 absolute).
-    lambda_identity: float = 0.5
-    pool_size: int = 50
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    iters: int = 1000
+    lambda_identity: float
+    pool_size: int
+    lr: float
+    beta1: float
+    beta2: float
+    iters: int
     # Constant learning rate until this step, then linear decay to zero at `iters`.
-    decay_from: int = 500
-    batch: int = 1
-    crop: tuple[int, int] = (64, 128)
-    flip: bool = True
-    precision: Precision = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    checkpoint_every: int = 200
-    log_every: int = 20
-    sample_every: int = 200
-    seed: int = 0
+    decay_from: int
+    batch: int
+    crop: tuple[int, int]
+    flip: bool
+    precision: Precision
+    seed: int
+    channels_last: bool = field(metadata=RUNTIME)
+    compile: bool = field(metadata=RUNTIME)
+    checkpoint_every: int = field(metadata=RUNTIME)
+    log_every: int = field(metadata=RUNTIME)
+    sample_every: int = field(metadata=RUNTIME)
     # A loss that is NaN/inf stops the run (keeping the last good checkpoint) after this many
     # consecutive bad steps; bad steps are skipped, not applied.
-    max_bad_steps: int = 0
-    threads: int = 0  # 0 = torch's default
+    max_bad_steps: int = field(metadata=RUNTIME)
+    threads: int = field(metadata=RUNTIME)  # 0 = torch's default
 
     def __post_init__(self) -> None:
         for name in ("ngf", "ndf", "n_layers_D", "iters", "batch", "checkpoint_every"):
@@ -166,9 +177,9 @@ class CycleGANConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TranslateConfig:
-    batch: int = 16
-    precision: Precision = "auto"
-    threads: int = 0  # 0 = torch's default
+    batch: int
+    precision: Precision
+    threads: int  # 0 = torch's default
 
     def __post_init__(self) -> None:
         _check(self.batch > 0, "translate.batch", self.batch, "an integer > 0")
@@ -198,30 +209,32 @@ class VariantSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSegConfig:
-    variants: dict[str, VariantSpec]
-    arch: str = "Unet"
-    encoder: str = "resnet18"
+    # Which variants exist is not a setting of any one variant's run: its own entry is.
+    variants: dict[str, VariantSpec] = field(metadata=RUNTIME)
+    arch: str
+    encoder: str
     # None: random init (offline default). A path: a local state dict for the encoder.
-    encoder_weights: str | None = None
-    iters: int = 350
-    batch: int = 8
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    poly_power: float = 0.9
-    loss: Literal["ce", "ce+dice"] = "ce"
-    crop: tuple[int, int] = (64, 128)
-    scale: tuple[float, float] = (0.75, 1.5)
-    flip: bool = True
-    color_jitter: float = 0.1
-    precision: Precision = "auto"
-    channels_last: bool = True
-    sync_bn: bool = True
-    checkpoint_every: int = 100
-    log_every: int = 25
-    seed: int = 0
-    threads: int = 0
+    encoder_weights: str | None
+    iters: int
+    batch: int
+    optimizer: Literal["adamw", "sgd"]
+    lr: float
+    weight_decay: float
+    momentum: float
+    poly_power: float
+    loss: Literal["ce", "ce+dice"]
+    crop: tuple[int, int]
+    scale: tuple[float, float]
+    flip: bool
+    color_jitter: float
+    precision: Precision
+    seed: int
+    channels_last: bool = field(metadata=RUNTIME)
+    # Batch-norm statistics synced over GPUs (DDP); one process is unaffected.
+    sync_bn: bool = field(metadata=RUNTIME)
+    checkpoint_every: int = field(metadata=RUNTIME)
+    log_every: int = field(metadata=RUNTIME)
+    threads: int = field(metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         _check(len(self.variants) > 0, "train_seg.variants", self.variants, "at least one variant")
@@ -257,13 +270,22 @@ class TrainSegConfig:
         )
         _check(self.threads >= 0, "train_seg.threads", self.threads, "an integer >= 0")
 
+    def variant(self, name: str) -> VariantSpec:
+        """The entry of `variants` called `name`, or a ConfigError listing the ones there are."""
+        if name not in self.variants:
+            raise ConfigError(
+                f"unknown variant {name!r}; train_seg.variants in params.yaml has: "
+                f"{', '.join(self.variants)}"
+            )
+        return self.variants[name]
+
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
-    batch: int = 16
-    precision: Precision = "auto"
+    batch: int
+    precision: Precision
     # Predictions on the first N val frames are kept for the report's prediction grid.
-    saved_predictions: int = 4
+    saved_predictions: int
 
     def __post_init__(self) -> None:
         _check(self.batch > 0, "evaluate.batch", self.batch, "an integer > 0")
@@ -271,7 +293,7 @@ class EvaluateConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReportConfig:
-    n_samples: int = 4
+    n_samples: int
 
     def __post_init__(self) -> None:
         _check(self.n_samples > 0, "report.n_samples", self.n_samples, "an integer > 0")
@@ -279,17 +301,17 @@ class ReportConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrackingConfig:
-    experiment: str = "sim2real"
-    enabled: bool = True
+    experiment: str
+    enabled: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
     """How `stages/launch.py` starts training stages: one process, or torchrun."""
 
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    rdzv_endpoint: str = "localhost:29500"
+    nproc_per_node: int
+    nnodes: int
+    rdzv_endpoint: str
 
     def __post_init__(self) -> None:
         _check(self.nproc_per_node >= 1, "distributed.nproc_per_node", self.nproc_per_node, ">= 1")
@@ -307,7 +329,7 @@ class Params:
     evaluate: EvaluateConfig
     report: ReportConfig
     tracking: TrackingConfig
-    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    distributed: DistributedConfig
 
     def __post_init__(self) -> None:
         # Crops are cut from images at the working resolution, so they must fit inside it.
@@ -408,11 +430,11 @@ def _build(cls: type, raw: Any, key: str) -> Any:
             f"{key or 'the top level'}: {', '.join(fields)}"
         )
     kwargs = {}
-    for name, field in fields.items():
+    for name, spec in fields.items():
         sub = f"{key}.{name}" if key else name
         if name in raw:
             kwargs[name] = _convert(raw[name], hints[name], sub)
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
             raise ConfigError(f"params.yaml: missing key {sub} ({_type_name(hints[name])})")
     return cls(**kwargs)
 
@@ -434,14 +456,28 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     return parse_params(raw or {})
 
 
+def run_settings(config: Any) -> dict[str, Any]:
+    """The fields of a config section that define a run (all but the ``runtime`` ones), as plain
+    values (tuples become lists), so they compare equal to a checkpoint's saved copy."""
+    plain = to_dict(config)
+    return {
+        spec.name: plain[spec.name]
+        for spec in dataclasses.fields(config)
+        if not spec.metadata.get("runtime")
+    }
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain dict of a config section, for logging (tuples become lists)."""
-    return dataclasses.asdict(config)
+    return _lists(dataclasses.asdict(config))
 
 
-def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """`{"a.b": value}` view of a config section, for MLflow params."""
-    return flatten_mapping(to_dict(config), prefix)
+def _lists(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _lists(v) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_lists(v) for v in value]
+    return value
 
 
 def flatten_mapping(mapping: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import os
 
 import torch
 import torch.distributed as torch_dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 def init() -> None:
@@ -47,6 +49,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
     return tensor
+
+
+def wrap(module: nn.Module, device: torch.device) -> nn.Module:
+    """`module` in DistributedDataParallel when several processes train, else itself."""
+    if world_size() == 1:
+        return module
+    return DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def shard(count: int) -> range:

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import dist
-from pipeline.data.augment import normalize, to_unit_float
 from pipeline.data.labels import CLASS_NAMES, NUM_CLASSES
+from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.io import atomic_path, read_json, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, scores_to_json
 from pipeline.models.segmentation import build_segmentation_model

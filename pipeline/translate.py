@@ -32,6 +32,8 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import dist, runtime
+from pipeline.data.tensors import from_gan_output, to_gan_input
+from pipeline.fingerprint import run_fingerprint
 from pipeline.io import (
     atomic_path,
     read_json,
@@ -48,7 +50,6 @@ from pipeline.models.cyclegan import (
     build_generator,
     load_reference_generator_state,
 )
-from pipeline.train.checkpoint import run_fingerprint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Written by the training stage beside the generator weights: netG, ngf, norm.
@@ -60,19 +61,6 @@ HIST_BINS = 32
 
 class TranslateError(RuntimeError):
     """Translation cannot start or finish; the message names the file."""
-
-
-def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1] on `device`."""
-    # Read-only inputs (memmaps, decoded files) are copied: torch wants writable memory.
-    batch = torch.from_numpy(np.require(images, np.uint8, ("C", "W"))).to(device)
-    return batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, rounded to the nearest level."""
-    scaled = (images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5
-    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def size_multiple(generator: nn.Module) -> int:
@@ -95,13 +83,13 @@ def translate_batch(
     multiple = size_multiple(generator)
     pad_h, pad_w = -height % multiple, -width % multiple
     with torch.inference_mode(), runtime.autocast(precision, device):
-        batch = to_tensor(images, device)  # (N, 3, H, W)
+        batch = to_gan_input(images, device)  # (N, 3, H, W)
         if pad_h or pad_w:
             # Reflection needs the pad to be smaller than the side; tiny images replicate.
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             batch = F.pad(batch, (0, pad_w, 0, pad_h), mode=mode)
         out = generator(batch)[:, :, :height, :width]
-    return to_uint8(out)
+    return from_gan_output(out)
 
 
 def load_generator(

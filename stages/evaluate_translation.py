@@ -11,12 +11,11 @@ import argparse
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.prepare import PreparedSplit, check_same_frames
 from pipeline.evaluate import evaluate_images, load_model
 from pipeline.io import read_json, write_json
 from pipeline.runtime import pick_device, resolve_precision
 from pipeline.tracking import open_tracker
-from pipeline.train.segmentation import check_names
 
 SCORES = ("pixel_accuracy", "mean_class_accuracy", "miou")
 
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sim = PreparedSplit.open(args.sim, need_labels=True)
     translated = PreparedSplit.open(args.translated)
-    check_names(translated, sim)
+    check_same_frames(translated, sim)
     model = load_model(args.oracle)
     result = {}
     for name, split in (("translated", translated), ("raw_sim", sim)):

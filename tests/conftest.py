@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.config import DataConfig, DatasetSpec
+from pipeline.config import DataConfig, DatasetSpec, load_params
 from pipeline.data.demo import DemoSpec, generate
 from pipeline.data.prepare import prepare_all
 
@@ -61,6 +63,7 @@ def tiny_workspace(root: Path, spec: DemoSpec, overrides: dict) -> Path:
         source=DatasetSpec("gta5", str(root / "demo" / "gta5")),
         target=DatasetSpec("cityscapes", str(root / "demo" / "cityscapes")),
         size=spec.size,
+        max_skipped=0,
     )
     prepare_all(data, 1, root / "data" / "prepared", root / "data.json")
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -68,3 +71,10 @@ def tiny_workspace(root: Path, spec: DemoSpec, overrides: dict) -> Path:
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
+
+
+def params_section(section: str, **overrides: Any) -> Any:
+    """params.yaml's `section` (the one source of defaults), with `overrides` applied."""
+    return dataclasses.replace(
+        getattr(load_params(REPO_ROOT / "params.yaml"), section), **overrides
+    )

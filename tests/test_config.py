@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import typing
 
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, load_params, parse_params
+from pipeline.config import ConfigError, Params, load_params, parse_params, run_settings
 from tests.conftest import REPO_ROOT
 
 
@@ -99,3 +101,40 @@ def test_configs_are_frozen(raw):
     params = parse_params(raw)
     with pytest.raises(AttributeError):
         params.cyclegan.ngf = 8  # type: ignore[misc]
+
+
+def _sections(cls: type) -> list[type]:
+    """`cls` and every config dataclass reachable through its fields."""
+    found = [cls]
+    for hint in typing.get_type_hints(cls).values():
+        for arg in (hint, *typing.get_args(hint)):
+            if dataclasses.is_dataclass(arg) and arg not in found:
+                found += [c for c in _sections(arg) if c not in found]
+    return found
+
+
+def test_params_yaml_is_the_one_source_of_defaults() -> None:
+    """A dataclass default exists only where a key may be absent altogether (an optional list
+    file, FDA off); every tunable value comes from params.yaml."""
+    absent = {
+        ("DatasetSpec", "list_file"),
+        ("VariantSpec", "fda_beta"),
+        ("VariantSpec", "fda_style"),
+    }
+    for cls in _sections(Params):
+        for spec in dataclasses.fields(cls):
+            has_default = (
+                spec.default is not dataclasses.MISSING
+                or spec.default_factory is not dataclasses.MISSING
+            )
+            assert has_default == ((cls.__name__, spec.name) in absent), (cls.__name__, spec.name)
+
+
+def test_run_settings_leave_out_runtime_knobs() -> None:
+    params = load_params(REPO_ROOT / "params.yaml")
+    cyclegan = run_settings(params.cyclegan)
+    assert {"lr", "netG", "crop", "precision", "seed"} <= cyclegan.keys()
+    assert not {"threads", "log_every", "checkpoint_every", "compile"} & cyclegan.keys()
+    assert cyclegan["crop"] == list(params.cyclegan.crop)  # comparable with a saved copy
+    train_seg = run_settings(params.train_seg)
+    assert "variants" not in train_seg and "lr" in train_seg

@@ -106,7 +106,7 @@ def test_cyclegan_two_processes_then_translate_sharded(work):
         "curves.csv",
     )
     checkpoints = sorted(p.name for p in (work / "models/cyclegan/checkpoints").glob("*.pt"))
-    assert checkpoints == ["step_00000006.pt", "step_00000008.pt"]  # one set, rank 0 only
+    assert checkpoints == ["step_00000008.pt"]  # one set, rank 0 only; a finished run keeps one
     assert len(_runs(work, "train_cyclegan")) == 1
     metrics = json.loads((work / "cyclegan.json").read_text())
     assert metrics["steps"] == 8
@@ -159,15 +159,34 @@ def test_segmentation_two_processes_and_evaluation_equals_one_process(work):
     assert (work / "c1.csv").read_bytes() == (work / "c2.csv").read_bytes()
 
 
-@pytest.mark.parametrize(("first", "second"), [(2, 1), (1, 2)])
-def test_checkpoint_resumes_across_world_sizes(work, first, second):
-    out = f"models/seg/resume_{first}_{second}"
+def _status(work: Path, run_id: str) -> str:
+    code = (
+        "import mlflow; mlflow.set_tracking_uri('sqlite:///mlflow.db');"
+        f"print(mlflow.MlflowClient().get_run('{run_id}').info.status)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("stage", "first", "second"), [("train_seg", 2, 1), ("train_cyclegan", 1, 2)]
+)
+def test_a_run_stopped_by_sigterm_resumes_under_another_world_size(work, stage, first, second):
+    """Both loops, through the shared run layer: SIGTERM writes a checkpoint, another number of
+    processes continues from it, in the same MLflow run."""
+    out = f"models/resume_{stage}"
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["train_seg"]["iters"] = 120  # long enough to interrupt after the first checkpoint
+    # Long enough to interrupt after the first checkpoint.
+    iters = params[stage if stage == "train_seg" else "cyclegan"]["iters"] = 120
     params["train_seg"]["variants"]["resume"] = params["train_seg"]["variants"]["oracle"]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    args = ["--out", out]
+    if stage == "train_seg":
+        args += ["--variant", "resume"]
+    else:
+        args += ["--prepared", "data/prepared", "--metrics", "r.json", "--curves", "r.csv"]
     process = subprocess.Popen(
-        _torchrun(first, "stages.train_seg", "--variant", "resume", "--out", out),
+        _torchrun(first, f"stages.{stage}", *args),
         cwd=work,
         env=_env(work),
         stdout=subprocess.PIPE,
@@ -181,6 +200,15 @@ def test_checkpoint_resumes_across_world_sizes(work, first, second):
     process.wait(timeout=120)
     saved = sorted((work / out / "checkpoints").glob("step_*.pt"))
     assert saved, process.stdout.read().decode()[-3000:]
-    log = _run(work, second, "stages.train_seg", "--variant", "resume", "--out", out)
-    assert "resum" in log.lower()
-    assert (work / out / "model.pt").is_file()
+    stopped_at = int(saved[-1].stem.split("_")[1])
+    assert 0 < stopped_at < iters
+    run_id = json.loads((work / out / "checkpoints" / "run_record.json").read_text())["run_id"]
+
+    log = _run(work, second, f"stages.{stage}", *args)
+    assert f"at step {stopped_at} of {iters} with fresh random streams ({first} -> {second}" in log
+    assert [p.name for p in (work / out / "checkpoints").glob("step_*.pt")] == [
+        f"step_{iters:08d}.pt"
+    ]
+    assert (work / out / ("model.pt" if stage == "train_seg" else "gen_sim2real.pt")).is_file()
+    assert json.loads((work / out / "run.json").read_text()) == {"run_id": run_id}
+    assert _status(work, run_id) == "FINISHED"

@@ -14,8 +14,8 @@ import yaml
 from torch import nn
 
 from pipeline import compare
-from pipeline.data.augment import normalize, to_unit_float
 from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.evaluate import evaluate_images
 from pipeline.tracking import TrackingError, open_tracker, search_runs
 from stages import demo_data, evaluate_translation, prepare, train_seg

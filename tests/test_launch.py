@@ -9,7 +9,9 @@ from stages.launch import torchrun_command
 
 
 def test_single_node_uses_standalone_rendezvous():
-    command = torchrun_command("stages.train_seg", ["--variant", "oracle"], DistributedConfig(4, 1))
+    command = torchrun_command(
+        "stages.train_seg", ["--variant", "oracle"], DistributedConfig(4, 1, "localhost:29500")
+    )
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc_per_node=4" in command and "--standalone" in command
     assert command[-4:] == ["-m", "stages.train_seg", "--variant", "oracle"]

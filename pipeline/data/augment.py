@@ -16,9 +16,6 @@ from torch import Tensor
 
 from pipeline.data.labels import IGNORE_INDEX
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 class PairedAugment:
     """Random scale, crop to `crop`, horizontal flip and colour jitter of images with labels.
@@ -98,15 +95,3 @@ class PairedAugment:
             matrix[mirror, 0] *= -1
             matrix[mirror, 0, 2] += crop_w - 1
         return matrix.to(device)
-
-
-def to_unit_float(images: Tensor) -> Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [0, 1]."""
-    return images.permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def normalize(images: Tensor) -> Tensor:
-    """ImageNet normalization of (B, 3, H, W) images in [0, 1], as the encoders expect."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype)
-    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype)
-    return (images - mean[:, None, None]) / std[:, None, None]

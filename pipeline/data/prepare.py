@@ -272,6 +272,24 @@ class PreparedSplit:
         return cls(root=root, names=names, images=images, labels=labels)
 
 
+def check_same_frames(images: PreparedSplit, labels: PreparedSplit) -> None:
+    """The image split must hold exactly the label split's frames, in the same order."""
+    if images.names == labels.names:
+        return
+    have = set(images.names)
+    missing = [name for name in labels.names if name not in have]
+    if missing:
+        raise ValueError(
+            f"{images.root} lacks {len(missing)} of the {len(labels.names)} frames of "
+            f"{labels.root} (first missing: {missing[0]}); regenerate it from that split"
+        )
+    labelled = set(labels.names)
+    extra = next((name for name in images.names if name not in labelled), None)
+    if extra is not None:
+        raise ValueError(f"{images.root} holds frame {extra}, which {labels.root} has no label for")
+    raise ValueError(f"{images.root} and {labels.root} list the same frames in another order")
+
+
 def write_data_report(path: str | Path, reports: dict[str, SplitReport], size: tuple[int, int]):
     skipped = [
         {"split": split, "file": item.file, "reason": item.reason}

@@ -9,13 +9,11 @@ payload is refused, never executed.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import pickle
 import random
 import re
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,30 +116,9 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str) 
         )
 
 
-# Which run a checkpoint folder belongs to: settings, code and inputs it was trained with, and its
-# MLflow run. DVC keeps checkpoint folders between runs (persist) so a killed run resumes; a stage
-# that DVC reruns because its code, settings or data changed must start over instead.
+# The record beside a checkpoint folder: the fingerprint (pipeline.fingerprint) of the run that
+# wrote it and that run's MLflow run id, so a resumed run logs into the run it started.
 RUN_RECORD = "run_record.json"
-_PACKAGE = Path(__file__).resolve().parents[1]
-
-
-def run_fingerprint(settings: Mapping[str, Any], inputs: Sequence[str | Path]) -> str:
-    """Hash of the settings, the pipeline package's source and the inputs' identity.
-
-    Inputs are identified by their size and, for small files (names.json), their bytes: cheap on
-    the real sets, and a re-prepared split changes its names or sizes.
-    """
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for source in sorted(_PACKAGE.rglob("*.py")):
-        digest.update(source.relative_to(_PACKAGE).as_posix().encode())
-        digest.update(source.read_bytes())
-    for item in inputs:
-        for path in sorted(Path(item).rglob("*")) if Path(item).is_dir() else [Path(item)]:
-            if path.is_file():
-                digest.update(f"{path.name}:{path.stat().st_size}".encode())
-                if path.stat().st_size < 1 << 20:
-                    digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def claim_checkpoint_folder(folder: str | Path, fingerprint: str) -> str | None:

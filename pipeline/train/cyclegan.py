@@ -1,52 +1,38 @@
 """CycleGAN training between the sim and real image sets (Zhu et al. 2017).
 
 The algorithm is the reference one (junyanz/pytorch-CycleGAN-and-pix2pix,
-``models/cycle_gan_model.py``): each step updates both generators with both discriminators
-frozen (adversarial + cycle + identity losses), then both discriminators on history pools of
-detached fakes, their loss halved. The learning rate is constant until ``decay_from`` and falls
-linearly to zero at ``iters``: a pure function of the step, so it needs no scheduler state.
+``models/cycle_gan_model.py``): each step updates both generators with both discriminators frozen
+(adversarial + cycle + identity losses), then both discriminators on history pools of detached
+fakes, their loss halved. The learning rate is constant until ``decay_from`` and falls linearly to
+zero at ``iters``.
 
-A run resumes from the newest checkpoint in ``out_dir/checkpoints`` and continues bit for bit
-(on CPU) as if it had never stopped: the checkpoint holds the four nets, both optimizers, both
-pools, every RNG (torch's global one also drives the kornia crops and flips) and the step.
-SIGINT / SIGTERM write a checkpoint at the current step before the run stops.
+Everything between the steps (resume, signals, checkpoints, logging, the non-finite guard) is the
+run layer's (`pipeline.train.run`); this module is the nets, the objective, one step and the loop.
+A step never waits for the device: a non-finite loss is detected on the device and the fused Adam
+optimizers skip that update there (``found_inf``), leaving weights and moments untouched.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import itertools
-import math
-import signal
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import kornia.augmentation as K
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
+from torch import Tensor, nn
 
 from pipeline import dist, runtime
-from pipeline.config import CycleGANConfig, flatten
+from pipeline.config import CycleGANConfig, run_settings
+from pipeline.data.tensors import to_gan_input
 from pipeline.io import atomic_path, write_json, write_png
 from pipeline.losses import GANLoss, cycle_loss, identity_loss
 from pipeline.models.cyclegan import build_discriminator, build_generator
-from pipeline.train.checkpoint import (
-    check_compatible,
-    list_checkpoints,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from pipeline.train.image_pool import ImagePool
-from pipeline.translate import GENERATOR_SETTINGS, to_tensor, translate_batch
+from pipeline.train.run import Run, spec_of, stream_seed
+from pipeline.translate import GENERATOR_SETTINGS, translate_batch
 
 NET_NAMES = ("gen_sim2real", "gen_real2sim", "disc_real", "disc_sim")
 LOSS_NAMES = (
@@ -59,33 +45,6 @@ LOSS_NAMES = (
     "loss_disc_real",
     "loss_disc_sim",
 )
-# Settings the trained weights depend on. A checkpoint resumes only when they and the world
-# size (one sampling stream and pool pair per rank) match; runtime knobs (precision,
-# channels_last, compile, threads, logging and checkpoint intervals) may change.
-RESUME_KEYS = (
-    "netG",
-    "ngf",
-    "ndf",
-    "n_layers_D",
-    "norm",
-    "gan_mode",
-    "lambda_cycle",
-    "lambda_identity",
-    "pool_size",
-    "lr",
-    "beta1",
-    "beta2",
-    "iters",
-    "decay_from",
-    "batch",
-    "crop",
-    "flip",
-    "seed",
-)
-
-
-class TrainingDiverged(RuntimeError):
-    """Losses stayed non-finite for more than ``max_bad_steps`` consecutive steps."""
 
 
 def lr_factor(step: int, iters: int, decay_from: int) -> float:
@@ -99,8 +58,8 @@ def lr_factor(step: int, iters: int, decay_from: int) -> float:
 class UnpairedSampler:
     """Random, independent batches from the two image sets: unpaired, as CycleGAN needs.
 
-    Frame indices come from the sampler's own generator; the crops and flips are kornia's,
-    which draw from torch's global RNG (seeded and checkpointed by the loop).
+    Frame indices come from `generator`; the crops and flips are kornia's, which draw from
+    torch's global RNG (seeded and checkpointed per rank by the run).
     """
 
     def __init__(
@@ -132,283 +91,209 @@ class UnpairedSampler:
             augmentations.append(K.RandomHorizontalFlip())
         self.augment = nn.Sequential(*augmentations)
 
-    def _draw(self, images: np.ndarray) -> torch.Tensor:
+    def _draw(self, images: np.ndarray) -> Tensor:
         rows = torch.randint(len(images), (self.batch,), generator=self.generator)
-        batch = to_tensor(images[rows.numpy()], self.device)  # (B, 3, H, W) in [-1, 1]
+        batch = to_gan_input(images[rows.numpy()], self.device)  # (B, 3, H, W) in [-1, 1]
         return self.augment(batch).contiguous(memory_format=self.memory_format)  # (B, 3, h, w)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self) -> tuple[Tensor, Tensor]:
         """(sim, real) batches, each (batch, 3, crop_h, crop_w) in [-1, 1]."""
         return self._draw(self.sim), self._draw(self.real)
 
 
 @dataclasses.dataclass
-class _Models:
-    nets: dict[str, nn.Module]  # the plain modules: their state dicts are what gets saved
-    runners: dict[str, nn.Module]  # what the step calls: possibly DDP-wrapped and compiled
-    opt_gen: torch.optim.Adam
-    opt_disc: torch.optim.Adam
-    scaler: torch.amp.GradScaler
+class CycleGANNets:
+    gen_sim2real: nn.Module
+    gen_real2sim: nn.Module
+    disc_real: nn.Module  # real vs fake real (gen_sim2real's output)
+    disc_sim: nn.Module
+
+    def named(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in NET_NAMES}
 
 
-def build_nets(config: CycleGANConfig) -> dict[str, nn.Module]:
+def build_nets(config: CycleGANConfig) -> CycleGANNets:
     """The two generators and two discriminators, initialised from torch's global RNG."""
-    return {
-        "gen_sim2real": build_generator(config.netG, config.ngf, config.norm),
-        "gen_real2sim": build_generator(config.netG, config.ngf, config.norm),
-        "disc_real": build_discriminator("n_layers", config.ndf, config.n_layers_D, config.norm),
-        "disc_sim": build_discriminator("n_layers", config.ndf, config.n_layers_D, config.norm),
-    }
-
-
-def _build_models(config: CycleGANConfig, device: torch.device, precision: str) -> _Models:
-    nets = build_nets(config)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    for net in nets.values():
-        net.to(device=device, memory_format=memory_format)
-    betas = (config.beta1, config.beta2)
-    opt_gen = torch.optim.Adam(
-        itertools.chain(nets["gen_sim2real"].parameters(), nets["gen_real2sim"].parameters()),
-        lr=config.lr,
-        betas=betas,
+    return CycleGANNets(
+        gen_sim2real=build_generator(config.netG, config.ngf, config.norm),
+        gen_real2sim=build_generator(config.netG, config.ngf, config.norm),
+        disc_real=build_discriminator("n_layers", config.ndf, config.n_layers_D, config.norm),
+        disc_sim=build_discriminator("n_layers", config.ndf, config.n_layers_D, config.norm),
     )
-    opt_disc = torch.optim.Adam(
-        itertools.chain(nets["disc_real"].parameters(), nets["disc_sim"].parameters()),
-        lr=config.lr,
-        betas=betas,
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    return _Models(nets, dict(nets), opt_gen, opt_disc, scaler)
 
 
-def _wrap_runners(models: _Models, config: CycleGANConfig, device: torch.device) -> None:
-    """DDP-wrap (several ranks) and compile (if asked) after the weights are final."""
-    for name, net in models.nets.items():
-        runner: nn.Module = net
-        if dist.world_size() > 1:
-            device_ids = [device.index] if device.type == "cuda" else None
-            runner = DistributedDataParallel(net, device_ids=device_ids)
-        if config.compile:
-            runner = torch.compile(runner)
-        models.runners[name] = runner
+class CycleGANObjective:
+    """The losses of one step, weighted as the reference weights them.
 
+    Generators: adversarial (each generator against the discriminator of its output domain),
+    cycle consistency times `lambda_cycle`, identity times `lambda_cycle * lambda_identity` (a
+    generator fed an image already in its output domain should leave it alone; the reference
+    scales this term by the cycle weight). Discriminators: real against pooled fake, halved so a
+    discriminator learns at half the generators' pace, as in the reference.
+    """
 
-def _all_finite(values: list[float], device: torch.device) -> bool:
-    """True when every value is finite on every rank (ranks must skip a step together, or
-    their gradient all-reduces would pair up with different steps)."""
-    # On the device: NCCL reduces only CUDA tensors.
-    bad = torch.tensor([0.0 if all(math.isfinite(v) for v in values) else 1.0], device=device)
-    if dist.world_size() > 1:
-        dist.all_reduce_sum(bad)
-    return bad.item() == 0.0
+    def __init__(self, gan_mode: str, lambda_cycle: float, lambda_identity: float) -> None:
+        self.gan_loss = GANLoss(gan_mode)
+        self.lambda_cycle = lambda_cycle
+        self.lambda_identity = lambda_identity
 
-
-def _train_step(
-    models: _Models,
-    sim: torch.Tensor,
-    real: torch.Tensor,
-    pools: dict[str, ImagePool],
-    gan_loss: GANLoss,
-    config: CycleGANConfig,
-    precision: str,
-    device: torch.device,
-) -> dict[str, float] | None:
-    """One generator + discriminator update on (B, 3, h, w) batches; the losses, or None when
-    one was non-finite and nothing was updated."""
-    run = models.runners
-    models.opt_gen.zero_grad(set_to_none=True)
-    models.opt_disc.zero_grad(set_to_none=True)
-
-    # Generators, with the discriminators frozen so the adversarial terms move only G.
-    for name in ("disc_real", "disc_sim"):
-        models.nets[name].requires_grad_(False)
-    with runtime.autocast(precision, device):
-        fake_real = run["gen_sim2real"](sim)  # (B, 3, h, w)
-        rec_sim = run["gen_real2sim"](fake_real)
-        fake_sim = run["gen_real2sim"](real)
-        rec_real = run["gen_sim2real"](fake_sim)
+    def generator_losses(
+        self, nets: CycleGANNets, sim: Tensor, real: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """Losses on (B, 3, h, w) batches, and the fakes (fake_real, fake_sim) they made."""
+        fake_real = nets.gen_sim2real(sim)  # (B, 3, h, w)
+        rec_sim = nets.gen_real2sim(fake_real)
+        fake_sim = nets.gen_real2sim(real)
+        rec_real = nets.gen_sim2real(fake_sim)
         losses = {
-            "loss_gan_sim2real": gan_loss(run["disc_real"](fake_real), True),
-            "loss_gan_real2sim": gan_loss(run["disc_sim"](fake_sim), True),
-            "loss_cycle_sim": cycle_loss(rec_sim, sim) * config.lambda_cycle,
-            "loss_cycle_real": cycle_loss(rec_real, real) * config.lambda_cycle,
+            "loss_gan_sim2real": self.gan_loss(nets.disc_real(fake_real), True),
+            "loss_gan_real2sim": self.gan_loss(nets.disc_sim(fake_sim), True),
+            "loss_cycle_sim": cycle_loss(rec_sim, sim) * self.lambda_cycle,
+            "loss_cycle_real": cycle_loss(rec_real, real) * self.lambda_cycle,
         }
-        if config.lambda_identity > 0:
-            # A generator fed an image already in its output domain should leave it alone;
-            # the reference scales this term by the cycle weight.
-            weight = config.lambda_cycle * config.lambda_identity
-            losses["loss_idt_sim2real"] = identity_loss(run["gen_sim2real"](real), real) * weight
-            losses["loss_idt_real2sim"] = identity_loss(run["gen_real2sim"](sim), sim) * weight
-    loss_gen = sum(losses.values())
-    gen_values = torch.stack([loss.detach() for loss in losses.values()]).tolist()
-    if not _all_finite(gen_values, device):
-        return None
-    models.scaler.scale(loss_gen).backward()
+        if self.lambda_identity > 0:
+            weight = self.lambda_cycle * self.lambda_identity
+            losses["loss_idt_sim2real"] = identity_loss(nets.gen_sim2real(real), real) * weight
+            losses["loss_idt_real2sim"] = identity_loss(nets.gen_real2sim(sim), sim) * weight
+        return losses, fake_real, fake_sim
 
-    # Discriminators, on pooled fakes; the pools detach, so no gradient reaches G.
-    for name in ("disc_real", "disc_sim"):
-        models.nets[name].requires_grad_(True)
-    pooled_fake_real = pools["fake_real"].query(fake_real.detach())
-    pooled_fake_sim = pools["fake_sim"].query(fake_sim.detach())
-    with runtime.autocast(precision, device):
-        loss_disc_real = 0.5 * (
-            gan_loss(run["disc_real"](real), True)
-            + gan_loss(run["disc_real"](pooled_fake_real), False)
-        )
-        loss_disc_sim = 0.5 * (
-            gan_loss(run["disc_sim"](sim), True) + gan_loss(run["disc_sim"](pooled_fake_sim), False)
-        )
-    disc_values = torch.stack([loss_disc_real.detach(), loss_disc_sim.detach()]).tolist()
-    if not _all_finite(disc_values, device):
-        return None
-    models.scaler.scale(loss_disc_real + loss_disc_sim).backward()
-
-    # D's loss never depended on G's update (its fakes are detached), so stepping both here
-    # equals the reference's G-step-then-D-step order, and a bad step leaves both untouched.
-    models.scaler.step(models.opt_gen)
-    models.scaler.step(models.opt_disc)
-    models.scaler.update()
-    values = dict(zip(losses, gen_values))
-    values["loss_disc_real"], values["loss_disc_sim"] = disc_values
-    return values
-
-
-class _StopRequest:
-    """Turns SIGINT / SIGTERM into a flag the loop checks after each step."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal = signum
-        # A second signal acts at once, for a step that hangs.
-        signal.signal(signum, self._previous[signum])
-
-    @contextmanager
-    def installed(self) -> Iterator[_StopRequest]:
-        try:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        except ValueError:
-            pass  # not the main thread: signals cannot be caught here
-        try:
-            yield self
-        finally:
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
-
-    def requested(self, device: torch.device) -> bool:
-        """True when any rank got a signal, so that all ranks stop at the same step."""
-        flag = torch.tensor([0.0 if self.signal is None else 1.0], device=device)
-        if dist.world_size() > 1:
-            dist.all_reduce_sum(flag)
-        return flag.item() > 0
-
-    def stop(self) -> None:
-        if self.signal == signal.SIGINT:
-            raise KeyboardInterrupt("interrupted; checkpoint written at this step")
-        raise SystemExit(128 + (self.signal or signal.SIGTERM))
-
-
-def _stream_seed(seed: int, rank: int, stream: str) -> int:
-    """Independent seed for one named random stream of one rank."""
-    words = [seed, rank, *stream.encode()]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def _resume_settings(config: CycleGANConfig) -> dict[str, Any]:
-    settings = {key: getattr(config, key) for key in RESUME_KEYS}
-    settings["crop"] = list(config.crop)
-    return settings
-
-
-def _rank_state(sampler: UnpairedSampler, pools: dict[str, ImagePool]) -> dict[str, Any]:
-    state = {
-        "sampler": sampler.generator.get_state(),
-        "rng": rng_state(),
-    }
-    for name, pool in pools.items():
-        pool_state = pool.state_dict()
-        pool_state["images"] = pool_state["images"].cpu()
-        state[f"pool_{name}"] = pool_state
-    return state
-
-
-def _gather_rank_states(local: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every rank's sampling streams and pools, on rank 0 (others get an empty list)."""
-    if dist.world_size() == 1:
-        return [local]
-    gathered: list[Any] | None = [None] * dist.world_size() if dist.is_main() else None
-    torch.distributed.gather_object(local, gathered, dst=0)
-    return gathered or []
+    def discriminator_losses(
+        self,
+        nets: CycleGANNets,
+        sim: Tensor,
+        real: Tensor,
+        pooled_fake_real: Tensor,
+        pooled_fake_sim: Tensor,
+    ) -> dict[str, Tensor]:
+        gan = self.gan_loss
+        return {
+            "loss_disc_real": 0.5
+            * (gan(nets.disc_real(real), True) + gan(nets.disc_real(pooled_fake_real), False)),
+            "loss_disc_sim": 0.5
+            * (gan(nets.disc_sim(sim), True) + gan(nets.disc_sim(pooled_fake_sim), False)),
+        }
 
 
 @dataclasses.dataclass
-class _Progress:
-    """Loop bookkeeping that a checkpoint carries so a resumed run logs the same numbers."""
+class CycleGANTrainer:
+    """The nets, their optimizers and pools, and the update they make together (`step`)."""
 
-    step: int = 0
-    bad_streak: int = 0
-    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
-    interval_sums: dict[str, float] = dataclasses.field(default_factory=dict)
-    interval_steps: int = 0
-    images: int = 0  # trained images over all runs and ranks, for img_per_s
-    train_seconds: float = 0.0
+    nets: CycleGANNets  # the plain modules: their state dicts are what gets saved
+    runners: CycleGANNets  # what the step calls: DDP-wrapped and compiled where asked
+    objective: CycleGANObjective
+    opt_gen: torch.optim.Adam
+    opt_disc: torch.optim.Adam
+    schedule_gen: torch.optim.lr_scheduler.LambdaLR
+    schedule_disc: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    pool_fake_real: ImagePool
+    pool_fake_sim: ImagePool
+    precision: str
+    device: torch.device
 
+    def wrap(self, compile: bool) -> None:
+        """DDP-wrap (several ranks) and compile (if asked), once the weights are final."""
 
-def _sample_grid(
-    models: _Models,
-    sim_image: np.ndarray,
-    real_image: np.ndarray,
-    precision: str,
-    device: torch.device,
-) -> np.ndarray:
-    """(2H, 3W, 3) uint8: sim | sim->real | reconstruction over real | real->sim | recon."""
-    gen_sim2real, gen_real2sim = models.nets["gen_sim2real"], models.nets["gen_real2sim"]
-    gen_sim2real.eval()
-    gen_real2sim.eval()
-    try:
-        fake_real = translate_batch(gen_sim2real, sim_image[None], precision, device)
-        rec_sim = translate_batch(gen_real2sim, fake_real, precision, device)
-        fake_sim = translate_batch(gen_real2sim, real_image[None], precision, device)
-        rec_real = translate_batch(gen_sim2real, fake_sim, precision, device)
-    finally:
-        gen_sim2real.train()
-        gen_real2sim.train()
-    top = np.concatenate([sim_image, fake_real[0], rec_sim[0]], axis=1)
-    bottom = np.concatenate([real_image, fake_sim[0], rec_real[0]], axis=1)
-    return np.concatenate([top, bottom], axis=0)
+        def runner(net: nn.Module) -> nn.Module:
+            net = dist.wrap(net, self.device)
+            return torch.compile(net) if compile else net
 
+        self.runners = CycleGANNets(
+            **{name: runner(net) for name, net in self.nets.named().items()}
+        )
 
-def _significant(value: float) -> float:
-    """Six significant digits: enough for losses, and a decayed lr does not round to 0."""
-    return float(f"{value:.6g}")
+    def lr(self) -> float:
+        """The learning rate of the next update."""
+        return self.schedule_gen.get_last_lr()[0]
 
+    def step(self, sim: Tensor, real: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """One generator + discriminator update on (B, 3, h, w) batches.
 
-def write_curves(path: str | Path, history: list[dict[str, float]]) -> None:
-    """Loss curves as CSV: one row per logged step, columns step, the losses, lr."""
-    columns = ["step", *LOSS_NAMES, "lr"]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="", extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow(
-                {k: (_significant(v) if isinstance(v, float) else v) for k, v in row.items()}
+        Returns the losses (device scalars) and whether the update was applied (a device bool,
+        equal on every rank): when any loss on any rank is NaN/inf, nothing is updated.
+        """
+        nets = self.runners
+        self.opt_gen.zero_grad(set_to_none=True)
+        self.opt_disc.zero_grad(set_to_none=True)
+
+        # Generators, with the discriminators frozen so the adversarial terms move only G.
+        self._discriminators_learn(False)
+        with runtime.autocast(self.precision, self.device):
+            gen_losses, fake_real, fake_sim = self.objective.generator_losses(nets, sim, real)
+        self.scaler.scale(sum(gen_losses.values())).backward()
+        gen_ok = torch.isfinite(torch.stack([v.detach() for v in gen_losses.values()])).all()
+
+        # Discriminators, on pooled detached fakes: no gradient of theirs reaches G.
+        self._discriminators_learn(True)
+        pooled_fake_real = self.pool_fake_real.query(fake_real.detach(), accept=gen_ok)
+        pooled_fake_sim = self.pool_fake_sim.query(fake_sim.detach(), accept=gen_ok)
+        with runtime.autocast(self.precision, self.device):
+            disc_losses = self.objective.discriminator_losses(
+                nets, sim, real, pooled_fake_real, pooled_fake_sim
             )
+        self.scaler.scale(sum(disc_losses.values())).backward()
+
+        values = {name: loss.detach() for name, loss in {**gen_losses, **disc_losses}.items()}
+        bad = (~torch.isfinite(torch.stack(list(values.values())))).any().float()
+        # Every rank skips the same steps, or their gradient all-reduces would pair up with
+        # different steps.
+        dist.all_reduce_sum(bad)
+        # D's loss never depended on G's update (its fakes are detached), so stepping both here
+        # equals the reference's G-step-then-D-step order, and a bad step leaves both untouched.
+        for optimizer in (self.opt_gen, self.opt_disc):
+            if self.scaler.is_enabled():
+                self.scaler.step(optimizer)  # fp16: the scaler skips non-finite gradients
+            else:
+                optimizer.found_inf = bad  # fused Adam skips the update on the device if > 0
+                optimizer.step()
+        self.scaler.update()
+        self.schedule_gen.step()
+        self.schedule_disc.step()
+        return values, bad == 0
+
+    def _discriminators_learn(self, on: bool) -> None:
+        self.nets.disc_real.requires_grad_(on)
+        self.nets.disc_sim.requires_grad_(on)
 
 
-def _save_generators(out_dir: Path, models: _Models, config: CycleGANConfig) -> None:
-    """Small weights-only files for translation, and the settings to rebuild the net."""
-    for name in ("gen_sim2real", "gen_real2sim"):
-        state = {
-            k: v.detach().cpu().contiguous() for k, v in models.nets[name].state_dict().items()
-        }
-        with atomic_path(out_dir / f"{name}.pt") as tmp:
-            torch.save(state, tmp)
-    write_json(
-        out_dir / GENERATOR_SETTINGS,
-        {"netG": config.netG, "ngf": config.ngf, "norm": config.norm},
+def build_trainer(config: CycleGANConfig, device: torch.device, precision: str) -> CycleGANTrainer:
+    """Nets (from torch's global RNG), Adam optimizers, schedules and this rank's pools."""
+    nets = build_nets(config)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    for net in nets.named().values():
+        net.to(device=device, memory_format=memory_format)
+
+    def adam(*modules: nn.Module) -> torch.optim.Adam:
+        # Fused: one kernel for all parameters, and it can skip a step on the device.
+        parameters = itertools.chain(*(m.parameters() for m in modules))
+        return torch.optim.Adam(
+            parameters, lr=config.lr, betas=(config.beta1, config.beta2), fused=True
+        )
+
+    def schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, config.iters, config.decay_from)
+        )
+
+    def pool_generator(name: str) -> torch.Generator:
+        generator = torch.Generator(device=device)
+        return generator.manual_seed(stream_seed(config.seed, dist.rank(), name))
+
+    opt_gen = adam(nets.gen_sim2real, nets.gen_real2sim)
+    opt_disc = adam(nets.disc_real, nets.disc_sim)
+    return CycleGANTrainer(
+        nets=nets,
+        runners=nets,
+        objective=CycleGANObjective(config.gan_mode, config.lambda_cycle, config.lambda_identity),
+        opt_gen=opt_gen,
+        opt_disc=opt_disc,
+        schedule_gen=schedule(opt_gen),
+        schedule_disc=schedule(opt_disc),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        pool_fake_real=ImagePool(config.pool_size, pool_generator("pool_fake_real")),
+        pool_fake_sim=ImagePool(config.pool_size, pool_generator("pool_fake_sim")),
+        precision=precision,
+        device=device,
     )
 
 
@@ -425,191 +310,104 @@ def train_cyclegan(
 
     Writes out_dir/checkpoints/, out_dir/samples/, the final generators (gen_sim2real.pt,
     gen_real2sim.pt, generator.json) and, with `curves_path`, the loss curves as CSV. Only
-    rank 0 writes and logs. Returns the final metrics: the last logged losses, img_per_s,
-    steps, precision, train_seconds.
+    rank 0 writes. Returns the run summary (steps, img_per_s, train_seconds, the last logged
+    losses) and the precision used.
     """
     out_dir = Path(out_dir)
-    checkpoint_dir = out_dir / "checkpoints"
     device = device or runtime.pick_device()
     precision = runtime.resolve_precision(config.precision, device)
-    is_main = dist.is_main()
     runtime.set_threads(config.threads)
     if device.type == "cuda":
         # Fixed crop size: let cuDNN pick the fastest kernels. Resume is then exact only up to
         # their non-determinism; on CPU every kernel used here is deterministic already.
         torch.backends.cudnn.benchmark = True
 
-    # Every rank builds the same initial weights (DDP also broadcasts rank 0's), then draws
-    # its own crops, flips and pool swaps.
+    # Every rank builds the same initial weights; the run then seeds each rank's own streams.
     torch.manual_seed(config.seed)
-    models = _build_models(config, device, precision)
-    runtime.seed_everything(config.seed + dist.rank())
+    trainer = build_trainer(config, device, precision)
+    curves = Path(curves_path) if curves_path is not None else None
+    spec = spec_of(
+        config, "cyclegan", out_dir / "checkpoints", run_settings(config), curves, "cyclegan."
+    )
+    run = Run(spec, tracker, device)
     sampler = UnpairedSampler(
         sim,
         real,
         config.batch,
         config.crop,
         config.flip,
-        torch.Generator().manual_seed(_stream_seed(config.seed, dist.rank(), "sampler")),
+        run.generator("sampler"),
         device,
         config.channels_last,
     )
-    pools = {
-        name: ImagePool(
-            config.pool_size,
-            torch.Generator().manual_seed(_stream_seed(config.seed, dist.rank(), name)),
-        )
-        for name in ("fake_real", "fake_sim")
-    }
-    progress = _Progress()
-    settings = _resume_settings(config)
-
-    checkpoints = list_checkpoints(checkpoint_dir)
-    if checkpoints:
-        # Assumes rank 0's output folder is visible to every rank (one node or a shared disk).
-        saved = load_checkpoint(checkpoints[-1])
-        check_compatible(saved["settings"], settings, str(checkpoints[-1]))
-        for name, net in models.nets.items():
-            net.load_state_dict(saved[name])
-        models.opt_gen.load_state_dict(saved["opt_gen"])
-        models.opt_disc.load_state_dict(saved["opt_disc"])
-        if saved["scaler"] and models.scaler.is_enabled():
-            models.scaler.load_state_dict(saved["scaler"])
-        progress = _Progress(**saved["progress"])
-        if len(saved["ranks"]) == dist.world_size():
-            local = saved["ranks"][dist.rank()]
-            sampler.generator.set_state(local["sampler"])
-            for name, pool in pools.items():
-                pool.load_state_dict(local[f"pool_{name}"])
-            set_rng_state(local["rng"])
-        elif is_main:
-            # Another world size cannot replay the saved per-rank draws: weights, optimizers and
-            # schedule continue, each rank's sampling stream and image pools start afresh.
-            print(
-                f"checkpoint written by {len(saved['ranks'])} processes, resuming with "
-                f"{dist.world_size()}: sampling streams and image pools restart"
-            )
-        if is_main:
-            print(f"resuming from {checkpoints[-1]} (step {progress.step} of {config.iters})")
-    _wrap_runners(models, config, device)
-
-    def save(step: int) -> None:
-        ranks = _gather_rank_states(_rank_state(sampler, pools))
-        if not is_main:
-            return
-        state = {
-            "settings": settings,
-            **{name: net.state_dict() for name, net in models.nets.items()},
-            "opt_gen": models.opt_gen.state_dict(),
-            "opt_disc": models.opt_disc.state_dict(),
-            "scaler": models.scaler.state_dict() if models.scaler.is_enabled() else {},
-            "progress": dataclasses.asdict(progress),
-            "ranks": ranks,
-        }
-        save_checkpoint(checkpoint_dir, step, state)
-        if curves_path is not None:
-            write_curves(curves_path, progress.history)
-
-    if is_main:
-        tracker.log_params(
-            {
-                **flatten(config, "cyclegan."),
-                "precision_resolved": precision,
-                "device": str(device),
-                "world_size": dist.world_size(),
-                "resumed_from_step": progress.step,
-            }
-        )
-    gan_loss = GANLoss(config.gan_mode)
-    images_per_step = config.batch * dist.world_size()
-    interval_seconds = 0.0
-    stop = _StopRequest()
-    bar = tqdm(
-        total=config.iters,
-        initial=min(progress.step, config.iters),
-        desc="cyclegan",
-        unit="it",
-        dynamic_ncols=True,
-        disable=not is_main,
+    run.hold(
+        **trainer.nets.named(),
+        opt_gen=trainer.opt_gen,
+        opt_disc=trainer.opt_disc,
+        schedule_gen=trainer.schedule_gen,
+        schedule_disc=trainer.schedule_disc,
+        scaler=trainer.scaler,
     )
-    with bar, stop.installed():
-        while progress.step < config.iters:
-            step = progress.step
-            lr = config.lr * lr_factor(step, config.iters, config.decay_from)
-            for group in (*models.opt_gen.param_groups, *models.opt_disc.param_groups):
-                group["lr"] = lr
-            tic = time.perf_counter()
-            sim_batch, real_batch = sampler.next()
-            values = _train_step(
-                models, sim_batch, real_batch, pools, gan_loss, config, precision, device
-            )
-            seconds = time.perf_counter() - tic
-            progress.step = step + 1
-            bar.update()
-            if values is None:
-                progress.bad_streak += 1
-                if progress.bad_streak > config.max_bad_steps:
-                    kept = list_checkpoints(checkpoint_dir)
-                    last = kept[-1] if kept else "none"
-                    raise TrainingDiverged(
-                        f"cyclegan step {progress.step}: a loss was NaN/inf in "
-                        f"{progress.bad_streak} step(s) in a row, more than "
-                        f"cyclegan.max_bad_steps={config.max_bad_steps}; stopped without saving. "
-                        f"Last good checkpoint: {last}. Lower cyclegan.lr or use precision fp32."
-                    )
-            else:
-                progress.bad_streak = 0
-                progress.images += images_per_step
-                progress.train_seconds += seconds
-                interval_seconds += seconds
-                progress.interval_steps += 1
-                for key, value in values.items():
-                    progress.interval_sums[key] = progress.interval_sums.get(key, 0.0) + value
+    run.hold_per_rank(pool_fake_real=trainer.pool_fake_real, pool_fake_sim=trainer.pool_fake_sim)
+    run.resume()
+    trainer.wrap(config.compile)
+    tracker.set_tags(
+        {"precision": precision, "channels_last": config.channels_last, "compile": config.compile}
+    )
 
-            done = progress.step
-            if (done % config.log_every == 0 or done == config.iters) and progress.interval_steps:
-                means = {k: v / progress.interval_steps for k, v in progress.interval_sums.items()}
-                progress.history.append({"step": done, **means, "lr": lr})
-                img_per_s = progress.interval_steps * images_per_step / max(interval_seconds, 1e-9)
-                if is_main:
-                    tracker.log_metrics({**means, "lr": lr, "img_per_s": img_per_s}, step=done)
-                    bar.set_postfix(
-                        cycle=f"{means['loss_cycle_sim'] + means['loss_cycle_real']:.3f}",
-                        disc=f"{means['loss_disc_real'] + means['loss_disc_sim']:.3f}",
-                        refresh=False,
-                    )
-                progress.interval_sums, progress.interval_steps = {}, 0
-                interval_seconds = 0.0
-            if is_main and (done % config.sample_every == 0 or done == config.iters):
-                grid = _sample_grid(models, sim[0], real[0], precision, device)
-                tracker.log_image("samples", grid, step=done)
-                write_png(out_dir / "samples" / f"step_{done:08d}.png", grid)
-            stopping = stop.requested(device)
-            if done % config.checkpoint_every == 0 or done == config.iters or stopping:
-                save(done)
-            if stopping:
-                stop.stop()
+    for _ in run:
+        lr = trainer.lr()
+        sim_batch, real_batch = sampler.next()
+        losses, applied = trainer.step(sim_batch, real_batch)
+        run.log(losses, applied, lr)
+        if dist.is_main() and run.due(config.sample_every):
+            grid = sample_grid(trainer.nets, sim[0], real[0], precision, device)
+            tracker.log_image("samples", grid, step=run.step)
+            write_png(out_dir / "samples" / f"step_{run.step:08d}.png", grid)
 
-    metrics: dict[str, Any] = {
-        "steps": progress.step,
-        "precision": precision,
-        "img_per_s": round(progress.images / progress.train_seconds, 3)
-        if progress.train_seconds
-        else None,
-        "train_seconds": round(progress.train_seconds, 3),
-    }
-    if progress.history:
-        metrics.update({k: _significant(v) for k, v in progress.history[-1].items() if k != "step"})
-    if is_main:
-        _save_generators(out_dir, models, config)
-        if curves_path is not None:
-            write_curves(curves_path, progress.history)
+    summary = {**run.finish(), "precision": precision}
+    if dist.is_main():
+        save_generators(out_dir, trainer.nets, config)
         example = np.zeros((1, 3, *config.crop), dtype=np.float32)
         generator = build_generator(config.netG, config.ngf, config.norm)
-        generator.load_state_dict(models.nets["gen_sim2real"].state_dict())
+        generator.load_state_dict(trainer.nets.gen_sim2real.state_dict())
         tracker.log_torch_model(generator.eval(), "gen_sim2real", input_example=example)
-        tracker.log_metrics(
-            {k: v for k, v in metrics.items() if isinstance(v, float)}, step=progress.step
-        )
     dist.barrier()
-    return metrics
+    return summary
+
+
+def sample_grid(
+    nets: CycleGANNets,
+    sim_image: np.ndarray,
+    real_image: np.ndarray,
+    precision: str,
+    device: torch.device,
+) -> np.ndarray:
+    """(2H, 3W, 3) uint8: sim | sim->real | reconstruction over real | real->sim | recon."""
+    generators = (nets.gen_sim2real, nets.gen_real2sim)
+    for generator in generators:
+        generator.eval()
+    try:
+        fake_real = translate_batch(nets.gen_sim2real, sim_image[None], precision, device)
+        rec_sim = translate_batch(nets.gen_real2sim, fake_real, precision, device)
+        fake_sim = translate_batch(nets.gen_real2sim, real_image[None], precision, device)
+        rec_real = translate_batch(nets.gen_sim2real, fake_sim, precision, device)
+    finally:
+        for generator in generators:
+            generator.train()
+    top = np.concatenate([sim_image, fake_real[0], rec_sim[0]], axis=1)
+    bottom = np.concatenate([real_image, fake_sim[0], rec_real[0]], axis=1)
+    return np.concatenate([top, bottom], axis=0)
+
+
+def save_generators(out_dir: Path, nets: CycleGANNets, config: CycleGANConfig) -> None:
+    """Small weights-only files for translation, and the settings to rebuild the net."""
+    for name in ("gen_sim2real", "gen_real2sim"):
+        net = getattr(nets, name)
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        with atomic_path(out_dir / f"{name}.pt") as tmp:
+            torch.save(state, tmp)
+    write_json(
+        out_dir / GENERATOR_SETTINGS,
+        {"netG": config.netG, "ngf": config.ngf, "norm": config.norm},
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.data.augment import IMAGENET_MEAN, IMAGENET_STD, PairedAugment, normalize
+from pipeline.data.augment import PairedAugment
 from pipeline.data.labels import IGNORE_INDEX
+from pipeline.data.tensors import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 
 def _blocks(batch: int, height: int, width: int, ids: list[int], seed: int) -> torch.Tensor:

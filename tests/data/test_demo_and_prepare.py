@@ -72,6 +72,7 @@ def test_prepare_cache_matches_source_files(demo, tmp_path):
         source=DatasetSpec("gta5", str(demo / "gta5")),
         target=DatasetSpec("cityscapes", str(demo / "cityscapes")),
         size=(32, 64),
+        max_skipped=0,
     )
     prepare_all(data, workers=2, out_dir=tmp_path / "prepared", report_path=tmp_path / "data.json")
     sim = PreparedSplit.open(tmp_path / "prepared" / "sim", need_labels=True)

@@ -1,7 +1,8 @@
-"""CycleGAN training loop: schedule, learning, exact resume, NaN guard, refusing bad resumes."""
+"""CycleGAN: the step's semantics, the schedule, learning, exact resume, NaN guard, bad resumes."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import json
@@ -13,14 +14,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import pipeline.train.cyclegan as loop
 from pipeline.config import CycleGANConfig
+from pipeline.data.tensors import to_gan_input
 from pipeline.io import read_rgb
 from pipeline.tracking import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from pipeline.train.cyclegan import NET_NAMES, TrainingDiverged, lr_factor, train_cyclegan
+from pipeline.train.cyclegan import (
+    NET_NAMES,
+    CycleGANObjective,
+    build_nets,
+    build_trainer,
+    lr_factor,
+    train_cyclegan,
+)
+from pipeline.train.run import Interrupted, TrainingDiverged
 from pipeline.translate import load_trained_generator
+from tests.conftest import params_section
 
 CPU = torch.device("cpu")
 
@@ -41,7 +53,7 @@ def tiny_config(**overrides) -> CycleGANConfig:
         threads=1,  # a shared 2-core machine: more threads only wait on each other
     )
     settings.update(overrides)
-    return CycleGANConfig(**settings)
+    return params_section("cyclegan", **settings)
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +86,9 @@ class Recorder(NullTracker):
     def log_params(self, params):
         self.params = dict(params)
 
+    def set_tags(self, tags):
+        self.tags = {**self.__dict__.get("tags", {}), **tags}
+
     def log_metrics(self, metrics, step=None):
         self.metrics[step] = dict(metrics)
         if step == self.at_step and self.action is not None:
@@ -82,7 +97,7 @@ class Recorder(NullTracker):
 
 def weights(out_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
     saved = load_checkpoint(list_checkpoints(out_dir / "checkpoints")[-1])
-    return {name: saved[name] for name in (*NET_NAMES, "opt_gen", "opt_disc")}
+    return {name: saved["held"][name] for name in (*NET_NAMES, "opt_gen", "opt_disc")}
 
 
 def assert_same(a, b, where: str = "") -> None:
@@ -137,7 +152,7 @@ def test_training_lowers_cycle_loss_and_writes_outputs(tmp_path: Path, frames) -
     }
     generator = load_trained_generator(tmp_path / "gen_sim2real.pt", CPU)
     saved = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[-1])
-    assert_same(generator.state_dict(), saved["gen_sim2real"])
+    assert_same(generator.state_dict(), saved["held"]["gen_sim2real"])
     grid = read_rgb(tmp_path / "samples" / "step_00000060.png")
     assert grid.shape == (2 * 32, 3 * 64, 3)
 
@@ -156,11 +171,11 @@ def test_kill_and_resume_is_bit_identical(tmp_path: Path, frames) -> None:
         train_cyclegan(config, sim, real, pieces, Recorder(7, crash), device=CPU)
     assert [p.name for p in list_checkpoints(pieces / "checkpoints")] == ["step_00000004.pt"]
 
-    # SIGINT at step 6: a checkpoint at that very step, then KeyboardInterrupt.
+    # SIGINT at step 6: a checkpoint at that very step, then Interrupted.
     def interrupt() -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="SIGINT at step 6"):
         train_cyclegan(config, sim, real, pieces, Recorder(6, interrupt), device=CPU)
     assert list_checkpoints(pieces / "checkpoints")[-1].name == "step_00000006.pt"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -200,7 +215,7 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(
     assert str(newest) in str(error.value)
     saved = load_checkpoint(newest)
     for name in NET_NAMES:
-        assert all(torch.isfinite(t).all() for t in saved[name].values())
+        assert all(torch.isfinite(t).all() for t in saved["held"][name].values())
 
 
 def test_nan_guard_skips_an_isolated_bad_step(tmp_path: Path, frames, monkeypatch) -> None:
@@ -220,7 +235,7 @@ def test_nan_guard_skips_an_isolated_bad_step(tmp_path: Path, frames, monkeypatc
     assert metrics["steps"] == 6
     assert 4 not in recorder.metrics  # nothing to log for the skipped step
     saved = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[-1])
-    assert all(torch.isfinite(t).all() for t in saved["gen_sim2real"].values())
+    assert all(torch.isfinite(t).all() for t in saved["held"]["gen_sim2real"].values())
 
 
 def test_resume_refuses_changed_weight_settings_but_not_runtime_knobs(
@@ -237,7 +252,134 @@ def test_resume_refuses_changed_weight_settings_but_not_runtime_knobs(
     changed = dataclasses.replace(config, netG="resnet_9blocks")
     with pytest.raises(CheckpointError, match=r"\(netG: 'resnet_6blocks' -> 'resnet_9blocks'\)"):
         train_cyclegan(changed, sim, real, tmp_path, NullTracker(), device=CPU)
-    runtime_only = dataclasses.replace(config, precision="bf16", log_every=5, checkpoint_every=3)
+    with pytest.raises(CheckpointError, match="precision: 'fp32' -> 'bf16'"):
+        train_cyclegan(
+            dataclasses.replace(config, precision="bf16"),
+            sim,
+            real,
+            tmp_path,
+            NullTracker(),
+            device=CPU,
+        )
+    runtime_only = dataclasses.replace(config, channels_last=True, log_every=5, checkpoint_every=3)
     recorder = Recorder()
     metrics = train_cyclegan(runtime_only, sim, real, tmp_path, recorder, device=CPU)
-    assert metrics["steps"] == 4 and recorder.params["resumed_from_step"] == 2
+    assert metrics["steps"] == 4 and recorder.tags["resumed_from"] == 2
+    assert recorder.params["cyclegan.netG"] == "resnet_6blocks"
+    assert "cyclegan.log_every" not in recorder.params  # a runtime knob: a tag at most
+
+
+def crops(frames, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (1, 3, 32, 32) sim and one real batch in [-1, 1]."""
+    sim, real = frames
+    rows = np.random.default_rng(seed).integers(0, len(sim), 2)
+    return (
+        to_gan_input(sim[rows[0] : rows[0] + 1, :, :32], CPU),
+        to_gan_input(real[rows[1] : rows[1] + 1, :, :32], CPU),
+    )
+
+
+def test_objective_weights_each_term_as_the_reference(frames) -> None:
+    torch.manual_seed(0)
+    nets = build_nets(tiny_config())
+    objective = CycleGANObjective("lsgan", lambda_cycle=7.0, lambda_identity=0.3)
+    sim, real = crops(frames)
+    with torch.no_grad():
+        losses, fake_real, fake_sim = objective.generator_losses(nets, sim, real)
+        expected = {
+            "loss_gan_sim2real": F.mse_loss(nets.disc_real(fake_real), torch.ones(1, 1, 2, 2)),
+            "loss_gan_real2sim": F.mse_loss(nets.disc_sim(fake_sim), torch.ones(1, 1, 2, 2)),
+            "loss_cycle_sim": 7.0 * F.l1_loss(nets.gen_real2sim(nets.gen_sim2real(sim)), sim),
+            "loss_cycle_real": 7.0 * F.l1_loss(nets.gen_sim2real(nets.gen_real2sim(real)), real),
+            # Identity is weighted by lambda_cycle * lambda_identity, as the reference does.
+            "loss_idt_sim2real": 7.0 * 0.3 * F.l1_loss(nets.gen_sim2real(real), real),
+            "loss_idt_real2sim": 7.0 * 0.3 * F.l1_loss(nets.gen_real2sim(sim), sim),
+        }
+        assert losses.keys() == expected.keys()
+        for name, value in expected.items():
+            torch.testing.assert_close(losses[name], value, msg=name)
+
+        pooled_real, pooled_sim = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+        disc = objective.discriminator_losses(nets, sim, real, pooled_real, pooled_sim)
+        ones, zeros = torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)
+        # Halved: the discriminators learn at half the generators' pace.
+        torch.testing.assert_close(
+            disc["loss_disc_real"],
+            0.5
+            * (
+                F.mse_loss(nets.disc_real(real), ones)
+                + F.mse_loss(nets.disc_real(pooled_real), zeros)
+            ),
+        )
+        torch.testing.assert_close(
+            disc["loss_disc_sim"],
+            0.5
+            * (F.mse_loss(nets.disc_sim(sim), ones) + F.mse_loss(nets.disc_sim(pooled_sim), zeros)),
+        )
+    without_identity = CycleGANObjective("lsgan", lambda_cycle=7.0, lambda_identity=0.0)
+    assert "loss_idt_sim2real" not in without_identity.generator_losses(nets, sim, real)[0]
+
+
+def test_step_gives_each_net_the_gradient_of_its_own_losses_only(frames) -> None:
+    """D gets nothing from the generator loss (frozen), G nothing from D's loss (detached)."""
+    torch.manual_seed(0)
+    trainer = build_trainer(tiny_config(pool_size=0), CPU, "fp32")
+    before = copy.deepcopy(trainer.nets)
+    sim, real = crops(frames)
+    _, applied = trainer.step(sim, real)
+    assert bool(applied)
+
+    objective = trainer.objective
+    gen_losses, fake_real, fake_sim = objective.generator_losses(before, sim, real)
+    disc_losses = objective.discriminator_losses(
+        before, sim, real, fake_real.detach(), fake_sim.detach()
+    )
+    for losses, names in (
+        (gen_losses, ("gen_sim2real", "gen_real2sim")),
+        (disc_losses, ("disc_real", "disc_sim")),
+    ):
+        params = [p for n in names for p in getattr(before, n).parameters()]
+        expected = torch.autograd.grad(sum(losses.values()), params)
+        actual = [p.grad for n in names for p in getattr(trainer.nets, n).parameters()]
+        for want, got in zip(expected, actual, strict=True):
+            torch.testing.assert_close(got, want)
+
+
+def test_discriminator_sees_the_pooled_fakes(frames) -> None:
+    torch.manual_seed(0)
+    trainer = build_trainer(tiny_config(pool_size=1), CPU, "fp32")
+    trainer.pool_fake_real.generator = torch.Generator().manual_seed(3)
+    seen: list[torch.Tensor] = []
+    trainer.nets.disc_real.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    returned: list[torch.Tensor] = []
+    query = trainer.pool_fake_real.query
+    trainer.pool_fake_real.query = lambda images, accept=None: (
+        returned.append((images.detach().clone(), query(images, accept))) or returned[-1][1]
+    )
+    swapped = 0
+    for seed in range(8):
+        seen.clear()
+        trainer.step(*crops(frames, seed))
+        fresh, pooled = returned[-1]
+        # Calls: G phase on the fresh fake, then D phase on real and on the pool's output.
+        assert torch.equal(seen[0], fresh) and torch.equal(seen[-1], pooled)
+        swapped += not torch.equal(pooled, fresh)
+    assert 0 < swapped < 8  # the pool both swapped in history and passed fakes through
+
+
+def test_a_non_finite_step_changes_nothing(frames) -> None:
+    torch.manual_seed(0)
+    trainer = build_trainer(tiny_config(pool_size=1), CPU, "fp32")
+    sim, real = crops(frames)
+    trainer.step(sim, real)  # fills the pools
+    nets = copy.deepcopy(trainer.nets)
+    moments = copy.deepcopy(trainer.opt_gen.state_dict())
+    pooled = trainer.pool_fake_real.state_dict()["images"].clone()
+    losses, applied = trainer.step(torch.full_like(sim, float("nan")), real)
+    assert not bool(applied) and not torch.isfinite(losses["loss_cycle_sim"])
+    for name in NET_NAMES:
+        assert_same(
+            getattr(trainer.nets, name).state_dict(), getattr(nets, name).state_dict(), name
+        )
+    assert_same(trainer.opt_gen.state_dict()["state"], moments["state"], "opt_gen")
+    assert torch.equal(trainer.pool_fake_real.state_dict()["images"], pooled)
