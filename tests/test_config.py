@@ -49,7 +49,9 @@ BAD = [
     ("cyclegan.decay_from", 10**6, "cyclegan.decay_from"),  # past iters
     ("cyclegan.typo_key", 1, "cyclegan.typo_key"),  # unknown key
     ("data.size", [-128, 256], "data.size"),  # negative size
-    ("data.source.kind", "synthia", "data.source.kind"),
+    ("data.source.kind", "cityscapes", "data.source.kind"),
+    ("data.target.kind", "synthia", "data.target.kind"),
+    ("demo_data.synthia", "yes", "demo_data.synthia"),
     ("data.source.root", "", "data.source.root"),
     ("train_seg.optimizer", "lamb", "train_seg.optimizer"),
     ("train_seg.crop", [100, 256], "train_seg.crop"),
@@ -79,6 +81,11 @@ def test_error_says_what_is_allowed(raw):
     with pytest.raises(ConfigError) as err:
         parse_params(_set(raw, "cyclegan.netG", "resnet_12blocks"))
     assert "resnet_9blocks" in str(err.value) and "resnet_12blocks" in str(err.value)
+
+
+def test_synthia_source_is_accepted(raw):
+    params = parse_params(_set(raw, "data.source.kind", "synthia"))
+    assert params.data.source.kind == "synthia"
 
 
 def test_crop_bigger_than_image_is_refused(raw):
