@@ -16,6 +16,8 @@ class Sample:
     name: str  # unique within the split; translated outputs reuse it as their file stem
     image: Path
     label: Path | None
+    # The sub-folder the reader found the image in (the city, for Cityscapes); None in flat layouts.
+    city: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,8 @@ A prepared split is a folder:
     labels.npy         (N, H, W) uint8 train ids (255 = ignore), nearest-resized
     labels_native.npy  (N, h, w) uint8 train ids at the label files' own size (val only: the
                        evaluator scores at label resolution, like cityscapesscripts)
+    cities.json        the sub-folder (city) each frame was found in, in array order (val only,
+                       when the reader has sub-folders: the evaluator also scores per city)
     names.json         frame names in array order
 Per-class pixel counts and every skipped file with its reason go to the data report.
 """
@@ -165,6 +167,7 @@ def prepare_split(
     height, width = size
     skipped = list(index.skipped)
     names: list[str] = []
+    city_of = {sample.name: sample.city for sample in samples}
     class_pixels = np.zeros(NUM_CLASSES, dtype=np.int64)
     unknown = 0
     has_labels = any(s.label is not None for s in samples)
@@ -218,6 +221,9 @@ def prepare_split(
             raise DatasetError(f"{desc}: every frame was skipped; see the data report")
     if keep_native and natives:
         save_npy(out_dir / "labels_native.npy", np.stack(natives))
+    cities = [city_of[name] for name in names]
+    if keep_native and all(city is not None for city in cities):
+        write_json(out_dir / "cities.json", cities)
     write_json(out_dir / "names.json", names)
     return SplitReport(
         found=len(samples) + len(index.skipped),
@@ -269,6 +275,7 @@ class PreparedSplit:
     names: list[str]
     images: np.ndarray  # (N, H, W, 3) uint8
     labels: np.ndarray | None  # (N, H, W) uint8
+    cities: list[str] | None = None  # each frame's sub-folder, where prepare kept them
 
     @classmethod
     def open(cls, root: str | Path, need_labels: bool = False) -> PreparedSplit:
@@ -289,7 +296,15 @@ class PreparedSplit:
                 f"{root}: names.json ({len(names)}), images.npy ({len(images)}) and labels.npy "
                 f"({None if labels is None else len(labels)}) disagree in length"
             )
-        return cls(root=root, names=names, images=images, labels=labels)
+        cities = None
+        if (root / "cities.json").is_file():
+            cities = read_json(root / "cities.json")
+            if len(cities) != len(names):
+                raise DatasetError(
+                    f"{root}: cities.json ({len(cities)}) and names.json ({len(names)}) disagree "
+                    f"in length"
+                )
+        return cls(root=root, names=names, images=images, labels=labels, cities=cities)
 
 
 def write_data_report(path: str | Path, reports: dict[str, SplitReport], size: tuple[int, int]):

@@ -81,6 +81,7 @@ def test_index_pairs_by_stem(synthia_root):
     assert [s.name for s in index.samples] == ["0000000", "0000001", "0000002"]
     for sample in index.samples:
         assert sample.label == synthia_root / "GT" / "LABELS" / sample.image.name
+    assert all(s.city is None for s in index.samples)
     assert index.skipped == []
 
 
