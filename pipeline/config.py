@@ -272,6 +272,9 @@ class EvaluateConfig:
     precision: Precision = "auto"
     # Predictions on the first N val frames are kept for the report's prediction grid.
     saved_predictions: int = 4
+    # Classes the headline mIoU averages: 19 (Cityscapes), 16 (the SYNTHIA protocol: no terrain,
+    # truck, train) or 13 (also no wall, fence, pole). All three are reported either way.
+    classes: Literal[19, 16, 13] = 19
 
     def __post_init__(self) -> None:
         _check(self.batch > 0, "evaluate.batch", self.batch, "an integer > 0")

@@ -51,6 +51,8 @@ BAD = [
     ("data.size", [-128, 256], "data.size"),  # negative size
     ("data.source.kind", "cityscapes", "data.source.kind"),
     ("data.target.kind", "synthia", "data.target.kind"),
+    ("evaluate.classes", 17, "evaluate.classes"),
+    ("evaluate.classes", "16", "evaluate.classes"),
     ("demo_data.synthia", "yes", "demo_data.synthia"),
     ("data.source.root", "", "data.source.root"),
     ("train_seg.optimizer", "lamb", "train_seg.optimizer"),
@@ -83,9 +85,12 @@ def test_error_says_what_is_allowed(raw):
     assert "resnet_9blocks" in str(err.value) and "resnet_12blocks" in str(err.value)
 
 
-def test_synthia_source_is_accepted(raw):
-    params = parse_params(_set(raw, "data.source.kind", "synthia"))
-    assert params.data.source.kind == "synthia"
+def test_synthia_source_and_protocols_are_accepted(raw):
+    params = parse_params(_set(_set(raw, "data.source.kind", "synthia"), "evaluate.classes", 13))
+    assert params.data.source.kind == "synthia" and params.evaluate.classes == 13
+    with pytest.raises(ConfigError) as err:
+        parse_params(_set(raw, "evaluate.classes", 17))
+    assert "19, 16, 13" in str(err.value)
 
 
 def test_crop_bigger_than_image_is_refused(raw):

@@ -52,6 +52,18 @@ def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     return ID_TO_TRAIN_ID[label_ids]
 
 
+# Classes each evaluation protocol averages (evaluate.classes). SYNTHIA labels no terrain, truck
+# or train, so SYNTHIA -> Cityscapes is scored on the other 16; the 13-class variant most papers
+# report beside it also drops wall, fence and pole.
+_NOT_IN_16 = ("terrain", "truck", "train")
+_NOT_IN_13 = (*_NOT_IN_16, "wall", "fence", "pole")
+PROTOCOL_CLASSES: dict[int, tuple[str, ...]] = {
+    19: CLASS_NAMES,
+    16: tuple(name for name in CLASS_NAMES if name not in _NOT_IN_16),
+    13: tuple(name for name in CLASS_NAMES if name not in _NOT_IN_13),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelIds:
     """How one dataset's label files encode classes: a decoder and an id -> train id table."""
