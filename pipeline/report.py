@@ -40,7 +40,8 @@ PUBLISHED = pd.DataFrame(
 # Sources: [TLlib] the Transfer-Learning-Library's semantic segmentation benchmark
 # (docs/dalib/benchmarks/semantic_segmentation.rst: its own runs, 13 classes); [DAFormer] the
 # comparison table of the DAFormer README (Hoyer et al., CVPR 2022, mIoU16); [DAFormer paper] its
-# SYNTHIA table (Hoyer et al., CVPR 2022, mIoU13). CyCADA reports no SYNTHIA result.
+# SYNTHIA table (Hoyer et al., CVPR 2022, mIoU13, as Papers with Code lists it). CyCADA reports no
+# SYNTHIA result.
 PUBLISHED_SYNTHIA = pd.DataFrame(
     [
         ("source only", "DeepLabv2 ResNet-101", None, 41.5, "TLlib"),
