@@ -50,9 +50,9 @@ def _check(condition: bool, key: str, value: Any, allowed: str) -> None:
 class DatasetSpec:
     """Where one dataset lives and which reader understands its layout."""
 
-    kind: Literal["gta5", "cityscapes"]
+    kind: Literal["gta5", "synthia", "cityscapes"]
     root: str
-    # Optional file of frame names (one per line) restricting the GTA5 set, e.g. a split list.
+    # Optional file of frame names (one per line) restricting a GTA5 or SYNTHIA set, e.g. a split.
     list_file: str | None = None
 
 
@@ -65,7 +65,12 @@ class DataConfig:
     max_skipped: int
 
     def __post_init__(self) -> None:
-        _check(self.source.kind == "gta5", "data.source.kind", self.source.kind, "'gta5'")
+        _check(
+            self.source.kind in ("gta5", "synthia"),
+            "data.source.kind",
+            self.source.kind,
+            "'gta5' or 'synthia'",
+        )
         _check(
             self.target.kind == "cityscapes", "data.target.kind", self.target.kind, "'cityscapes'"
         )
@@ -86,6 +91,9 @@ class DemoDataConfig:
     n_target_val: int
     size: tuple[int, int]  # native size the generator draws at (H, W)
     workers: int
+    # Also write the sim frames in the SYNTHIA layout (data/demo/synthia), for
+    # data.source.kind=synthia; off, the demo output is unchanged.
+    synthia: bool
 
     def __post_init__(self) -> None:
         _check(self.workers >= 1, "demo_data.workers", self.workers, "an integer >= 1")
@@ -286,6 +294,9 @@ class EvaluateConfig:
     precision: Precision
     # Predictions on the first N val frames are kept for the report's prediction grid.
     saved_predictions: int
+    # Classes the headline mIoU averages: 19 (Cityscapes), 16 (the SYNTHIA protocol: no terrain,
+    # truck, train) or 13 (also no wall, fence, pole). All three are reported either way.
+    classes: Literal[19, 16, 13]
 
     def __post_init__(self) -> None:
         _check(self.batch > 0, "evaluate.batch", self.batch, "an integer > 0")

@@ -3,13 +3,16 @@
 Real val is scored at label resolution, as cityscapesscripts does: the net sees the working-size
 image and its logits are upsampled (bilinear) to the label's own size before the argmax. Under
 torchrun each rank scores a strided shard of the frames and the integer confusion matrices are
-summed, so the scores equal a single-process run exactly.
+summed, so the scores equal a single-process run exactly. Frames that carry a city (the
+sub-folder the Cityscapes reader found them in) are also counted in one matrix per city; those
+add up to the overall matrix.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +26,14 @@ from pipeline import dist
 from pipeline.data.labels import CLASS_NAMES, NUM_CLASSES
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.io import atomic_path, read_json, save_npy, write_json
-from pipeline.metrics import ConfusionMatrix, scores_to_json
+from pipeline.metrics import ConfusionMatrix, protocol_mious, scores, scores_to_json
 from pipeline.models.segmentation import build_segmentation_model
 from pipeline.report import confusion_figure
 from pipeline.runtime import autocast
 
 # Scalar scores logged as "val_<name>" for every variant, so runs compare column by column.
 SUMMARY_SCORES = ("pixel_accuracy", "mean_class_accuracy", "miou", "fwiou")
+PROTOCOL_SCORES = ("miou19", "miou16", "miou13")
 
 
 @dataclasses.dataclass
@@ -37,6 +41,9 @@ class Evaluation:
     confusion: ConfusionMatrix
     predictions: np.ndarray  # (keep, h, w) uint8 train ids of the first `keep` frames
     n_images: int
+    # One matrix per city, in sorted city order; empty when the frames carry no city.
+    city_confusion: dict[str, ConfusionMatrix] = dataclasses.field(default_factory=dict)
+    city_images: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def load_model(model_dir: str | Path) -> nn.Module:
@@ -69,8 +76,9 @@ def evaluate_images(
     precision: str,
     device: torch.device,
     keep: int = 0,
+    cities: Sequence[str] | None = None,
 ) -> Evaluation:
-    """Predict `images` and count them against `labels`.
+    """Predict `images` and count them against `labels`, overall and per city.
 
     Args:
         model: a net mapping normalized (B, 3, H, W) images to (B, C, H, W) logits.
@@ -80,9 +88,17 @@ def evaluate_images(
         precision: a resolved precision ("fp32", "bf16", "fp16").
         device: where the net runs.
         keep: how many leading frames' predictions to return.
+        cities: each frame's city (N names), or None for no per-city matrices.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} label maps")
+    if cities is not None and len(cities) != len(images):
+        raise ValueError(f"{len(images)} images but {len(cities)} cities")
+    city_names = sorted(set(cities)) if cities is not None else []
+    position = {name: k for k, name in enumerate(city_names)}
+    # (N,) index into city_names per frame.
+    city_index = np.array([position[c] for c in cities]) if cities is not None else None
+    city_confusion = [ConfusionMatrix(NUM_CLASSES, device=device) for _ in city_names]
     model = model.to(device).eval()
     label_size = tuple(labels.shape[1:])
     confusion = ConfusionMatrix(NUM_CLASSES, device=device)
@@ -100,6 +116,10 @@ def evaluate_images(
         )  # (B, h, w)
         target = torch.from_numpy(np.asarray(labels[index])).to(device)
         confusion.update(target, prediction)
+        if city_index is not None:
+            for k in np.unique(city_index[index]):
+                rows = torch.from_numpy(city_index[index] == k).to(device)
+                city_confusion[k].update(target[rows], prediction[rows])
         first = index < keep
         if first.any():
             kept[torch.from_numpy(index[first]).to(device)] = prediction[
@@ -107,8 +127,16 @@ def evaluate_images(
             ].int()
     # Ranks hold disjoint frames, so sums are the single-process result.
     dist.all_reduce_sum(confusion.matrix)
+    for city in city_confusion:
+        dist.all_reduce_sum(city.matrix)
     dist.all_reduce_sum(kept)
-    return Evaluation(confusion, kept.cpu().numpy().astype(np.uint8), len(images))
+    return Evaluation(
+        confusion,
+        kept.cpu().numpy().astype(np.uint8),
+        len(images),
+        city_confusion=dict(zip(city_names, city_confusion)),
+        city_images={name: int((city_index == k).sum()) for k, name in enumerate(city_names)},
+    )
 
 
 def upsampled_argmax(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -118,19 +146,46 @@ def upsampled_argmax(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tenso
     return logits.argmax(dim=0)
 
 
-def metrics_json(evaluation: Evaluation) -> dict[str, Any]:
-    """Scores with NaN as null plus n_images, in the layout `dvc metrics show` reads."""
-    result = scores_to_json(evaluation.confusion.scores(CLASS_NAMES))
+def protocol_scores(matrix: torch.Tensor | np.ndarray, classes: int) -> dict[str, Any]:
+    """Scores of a 19-class matrix with `miou` averaged over the `classes` protocol (19, 16, 13).
+
+    Adds `miou19`, `miou16` and `miou13` side by side and `classes`; pixel accuracy, class
+    accuracy and fwIoU stay over all 19 classes, as no protocol redefines them.
+    """
+    result = scores(matrix, CLASS_NAMES)
+    means = protocol_mious(result["per_class_iou"])
+    return {**result, "miou": means[f"miou{classes}"], **means, "classes": classes}
+
+
+def metrics_json(evaluation: Evaluation, classes: int = 19) -> dict[str, Any]:
+    """Scores with NaN as null plus n_images, in the layout `dvc metrics show` reads.
+
+    `miou` follows the `classes` protocol (see protocol_scores); `per_city` holds each city's
+    summary scores and frame count.
+    """
+    result = protocol_scores(evaluation.confusion.matrix, classes)
     result["n_images"] = evaluation.n_images
-    return result
+    per_city = {}
+    for city, confusion in evaluation.city_confusion.items():
+        city_scores = protocol_scores(confusion.matrix, classes)
+        per_city[city] = {key: city_scores[key] for key in (*SUMMARY_SCORES, *PROTOCOL_SCORES)}
+        per_city[city]["n_images"] = evaluation.city_images[city]
+    result["per_city"] = per_city
+    return scores_to_json(result)
 
 
 def tracking_metrics(result: dict[str, Any], prefix: str = "val_") -> dict[str, float]:
-    """Flat metric names, the same for every variant: val_miou, val_iou_traffic_light, ..."""
-    metrics = {f"{prefix}{name}": result[name] for name in SUMMARY_SCORES}
+    """Flat metric names, the same for every variant: val_miou, val_iou_traffic_light, ...
+
+    Per-city scores get the city in the name: val_frankfurt_miou.
+    """
+    metrics = {f"{prefix}{name}": result[name] for name in (*SUMMARY_SCORES, *PROTOCOL_SCORES)}
     for key, short in (("per_class_iou", "iou"), ("per_class_accuracy", "acc")):
         for name, value in result[key].items():
             metrics[f"{prefix}{short}_{_slug(name)}"] = value
+    for city, city_scores in result["per_city"].items():
+        for name in (*SUMMARY_SCORES, *PROTOCOL_SCORES):
+            metrics[f"{prefix}{_slug(city)}_{name}"] = city_scores[name]
     return {k: v for k, v in metrics.items() if v is not None}
 
 
@@ -164,9 +219,13 @@ def write_evaluation(
     metrics_path: str | Path,
     confusion_path: str | Path,
     predictions_path: str | Path,
+    classes: int = 19,
 ) -> dict[str, Any]:
-    """Write the metrics JSON, the confusion CSV and the kept predictions; return the metrics."""
-    result = metrics_json(evaluation)
+    """Write the metrics JSON, the confusion CSV and the kept predictions; return the metrics.
+
+    `classes` is the protocol the headline `miou` averages (evaluate.classes).
+    """
+    result = metrics_json(evaluation, classes)
     write_json(metrics_path, result)
     with atomic_path(confusion_path) as tmp:
         confusion_frame(evaluation.confusion.matrix.cpu().numpy()).to_csv(tmp)

@@ -122,6 +122,49 @@ def read_label_ids(path: str | Path) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def read_first_channel_16bit(path: str | Path) -> np.ndarray:
+    """Decode the first channel of a PNG at its full bit depth: (H, W) uint16 (or uint8).
+
+    SYNTHIA stores class ids in the first channel of 16-bit-per-channel colour PNGs. Pillow
+    decodes such files to 8-bit RGB by keeping each sample's high byte, which turns every id
+    below 256 into 0, so OpenCV (which keeps all 16 bits) decodes them here.
+    """
+    import cv2
+
+    path = Path(path)
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise ImageReadError(f"{path}: empty file")
+    # Returns None for truncated or non-image data instead of raising.
+    array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ImageReadError(f"{path}: unreadable image (OpenCV could not decode it)")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(f"{path}: {array.dtype} samples; expected 8- or 16-bit integers")
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        # OpenCV orders colour channels BGR(A): the file's first channel (R) is index 2.
+        return np.ascontiguousarray(array[..., 2])
+    raise ImageReadError(f"{path}: image of shape {array.shape}; expected grey, RGB or RGBA")
+
+
+def write_png_16bit(path: str | Path, array: np.ndarray) -> None:
+    """Write a (H, W, 3) uint16 RGB array as a 16-bit-per-channel PNG, atomically.
+
+    Pillow has no 16-bit colour mode, so OpenCV encodes it (from BGR order, hence the flip).
+    """
+    import cv2
+
+    if array.dtype != np.uint16 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint16, got {array.shape} {array.dtype}")
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array[..., ::-1]))
+    if not ok:
+        raise OutputError(f"cannot encode {path} as PNG")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+
+
 def save_npy(path: str | Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)

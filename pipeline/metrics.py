@@ -12,6 +12,10 @@ The per-class IoU and its mean follow cityscapesscripts' evaluator
 
 Per-class accuracy (recall) is NaN for classes absent from the ground truth, and the mean
 class accuracy averages the rest.
+
+The SYNTHIA -> Cityscapes protocols (16 and 13 classes, :data:`PROTOCOL_CLASSES`) keep the IoUs of
+the full 19-class matrix and average only the protocol's classes, NaN entries left out as above
+(:func:`protocol_mious`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PROTOCOL_CLASSES
 
 
 class ConfusionMatrix:
@@ -206,6 +210,19 @@ def scores(matrix: np.ndarray | Tensor, class_names: Sequence[str] = CLASS_NAMES
         "fwiou": float((gt[present] / total * iou[present]).sum()) if total > 0 else math.nan,
         "per_class_iou": {name: float(v) for name, v in zip(class_names, iou, strict=True)},
         "per_class_accuracy": {name: float(v) for name, v in zip(class_names, recall, strict=True)},
+    }
+
+
+def protocol_mious(per_class_iou: Mapping[str, float]) -> dict[str, float]:
+    """`{"miou19": ..., "miou16": ..., "miou13": ...}` from a :func:`scores` per-class IoU dict.
+
+    Each IoU was computed on the full matrix, so a road pixel predicted as terrain still counts
+    against road under the 16-class protocol; the protocols differ only in which classes the
+    mean takes (NaN where none of them is defined).
+    """
+    return {
+        f"miou{count}": _nanmean(np.array([per_class_iou[name] for name in names], dtype=float))
+        for count, names in PROTOCOL_CLASSES.items()
     }
 
 

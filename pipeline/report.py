@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from pipeline.data.labels import CLASS_COLORS, CLASS_NAMES, colorize
+from pipeline.data.labels import CLASS_COLORS, CLASS_NAMES, PROTOCOL_CLASSES, colorize
 from pipeline.io import atomic_path, read_json
 
 SOURCE, ORACLE = "source_only", "oracle"
@@ -35,14 +35,36 @@ PUBLISHED = pd.DataFrame(
     columns=["training set", "pixel accuracy %", "mIoU %"],
 )
 
+# Published SYNTHIA (RAND-CITYSCAPES) -> Cityscapes val figures, for context when the source is
+# SYNTHIA; None where the source gives no figure. mIoU16 / mIoU13: the 16- and 13-class protocols.
+# Sources: [TLlib] the Transfer-Learning-Library's semantic segmentation benchmark
+# (docs/dalib/benchmarks/semantic_segmentation.rst: its own runs, 13 classes); [DAFormer] the
+# comparison table of the DAFormer README (Hoyer et al., CVPR 2022, mIoU16); [DAFormer paper] its
+# SYNTHIA table (Hoyer et al., CVPR 2022, mIoU13, as Papers with Code lists it). CyCADA reports no
+# SYNTHIA result.
+PUBLISHED_SYNTHIA = pd.DataFrame(
+    [
+        ("source only", "DeepLabv2 ResNet-101", None, 41.5, "TLlib"),
+        ("FDA (Fourier style swap, pixel level)", "DeepLabv2 ResNet-101", None, 43.9, "TLlib"),
+        ("oracle (trained on Cityscapes)", "DeepLabv2 ResNet-101", None, 76.6, "TLlib"),
+        ("ADVENT", "DeepLabv2 ResNet-101", 41.2, None, "DAFormer"),
+        ("DACS (self-training, ClassMix)", "DeepLabv2 ResNet-101", 48.3, None, "DAFormer"),
+        ("ProDA", "DeepLabv2 ResNet-101", 55.5, None, "DAFormer"),
+        ("DAFormer", "DAFormer (MiT-B5)", 60.9, 67.4, "DAFormer paper"),
+    ],
+    columns=["method", "network", "mIoU16 %", "mIoU13 %", "source"],
+)
+
 SUMMARY = ("pixel_accuracy", "mean_class_accuracy", "miou", "fwiou")
+PROTOCOLS = tuple(f"miou{count}" for count in PROTOCOL_CLASSES)  # miou19, miou16, miou13
 
 
 def load_metrics(metrics_dir: str | Path, variants: Sequence[str]) -> pd.DataFrame:
     """One row per variant (in `variants` order) from `metrics_dir/<variant>.json`.
 
-    Columns: the summary scores, then `iou_<class>` for the 19 classes; NaN where a class is absent
-    from the ground truth. A missing file is an error naming it.
+    Columns: the summary scores, the protocol means (miou19, miou16, miou13; NaN in files written
+    before they existed), then `iou_<class>` for the 19 classes; NaN where a class is absent from
+    the ground truth. A missing file is an error naming it.
     """
     rows = []
     for variant in variants:
@@ -50,6 +72,8 @@ def load_metrics(metrics_dir: str | Path, variants: Sequence[str]) -> pd.DataFra
         row = {"variant": variant}
         for key in SUMMARY:
             row[key] = _number(data[key])
+        for key in PROTOCOLS:
+            row[key] = _number(data.get(key))
         for name in CLASS_NAMES:
             row[f"iou_{name}"] = _number(data["per_class_iou"].get(name))
         rows.append(row)
@@ -58,6 +82,30 @@ def load_metrics(metrics_dir: str | Path, variants: Sequence[str]) -> pd.DataFra
 
 def _number(value: float | None) -> float:
     return math.nan if value is None else float(value)
+
+
+def load_city_metrics(
+    metrics_dir: str | Path, variants: Sequence[str], key: str = "miou"
+) -> pd.DataFrame:
+    """One row per city, one column per variant holding `key` of that city, plus `n_images`.
+
+    Empty when the metrics carry no cities (a val split prepared without sub-folders).
+    """
+    columns, n_images = {}, {}
+    for variant in variants:
+        per_city = read_json(Path(metrics_dir) / f"{variant}.json").get("per_city", {})
+        columns[variant] = {city: _number(scores[key]) for city, scores in per_city.items()}
+        n_images.update({city: scores["n_images"] for city, scores in per_city.items()})
+    table = pd.DataFrame(columns, index=sorted(n_images), columns=list(variants))
+    table.insert(0, "n_images", [n_images[city] for city in table.index])
+    table.index.name = "city"
+    return table
+
+
+def source_missing_classes(data_report: dict) -> list[str]:
+    """Train classes without a single labelled pixel in the prepared source split (`sim`)."""
+    pixels = data_report["splits"]["sim"]["class_pixels"]
+    return [name for name in CLASS_NAMES if pixels.get(name, 0) == 0]
 
 
 def gap_closed(value: float, source: float, oracle: float) -> float:
@@ -88,23 +136,50 @@ def _pct(value: float, digits: int = 1) -> str:
     return "n/a" if not math.isfinite(value) else f"{100 * value:.{digits}f}"
 
 
-def comparison_markdown(table: pd.DataFrame, extra: dict | None = None) -> str:
-    """The comparison page: summary table, per-class IoU table, then the published rows."""
+def comparison_markdown(
+    table: pd.DataFrame,
+    extra: dict | None = None,
+    classes: int = 19,
+    source_missing: Sequence[str] = (),
+    cities: pd.DataFrame | None = None,
+    source_kind: str = "gta5",
+) -> str:
+    """The comparison page: summary table, per-class IoU table, per-city table, published rows.
+
+    `classes` is the protocol the table's mIoU averages (evaluate.classes). When it is not 19 or
+    the source set labels no pixel of some class (`source_missing`), the other protocols' means
+    stand beside it. `cities` is a `load_city_metrics` table; `source_kind` (data.source.kind)
+    picks the published reference rows.
+    """
+    other_protocols = [
+        f"miou{count}"
+        for count in PROTOCOL_CLASSES
+        if count != classes and (classes != 19 or source_missing)
+    ]
     lines = [
         "# Segmentation on real validation images, by training set",
         "",
         "Scores in % on the target validation split, at label resolution. *Gap closed* is "
         "(variant - source_only) / (oracle - source_only).",
+    ]
+    if other_protocols:
+        lines += [
+            "",
+            _protocol_note(classes, source_missing),
+        ]
+    protocol_header = "".join(f" {_protocol_title(key)} |" for key in other_protocols)
+    lines += [
         "",
-        "| variant | pixel acc. | class acc. | mIoU | fwIoU | gap closed (mIoU) "
+        f"| variant | pixel acc. | class acc. | mIoU |{protocol_header} fwIoU | gap closed (mIoU) "
         "| gap closed (pixel acc.) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|" + "---:|" * len(other_protocols) + "---:|---:|---:|",
     ]
     for variant, row in table.iterrows():
+        protocol_cells = "".join(f" {_pct(row[key])} |" for key in other_protocols)
         lines.append(
             f"| {variant} | {_pct(row.pixel_accuracy)} | {_pct(row.mean_class_accuracy)} "
-            f"| {_pct(row.miou)} | {_pct(row.fwiou)} | {_pct(row.gap_closed_miou, 0)}% "
-            f"| {_pct(row.gap_closed_pixel_accuracy, 0)}% |"
+            f"| {_pct(row.miou)} |{protocol_cells} {_pct(row.fwiou)} "
+            f"| {_pct(row.gap_closed_miou, 0)}% | {_pct(row.gap_closed_pixel_accuracy, 0)}% |"
         )
     lines += ["", "## Per-class IoU (%)", ""]
     lines.append("| class | " + " | ".join(table.index) + " |")
@@ -112,9 +187,13 @@ def comparison_markdown(table: pd.DataFrame, extra: dict | None = None) -> str:
     for name in CLASS_NAMES:
         values = [_pct(table.loc[v, f"iou_{name}"]) for v in table.index]
         lines.append(f"| {name} | " + " | ".join(values) + " |")
+    if cities is not None and len(cities):
+        lines += city_markdown(cities, classes)
     if extra:
         lines += ["", "## Translation quality", ""]
         lines += [f"- {key}: {value}" for key, value in extra.items()]
+    if source_kind == "synthia":
+        return "\n".join(lines + _published_synthia_markdown()) + "\n"
     lines += [
         "",
         "## Published reference (real GTA5 -> Cityscapes, not this run)",
@@ -129,6 +208,65 @@ def comparison_markdown(table: pd.DataFrame, extra: dict | None = None) -> str:
     for _, row in PUBLISHED.iterrows():
         lines.append(f"| {row.iloc[0]} | {row.iloc[1]:.1f} | {row.iloc[2]:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _protocol_title(key: str) -> str:
+    return "mIoU" + key.removeprefix("miou")
+
+
+def _protocol_note(classes: int, source_missing: Sequence[str]) -> str:
+    lacking = (
+        f"The source set labels no {', '.join(source_missing)}, so the SYNTHIA protocols stand "
+        "beside it: "
+        if source_missing
+        else "Beside it: "
+    )
+    return (
+        f"*mIoU* averages the {classes} classes of `evaluate.classes`. {lacking}*mIoU16* leaves "
+        "out terrain, truck and train, *mIoU13* also wall, fence and pole; every IoU comes from "
+        "the full 19-class confusion matrix."
+    )
+
+
+def city_markdown(cities: pd.DataFrame, classes: int) -> list[str]:
+    """Lines of the per-city mIoU table (`load_city_metrics`), in %, one column per variant."""
+    variants = [column for column in cities.columns if column != "n_images"]
+    lines = [
+        "",
+        f"## mIoU by city ({classes} classes, %)",
+        "",
+        "Each city's frames scored on their own (the target val split's sub-folders).",
+        "",
+        "| city | frames | " + " | ".join(variants) + " |",
+        "|---|---:|" + "---:|" * len(variants),
+    ]
+    for city, row in cities.iterrows():
+        values = " | ".join(_pct(row[v]) for v in variants)
+        lines.append(f"| {city} | {int(row.n_images)} | {values} |")
+    return lines
+
+
+def _published_synthia_markdown() -> list[str]:
+    lines = [
+        "",
+        "## Published reference (real SYNTHIA -> Cityscapes, not this run)",
+        "",
+        "Cityscapes val, full resolution, for context; the rows above come from this run's data. "
+        "Sources: TLlib = Transfer-Learning-Library semantic segmentation benchmark (its own "
+        "runs); DAFormer = comparison table of the DAFormer README (Hoyer et al., CVPR 2022); "
+        'DAFormer paper = its SYNTHIA -> Cityscapes table. "-": the source gives no figure.',
+        "",
+        "| method | network | mIoU16 | mIoU13 | source |",
+        "|---|---|---:|---:|---|",
+    ]
+    for _, row in PUBLISHED_SYNTHIA.iterrows():
+        cells = [_published(row["mIoU16 %"]), _published(row["mIoU13 %"])]
+        lines.append(f"| {row.method} | {row.network} | {cells[0]} | {cells[1]} | {row.source} |")
+    return lines
+
+
+def _published(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
 def save_figure(figure: plt.Figure, path: str | Path) -> None:

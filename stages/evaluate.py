@@ -44,14 +44,18 @@ def main(argv: list[str] | None = None) -> None:
             resolve_precision(config.precision, device),
             device,
             keep=config.saved_predictions,
+            cities=val.cities,
         )
         if not dist.is_main():
             return
         # Files first: a tracking failure below must not lose the scores.
-        result = write_evaluation(evaluation, args.metrics, args.confusion, args.predictions)
+        result = write_evaluation(
+            evaluation, args.metrics, args.confusion, args.predictions, config.classes
+        )
         print(
-            f"{args.variant}: mIoU {result['miou']:.4f}, pixel accuracy "
-            f"{result['pixel_accuracy']:.4f} on {result['n_images']} frames -> {args.metrics}"
+            f"{args.variant}: mIoU ({config.classes} classes) {result['miou']:.4f}, pixel "
+            f"accuracy {result['pixel_accuracy']:.4f} on {result['n_images']} frames -> "
+            f"{args.metrics}"
         )
         tracking = params.tracking
         run_id = read_json(args.model / "run.json")["run_id"]

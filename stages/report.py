@@ -32,7 +32,16 @@ def main(argv: list[str] | None = None) -> None:
 
     table = report.add_gap_closure(report.load_metrics(reports / "metrics", variants))
     extra = _translation_scores(reports)
-    write_text(reports / "comparison.md", report.comparison_markdown(table, extra))
+    protocol = {
+        "classes": params.evaluate.classes,
+        "source_missing": report.source_missing_classes(read_json(reports / "data.json")),
+        "source_kind": params.data.source.kind,
+    }
+    cities = report.load_city_metrics(reports / "metrics", variants)
+    write_text(
+        reports / "comparison.md",
+        report.comparison_markdown(table, extra, cities=cities, **protocol),
+    )
     with atomic_path(reports / "comparison.csv") as tmp:
         table.to_csv(tmp, float_format="%.6f")
     per_class = pd.DataFrame(
@@ -107,8 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         tracker.finish()
     if args.readme is not None:
-        update_readme(args.readme, table, extra)
-    print(report.comparison_markdown(table, extra))
+        update_readme(args.readme, table, extra, protocol)
+    print(report.comparison_markdown(table, extra, cities=cities, **protocol))
 
 
 def _translation_scores(reports: Path) -> dict[str, str]:
@@ -131,12 +140,17 @@ def _translation_scores(reports: Path) -> dict[str, str]:
     return extra
 
 
-def update_readme(path: Path, table: pd.DataFrame, extra: dict[str, str]) -> None:
-    """Replace the README's results section (between the markers) with this run's table."""
+def update_readme(
+    path: Path, table: pd.DataFrame, extra: dict[str, str], protocol: dict | None = None
+) -> None:
+    """Replace the README's results section (between the markers) with this run's table.
+
+    `protocol` holds comparison_markdown's classes / source_missing / source_kind arguments.
+    """
     text = path.read_text()
     if README_START not in text or README_END not in text:
         raise ValueError(f"{path}: no {README_START} ... {README_END} section to update")
-    markdown = report.comparison_markdown(table, extra)
+    markdown = report.comparison_markdown(table, extra, **(protocol or {}))
     # Keep the summary table and translation lines; the per-class table lives in the report.
     summary = markdown.split("## Per-class IoU")[0].split("\n", 2)[2].strip()
     section = "\n".join(

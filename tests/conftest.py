@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,35 @@ def write_palette_label(path: Path, ids: np.ndarray) -> Path:
     image = Image.fromarray(ids.astype(np.uint8), mode="L").convert("P")
     image.putpalette([v for i in range(256) for v in (i, i, i)])
     image.save(path)
+    return path
+
+
+def write_png16(path: Path, array: np.ndarray) -> Path:
+    """Write (H, W) or (H, W, C) integers as a 16-bit-per-sample PNG (grey, RGB or RGBA).
+
+    Encoded here from the PNG specification, independently of the decoders under test, so the
+    channel order on disk is exactly the array's.
+    """
+    array = np.asarray(array, dtype=np.uint16)
+    if array.ndim == 2:
+        array = array[..., None]
+    height, width, channels = array.shape
+    colour_type = {1: 0, 3: 2, 4: 6}[channels]  # grey, RGB, RGBA
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    # Each row: filter type 0 (none), then big-endian 16-bit samples.
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 

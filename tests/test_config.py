@@ -51,7 +51,11 @@ BAD = [
     ("cyclegan.decay_from", 10**6, "cyclegan.decay_from"),  # past iters
     ("cyclegan.typo_key", 1, "cyclegan.typo_key"),  # unknown key
     ("data.size", [-128, 256], "data.size"),  # negative size
-    ("data.source.kind", "synthia", "data.source.kind"),
+    ("data.source.kind", "cityscapes", "data.source.kind"),
+    ("data.target.kind", "synthia", "data.target.kind"),
+    ("evaluate.classes", 17, "evaluate.classes"),
+    ("evaluate.classes", "16", "evaluate.classes"),
+    ("demo_data.synthia", "yes", "demo_data.synthia"),
     ("data.source.root", "", "data.source.root"),
     ("train_seg.optimizer", "lamb", "train_seg.optimizer"),
     ("train_seg.crop", [100, 256], "train_seg.crop"),
@@ -81,6 +85,14 @@ def test_error_says_what_is_allowed(raw):
     with pytest.raises(ConfigError) as err:
         parse_params(_set(raw, "cyclegan.netG", "resnet_12blocks"))
     assert "resnet_9blocks" in str(err.value) and "resnet_12blocks" in str(err.value)
+
+
+def test_synthia_source_and_protocols_are_accepted(raw):
+    params = parse_params(_set(_set(raw, "data.source.kind", "synthia"), "evaluate.classes", 13))
+    assert params.data.source.kind == "synthia" and params.evaluate.classes == 13
+    with pytest.raises(ConfigError) as err:
+        parse_params(_set(raw, "evaluate.classes", 17))
+    assert "19, 16, 13" in str(err.value)
 
 
 def test_crop_bigger_than_image_is_refused(raw):

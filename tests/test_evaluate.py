@@ -16,7 +16,8 @@ from torch import nn
 from pipeline import compare
 from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.tensors import normalize, to_unit_float
-from pipeline.evaluate import evaluate_images
+from pipeline.evaluate import evaluate_images, metrics_json, protocol_scores, tracking_metrics
+from pipeline.metrics import scores
 from pipeline.tracking import TrackingError, open_tracker, search_runs
 from stages import demo_data, evaluate_translation, prepare, train_seg
 from stages import evaluate as evaluate_stage
@@ -118,6 +119,57 @@ def test_sharded_evaluation_sums_to_the_single_process_result(monkeypatch) -> No
     assert np.array_equal(predictions, whole.predictions)
 
 
+CITIES = ["bonn", "aachen", "bonn", "ulm", "aachen", "bonn", "ulm"]
+
+
+def test_per_city_matrices_sum_exactly_to_the_overall_matrix(monkeypatch) -> None:
+    images, labels = _val(len(CITIES))
+    cpu = torch.device("cpu")
+    # Batches of 3 mix cities, so every batch is split between city matrices.
+    whole = evaluate_images(ColourNet(), images, labels, 3, "fp32", cpu, cities=CITIES)
+    assert list(whole.city_confusion) == ["aachen", "bonn", "ulm"]
+    assert whole.city_images == {"aachen": 2, "bonn": 3, "ulm": 2}
+    summed = sum(city.matrix for city in whole.city_confusion.values())
+    assert torch.equal(summed, whole.confusion.matrix)
+    for city, confusion in whole.city_confusion.items():
+        rows = [i for i, c in enumerate(CITIES) if c == city]
+        alone = evaluate_images(ColourNet(), images[rows], labels[rows], 3, "fp32", cpu)
+        assert torch.equal(confusion.matrix, alone.confusion.matrix), city
+    # Sharded over 3 ranks, each rank's city matrices add up to the single-process ones.
+    parts = {city: 0 for city in whole.city_confusion}
+    for rank in range(3):
+        monkeypatch.setattr("pipeline.dist.shard", lambda n, r=rank: range(r, n, 3))
+        part = evaluate_images(ColourNet(), images, labels, 3, "fp32", cpu, cities=CITIES)
+        for city, confusion in part.city_confusion.items():
+            parts[city] = parts[city] + confusion.matrix
+    for city, matrix in parts.items():
+        assert torch.equal(matrix, whole.city_confusion[city].matrix), city
+
+
+def test_metrics_json_holds_the_protocol_mean_and_per_city_scores() -> None:
+    images, labels = _val(len(CITIES))
+    cpu = torch.device("cpu")
+    evaluation = evaluate_images(ColourNet(), images, labels, 4, "fp32", cpu, cities=CITIES)
+    result = metrics_json(evaluation, classes=16)
+    json.dumps(result, allow_nan=False)
+    overall = scores(evaluation.confusion.matrix)
+    assert result["miou19"] == pytest.approx(overall["miou"])
+    assert result["miou"] == result["miou16"] and result["classes"] == 16
+    assert result["pixel_accuracy"] == pytest.approx(overall["pixel_accuracy"])
+    assert set(result["per_city"]) == {"aachen", "bonn", "ulm"}
+    for city, confusion in evaluation.city_confusion.items():
+        expected = protocol_scores(confusion.matrix, 16)
+        got = result["per_city"][city]
+        assert got["miou"] == pytest.approx(expected["miou16"]) and got["n_images"] > 0
+        assert got["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"])
+    flat = tracking_metrics(result)
+    assert flat["val_miou16"] == result["miou16"]
+    assert flat["val_ulm_miou"] == result["per_city"]["ulm"]["miou"]
+    assert (
+        metrics_json(evaluate_images(ColourNet(), images, labels, 4, "fp32", cpu))["per_city"] == {}
+    )
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A tiny repo whose oracle was trained and evaluated by the real stages, logging to SQLite."""
@@ -136,12 +188,22 @@ def test_stages_write_metrics_confusion_and_predictions(repo) -> None:
         "pixel_accuracy",
         "mean_class_accuracy",
         "miou",
+        "miou19",
+        "miou16",
+        "miou13",
+        "classes",
         "fwiou",
         "per_class_iou",
         "per_class_accuracy",
         "n_images",
+        "per_city",
     }
-    assert metrics["n_images"] == 5
+    assert metrics["n_images"] == 5 and metrics["classes"] == 19
+    assert metrics["miou"] == metrics["miou19"]
+    # The demo's val frames all sit in one city folder.
+    assert set(metrics["per_city"]) == {"democity"}
+    assert metrics["per_city"]["democity"]["n_images"] == 5
+    assert metrics["per_city"]["democity"]["miou"] == pytest.approx(metrics["miou"])
     assert list(metrics["per_class_iou"]) == list(CLASS_NAMES)
     assert 0.0 <= metrics["miou"] <= 1.0
     confusion = pd.read_csv(repo / "reports/confusion/oracle.csv", index_col=0)

@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from cityscapesscripts.helpers.labels import id2label, trainId2label
 from PIL import Image
 
+from pipeline.data.labels import CLASS_NAMES, PROTOCOL_CLASSES
 from pipeline.metrics import (
     ConfusionMatrix,
     cityscapes_reference_scores,
+    protocol_mious,
     scores,
     scores_to_json,
 )
@@ -60,6 +62,56 @@ def test_hand_worked_scores() -> None:
     assert s["mean_class_accuracy"] == pytest.approx((5 / 6 + 3 / 6) / 2)
     assert s["fwiou"] == pytest.approx(0.5 * 5 / 8 + 0.5 * 3 / 7)
     assert all(type(v) is float for v in (s["miou"], s["fwiou"], *iou.values()))
+
+
+def _hand_matrix_19() -> np.ndarray:
+    """A 19-class matrix whose protocol means are worked out by hand below."""
+    t = {name: i for i, name in enumerate(CLASS_NAMES)}
+    m = np.zeros((19, 19), dtype=np.int64)
+    m[t["road"], t["road"]] = 8
+    m[t["road"], t["terrain"]] = 2  # road predicted as terrain: a road miss under every protocol
+    m[t["sidewalk"], t["sidewalk"]] = 3
+    m[t["sidewalk"], t["road"]] = 1
+    m[t["building"], t["building"]] = 5
+    m[t["wall"], t["wall"]] = 1
+    m[t["wall"], t["building"]] = 1
+    m[t["vegetation"], t["vegetation"]] = 6
+    m[t["terrain"], t["vegetation"]] = 4  # terrain is in the ground truth, never hit: IoU 0
+    m[t["car"], t["car"]] = 4
+    m[t["car"], t["truck"]] = 2  # truck only predicted: IoU 0; train appears nowhere: NaN
+    return m
+
+
+def test_protocol_means_by_hand() -> None:
+    s = scores(_hand_matrix_19())
+    iou = s["per_class_iou"]
+    by_hand = {
+        "road": 8 / 11,  # tp 8, fn 2 (as terrain), fp 1 (a sidewalk pixel)
+        "sidewalk": 3 / 4,
+        "building": 5 / 6,
+        "wall": 1 / 2,
+        "vegetation": 6 / 10,  # fp 4: terrain pixels
+        "terrain": 0.0,
+        "car": 4 / 6,
+        "truck": 0.0,
+    }
+    for name, value in by_hand.items():
+        assert iou[name] == pytest.approx(value), name
+    assert all(math.isnan(iou[name]) for name in CLASS_NAMES if name not in by_hand)
+    common = 8 / 11 + 3 / 4 + 5 / 6 + 6 / 10 + 4 / 6
+    means = protocol_mious(iou)
+    assert means["miou19"] == pytest.approx((common + 1 / 2 + 0 + 0) / 8) == s["miou"]
+    assert means["miou16"] == pytest.approx((common + 1 / 2) / 6)
+    assert means["miou13"] == pytest.approx(common / 5)
+
+
+def test_protocol_classes() -> None:
+    assert len(PROTOCOL_CLASSES[16]) == 16 and len(PROTOCOL_CLASSES[13]) == 13
+    assert set(CLASS_NAMES) - set(PROTOCOL_CLASSES[16]) == {"terrain", "truck", "train"}
+    assert set(PROTOCOL_CLASSES[16]) - set(PROTOCOL_CLASSES[13]) == {"wall", "fence", "pole"}
+    # A protocol with no defined class has no mean.
+    means = protocol_mious(scores(np.zeros((19, 19), dtype=np.int64))["per_class_iou"])
+    assert all(math.isnan(v) for v in means.values())
 
 
 def test_empty_matrix_is_all_nan() -> None:
@@ -223,6 +275,12 @@ def test_agrees_with_cityscapesscripts(tmp_path: Path) -> None:
             expected, abs=1e-6
         ), name
     assert ours["miou"] == pytest.approx(theirs["averageScoreClasses"], abs=1e-6)
+    # The protocols average cityscapesscripts' own per-class IoUs over their classes.
+    means = protocol_mious(ours["per_class_iou"])
+    for count, names in PROTOCOL_CLASSES.items():
+        expected = np.nanmean([theirs["classScores"][name] for name in names])
+        assert means[f"miou{count}"] == pytest.approx(expected, abs=1e-6), count
+    assert means["miou16"] > ours["miou"]  # 'train' (IoU 0 here) is out of the 16
 
     # Their matrix is indexed by label id; on the train classes' rows and columns it must
     # equal ours, which also fixes pixel accuracy (their own pixel-accuracy path is unusable).

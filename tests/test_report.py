@@ -77,6 +77,62 @@ def test_table_equals_metrics_files(metrics_dir):
     assert "54.0" in markdown and "not this run" in markdown
 
 
+def _synthia_metrics_dir(tmp_path):
+    """Metrics files as a SYNTHIA run (evaluate.classes 16) writes them, with two cities."""
+    folder = tmp_path / "synthia_metrics"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i, variant in enumerate(VARIANTS):
+        data = _metrics(rng, 0.3 + 0.1 * i, 0.6)
+        data.update(miou19=0.25 + 0.1 * i, miou16=0.3 + 0.1 * i, miou13=0.35 + 0.1 * i, classes=16)
+        data["per_city"] = {
+            city: {"miou": 0.2 + 0.1 * i + 0.05 * k, "n_images": 2 + k}
+            for k, city in enumerate(["ulm", "aachen"])
+        }
+        (folder / f"{variant}.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_synthia_report_sets_protocols_side_by_side_with_cities_and_its_references(tmp_path):
+    folder = _synthia_metrics_dir(tmp_path)
+    table = report.add_gap_closure(report.load_metrics(folder, VARIANTS))
+    assert table.loc["fda", "miou13"] == pytest.approx(0.55)
+    cities = report.load_city_metrics(folder, VARIANTS)
+    assert list(cities.index) == ["aachen", "ulm"] and list(cities["n_images"]) == [3, 2]
+    assert cities.loc["aachen", "oracle"] == pytest.approx(0.55)
+    data_report = {
+        "splits": {
+            "sim": {
+                "class_pixels": {n: (0 if n in ("terrain", "truck") else 5) for n in CLASS_NAMES}
+            }
+        }
+    }
+    missing = report.source_missing_classes(data_report)
+    assert missing == ["terrain", "truck"]
+    markdown = report.comparison_markdown(
+        table, classes=16, source_missing=missing, cities=cities, source_kind="synthia"
+    )
+    # mIoU is the 16-class mean; the other two protocols stand beside it.
+    assert "| variant | pixel acc. | class acc. | mIoU | mIoU19 | mIoU13 | fwIoU |" in markdown
+    assert "| cyclegan | 60.0 |" in markdown and "| 40.0 | 35.0 | 45.0 |" in markdown
+    assert "labels no terrain, truck" in markdown
+    assert "## mIoU by city (16 classes, %)" in markdown
+    assert "| aachen | 3 | 25.0 | 35.0 | 45.0 | 55.0 |" in markdown
+    # SYNTHIA's published rows replace the GTA5 ones.
+    assert "| DAFormer | DAFormer (MiT-B5) | 60.9 | 67.4 | DAFormer paper |" in markdown
+    assert "| DACS (self-training, ClassMix) | DeepLabv2 ResNet-101 | 48.3 | - |" in markdown
+    assert "CyCADA (Hoffman" not in markdown
+
+
+def test_gta5_report_keeps_one_miou_column(metrics_dir):
+    table = report.add_gap_closure(report.load_metrics(metrics_dir, VARIANTS))
+    markdown = report.comparison_markdown(
+        table, cities=report.load_city_metrics(metrics_dir, VARIANTS)
+    )
+    assert "mIoU16" not in markdown and "by city" not in markdown
+    assert "| mIoU | fwIoU |" in markdown and "CyCADA (Hoffman" in markdown
+
+
 def test_missing_metrics_file_is_named(metrics_dir):
     with pytest.raises(FileNotFoundError, match=r"extra\.json"):
         report.load_metrics(metrics_dir, [*VARIANTS, "extra"])
@@ -102,6 +158,10 @@ def test_report_stage_writes_table_and_figures(metrics_dir, tmp_path, monkeypatc
             reports / "predictions" / f"{variant}.npy",
             rng.integers(0, 19, (4, 32, 64), dtype=np.uint8),
         )
+    class_pixels = {name: 10 for name in CLASS_NAMES}
+    (reports / "data.json").write_text(
+        json.dumps({"splits": {"sim": {"class_pixels": class_pixels}}})
+    )
     val = work / "data" / "prepared" / "real_val"
     val.mkdir(parents=True)
     np.save(val / "images.npy", rng.integers(0, 256, (5, 16, 32, 3), dtype=np.uint8))

@@ -38,7 +38,7 @@ def index_cityscapes(root: str | Path, split: str, require_labels: bool) -> Data
                 skipped.append(Skipped(str(image), "image without gtFine labelIds"))
                 continue
             label = None
-        samples.append(Sample(name=name, image=image, label=label))
+        samples.append(Sample(name=name, image=image, label=label, city=image.parent.name))
     if not samples:
         raise DatasetError(
             f"Cityscapes root {root} holds no usable frames under leftImg8bit/{split}/CITY/"

@@ -19,6 +19,10 @@ it. The scene layouts are shared, so content does not leak a domain cue.
 
 Everything is driven by one `numpy.random.Generator` per frame, seeded from (seed, domain, index):
 the same settings always give byte-identical files.
+
+On request the sim frames are also written in the SYNTHIA (RAND-CITYSCAPES) layout: the same
+images, with 16-bit labels of SYNTHIA class ids in which terrain, truck and train are void, as
+in the real SYNTHIA renders, so the 16- and 13-class protocols have a source set to run on.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from pipeline.data.labels import CLASS_NAMES, TRAIN_ID_TO_ID
-from pipeline.io import atomic_path, write_png
+from pipeline.data.synthia import SYNTHIA_CLASSES
+from pipeline.io import atomic_path, write_png, write_png_16bit
 
 T = {name: train_id for train_id, name in enumerate(CLASS_NAMES)}
 
@@ -76,6 +81,16 @@ SIM_ALBEDO = {
 }
 
 
+# Classes a SYNTHIA render never shows; the demo's SYNTHIA copy labels them void.
+_NOT_IN_SYNTHIA = ("terrain", "truck", "train")
+
+# (256,) uint16 lookup: train id -> SYNTHIA class id (0 void for ignore and the classes above).
+TRAIN_ID_TO_SYNTHIA_ID = np.zeros(256, dtype=np.uint16)
+for _synthia_id, _, _cityscapes_name in SYNTHIA_CLASSES:
+    if _cityscapes_name in CLASS_NAMES and _cityscapes_name not in _NOT_IN_SYNTHIA:
+        TRAIN_ID_TO_SYNTHIA_ID[CLASS_NAMES.index(_cityscapes_name)] = _synthia_id
+
+
 @dataclasses.dataclass(frozen=True)
 class DemoSpec:
     seed: int
@@ -83,13 +98,18 @@ class DemoSpec:
     n_target_train: int
     n_target_val: int
     size: tuple[int, int]  # (H, W)
+    synthia: bool = False  # also write the sim frames in the SYNTHIA layout
 
 
 def generate(spec: DemoSpec, out_dir: str | Path, workers: int = 1) -> dict[str, int]:
-    """Write `out_dir/gta5` (GTA5 layout) and `out_dir/cityscapes` (Cityscapes layout)."""
+    """Write `out_dir/gta5` (GTA5 layout) and `out_dir/cityscapes` (Cityscapes layout), and with
+    `spec.synthia` the same sim frames as `out_dir/synthia` (SYNTHIA layout)."""
     out_dir = Path(out_dir)
+    synthia_root = out_dir / "synthia" if spec.synthia else None
     jobs = [
-        _FrameJob(spec.seed, "sim", i, spec.size, out_dir / "gta5", f"{i + 1:05d}", "", "")
+        _FrameJob(
+            spec.seed, "sim", i, spec.size, out_dir / "gta5", f"{i + 1:05d}", "", "", synthia_root
+        )
         for i in range(spec.n_source)
     ]
     counts = {"sim": spec.n_source}
@@ -113,6 +133,8 @@ def generate(spec: DemoSpec, out_dir: str | Path, workers: int = 1) -> dict[str,
         ]
         offset += count
         counts[f"real_{split}"] = count
+    if spec.synthia:
+        counts["synthia"] = spec.n_source
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for _ in tqdm(
@@ -138,6 +160,7 @@ class _FrameJob:
     stem: str
     split: str  # Cityscapes split; empty for GTA5
     city: str
+    synthia_root: Path | None = None  # sim only: where to write the SYNTHIA-layout copy
 
 
 def _write_frame(job: _FrameJob) -> None:
@@ -146,11 +169,23 @@ def _write_frame(job: _FrameJob) -> None:
         write_png(job.root / "images" / f"{job.stem}.png", image)
         # GTA5 labels are palette PNGs of Cityscapes label ids.
         _write_palette_label(job.root / "labels" / f"{job.stem}.png", TRAIN_ID_TO_ID[label])
+        if job.synthia_root is not None:
+            _write_synthia_frame(job.synthia_root, job.index, image, label)
         return
     folder = job.root / "leftImg8bit" / job.split / job.city
     write_png(folder / f"{job.stem}_leftImg8bit.png", image)
     labels = job.root / "gtFine" / job.split / job.city
     write_png(labels / f"{job.stem}_gtFine_labelIds.png", TRAIN_ID_TO_ID[label])
+
+
+def _write_synthia_frame(root: Path, index: int, image: np.ndarray, label: np.ndarray) -> None:
+    """SYNTHIA names frames NNNNNNN.png from 0; labels are 16-bit RGB with the class id in R and
+    the instance id in G (0 here: the demo has no instances)."""
+    stem = f"{index:07d}"
+    write_png(root / "RGB" / f"{stem}.png", image)
+    channels = np.zeros((*label.shape, 3), dtype=np.uint16)
+    channels[..., 0] = TRAIN_ID_TO_SYNTHIA_ID[label]
+    write_png_16bit(root / "GT" / "LABELS" / f"{stem}.png", channels)
 
 
 def _write_palette_label(path: Path, label_ids: np.ndarray) -> None:

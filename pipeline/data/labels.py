@@ -1,12 +1,19 @@
 """The 19 Cityscapes train classes, taken from cityscapesscripts' label table.
 
-GTA5 labels use the same Cityscapes label ids, so one lookup converts both datasets.
+GTA5 labels use the same Cityscapes label ids, so one lookup converts both datasets; other
+datasets describe their own ids with a `LabelIds` (SYNTHIA: pipeline/data/synthia.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
+
+from pipeline.io import read_label_ids
 
 IGNORE_INDEX = 255
 NUM_CLASSES = 19
@@ -45,11 +52,43 @@ def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     return ID_TO_TRAIN_ID[label_ids]
 
 
-def unknown_id_pixels(label_ids: np.ndarray) -> int:
-    """How many pixels carry an id that is not in the Cityscapes table."""
-    known = np.zeros(256, dtype=bool)
-    known[list(KNOWN_LABEL_IDS)] = True
-    return int((~known[label_ids]).sum())
+# Classes each evaluation protocol averages (evaluate.classes). SYNTHIA labels no terrain, truck
+# or train, so SYNTHIA -> Cityscapes is scored on the other 16; the 13-class variant most papers
+# report beside it also drops wall, fence and pole.
+_NOT_IN_16 = ("terrain", "truck", "train")
+_NOT_IN_13 = (*_NOT_IN_16, "wall", "fence", "pole")
+PROTOCOL_CLASSES: dict[int, tuple[str, ...]] = {
+    19: CLASS_NAMES,
+    16: tuple(name for name in CLASS_NAMES if name not in _NOT_IN_16),
+    13: tuple(name for name in CLASS_NAMES if name not in _NOT_IN_13),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelIds:
+    """How one dataset's label files encode classes: a decoder and an id -> train id table."""
+
+    read: Callable[[Path], np.ndarray]  # label file -> (H, W) uint8 or uint16 ids
+    to_train_id: np.ndarray  # (K,) uint8 lookup covering every value of the id dtype
+    known: np.ndarray  # (K,) bool: ids in the dataset's label table
+
+    def train_ids(self, ids: np.ndarray) -> np.ndarray:
+        """(H, W) ids -> (H, W) uint8 train ids, 255 for ignored and unknown ids."""
+        return self.to_train_id[ids]
+
+    def unknown_pixels(self, ids: np.ndarray) -> int:
+        """How many pixels carry an id outside the dataset's label table."""
+        return int((~self.known[ids]).sum())
+
+
+def _known_mask(ids: frozenset[int], size: int) -> np.ndarray:
+    known = np.zeros(size, dtype=bool)
+    known[list(ids)] = True
+    return known
+
+
+# Cityscapes and GTA5: 8-bit maps of Cityscapes label ids.
+CITYSCAPES_LABEL_IDS = LabelIds(read_label_ids, ID_TO_TRAIN_ID, _known_mask(KNOWN_LABEL_IDS, 256))
 
 
 def colorize(train_ids: np.ndarray) -> np.ndarray:

@@ -5,6 +5,8 @@ A prepared split is a folder:
     labels.npy         (N, H, W) uint8 train ids (255 = ignore), nearest-resized
     labels_native.npy  (N, h, w) uint8 train ids at the label files' own size (val only: the
                        evaluator scores at label resolution, like cityscapesscripts)
+    cities.json        the sub-folder (city) each frame was found in, in array order (val only,
+                       when the reader has sub-folders: the evaluator also scores per city)
     names.json         frame names in array order
 Per-class pixel counts and every skipped file with its reason go to the data report.
 """
@@ -23,17 +25,17 @@ from tqdm import tqdm
 from pipeline.config import DataConfig
 from pipeline.data.index import DatasetError, DatasetIndex, Sample, Skipped
 from pipeline.data.labels import (
+    CITYSCAPES_LABEL_IDS,
     CLASS_NAMES,
-    ID_TO_TRAIN_ID,
     IGNORE_INDEX,
     NUM_CLASSES,
-    unknown_id_pixels,
+    LabelIds,
 )
+from pipeline.data.synthia import SYNTHIA_LABEL_IDS
 from pipeline.io import (
     ImageReadError,
     atomic_path,
     read_json,
-    read_label_ids,
     read_rgb,
     save_npy,
     write_json,
@@ -43,6 +45,13 @@ from pipeline.io import (
 # all-black captures); it carries no content, and its label would teach the net nonsense.
 BLANK_RANGE = 2
 
+# How each dataset kind (data.source.kind / data.target.kind) encodes its label files.
+LABEL_IDS: dict[str, LabelIds] = {
+    "gta5": CITYSCAPES_LABEL_IDS,
+    "cityscapes": CITYSCAPES_LABEL_IDS,
+    "synthia": SYNTHIA_LABEL_IDS,
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Decoded:
@@ -50,7 +59,7 @@ class Decoded:
     image: np.ndarray | None  # (H, W, 3) uint8, working resolution
     label: np.ndarray | None  # (H, W) uint8 train ids, working resolution
     label_native: np.ndarray | None  # (h, w) uint8 train ids, label file resolution
-    unknown_ids: int  # pixels whose label id is outside the Cityscapes table
+    unknown_ids: int  # pixels whose label id is outside the dataset's label table
     skipped: Skipped | None
 
 
@@ -58,10 +67,19 @@ class Decoded:
 class _Job:
     size: tuple[int, int]
     keep_native: bool
+    kind: str  # key of LABEL_IDS; the table itself (64K entries for SYNTHIA) is not sent per job
 
 
-def decode_sample(sample: Sample, size: tuple[int, int], keep_native: bool = False) -> Decoded:
-    """Read one frame and its label, check them, resize to `size` (H, W). Defects -> skipped."""
+def decode_sample(
+    sample: Sample,
+    size: tuple[int, int],
+    keep_native: bool = False,
+    label_ids: LabelIds = CITYSCAPES_LABEL_IDS,
+) -> Decoded:
+    """Read one frame and its label, check them, resize to `size` (H, W). Defects -> skipped.
+
+    `label_ids` says how the label file encodes classes (see LABEL_IDS).
+    """
 
     def skip(reason: str, file: Path = sample.image) -> Decoded:
         return Decoded(sample.name, None, None, None, 0, Skipped(str(file), reason))
@@ -76,7 +94,7 @@ def decode_sample(sample: Sample, size: tuple[int, int], keep_native: bool = Fal
     unknown = 0
     if sample.label is not None:
         try:
-            ids = read_label_ids(sample.label)
+            ids = label_ids.read(sample.label)
         except (ImageReadError, OSError) as err:
             return skip(str(err).split(": ", 1)[-1], sample.label)
         if ids.shape != image.shape[:2]:
@@ -84,8 +102,8 @@ def decode_sample(sample: Sample, size: tuple[int, int], keep_native: bool = Fal
                 f"image is {image.shape[1]}x{image.shape[0]} but label {sample.label.name} is "
                 f"{ids.shape[1]}x{ids.shape[0]}"
             )
-        unknown = unknown_id_pixels(ids)
-        label_native = ID_TO_TRAIN_ID[ids]
+        unknown = label_ids.unknown_pixels(ids)
+        label_native = label_ids.train_ids(ids)
     height, width = size
     resized = np.asarray(
         Image.fromarray(image).resize((width, height), Image.BILINEAR, reducing_gap=None),
@@ -103,7 +121,7 @@ def decode_sample(sample: Sample, size: tuple[int, int], keep_native: bool = Fal
 
 def _decode_job(args: tuple[Sample, _Job]) -> Decoded:
     sample, job = args
-    return decode_sample(sample, job.size, job.keep_native)
+    return decode_sample(sample, job.size, job.keep_native, LABEL_IDS[job.kind])
 
 
 @dataclasses.dataclass
@@ -137,14 +155,19 @@ def prepare_split(
     workers: int,
     keep_native: bool = False,
     desc: str = "prepare",
+    kind: str = "cityscapes",
 ) -> SplitReport:
-    """Decode `index` with `workers` processes into a prepared split folder at `out_dir`."""
+    """Decode `index` with `workers` processes into a prepared split folder at `out_dir`.
+
+    `kind` is the dataset kind, which decides how label files are read (LABEL_IDS).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = index.samples
     height, width = size
     skipped = list(index.skipped)
     names: list[str] = []
+    city_of = {sample.name: sample.city for sample in samples}
     class_pixels = np.zeros(NUM_CLASSES, dtype=np.int64)
     unknown = 0
     has_labels = any(s.label is not None for s in samples)
@@ -162,7 +185,7 @@ def prepare_split(
             labels_tmp, mode="w+", dtype=np.uint8, shape=(len(samples), height, width)
         )
         natives: list[np.ndarray] = []
-        jobs = [(sample, _Job(size, keep_native)) for sample in samples]
+        jobs = [(sample, _Job(size, keep_native, kind)) for sample in samples]
         for decoded in _map(_decode_job, jobs, workers, desc):
             if decoded.skipped is not None:
                 skipped.append(decoded.skipped)
@@ -198,6 +221,9 @@ def prepare_split(
             raise DatasetError(f"{desc}: every frame was skipped; see the data report")
     if keep_native and natives:
         save_npy(out_dir / "labels_native.npy", np.stack(natives))
+    cities = [city_of[name] for name in names]
+    if keep_native and all(city is not None for city in cities):
+        write_json(out_dir / "cities.json", cities)
     write_json(out_dir / "names.json", names)
     return SplitReport(
         found=len(samples) + len(index.skipped),
@@ -249,6 +275,7 @@ class PreparedSplit:
     names: list[str]
     images: np.ndarray  # (N, H, W, 3) uint8
     labels: np.ndarray | None  # (N, H, W) uint8
+    cities: list[str] | None = None  # each frame's sub-folder, where prepare kept them
 
     @classmethod
     def open(cls, root: str | Path, need_labels: bool = False) -> PreparedSplit:
@@ -269,7 +296,15 @@ class PreparedSplit:
                 f"{root}: names.json ({len(names)}), images.npy ({len(images)}) and labels.npy "
                 f"({None if labels is None else len(labels)}) disagree in length"
             )
-        return cls(root=root, names=names, images=images, labels=labels)
+        cities = None
+        if (root / "cities.json").is_file():
+            cities = read_json(root / "cities.json")
+            if len(cities) != len(names):
+                raise DatasetError(
+                    f"{root}: cities.json ({len(cities)}) and names.json ({len(names)}) disagree "
+                    f"in length"
+                )
+        return cls(root=root, names=names, images=images, labels=labels, cities=cities)
 
 
 def check_same_frames(images: PreparedSplit, labels: PreparedSplit) -> None:
@@ -314,17 +349,26 @@ def prepare_all(data: DataConfig, workers: int, out_dir: str | Path, report_path
     """Prepare sim, real_train and real_val; write the data report; enforce `data.max_skipped`."""
     from pipeline.data.cityscapes import index_cityscapes
     from pipeline.data.gta5 import index_gta5
+    from pipeline.data.synthia import index_synthia
 
+    source_reader = {"gta5": index_gta5, "synthia": index_synthia}[data.source.kind]
     out_dir = Path(out_dir)
     indexes = {
-        "sim": index_gta5(data.source.root, data.source.list_file),
+        "sim": source_reader(data.source.root, data.source.list_file),
         "real_train": index_cityscapes(data.target.root, "train", require_labels=False),
         "real_val": index_cityscapes(data.target.root, "val", require_labels=True),
     }
+    kinds = {"sim": data.source.kind, "real_train": data.target.kind, "real_val": data.target.kind}
     reports: dict[str, SplitReport] = {}
     for split, index in indexes.items():
         reports[split] = prepare_split(
-            index, out_dir / split, data.size, workers, keep_native=split == "real_val", desc=split
+            index,
+            out_dir / split,
+            data.size,
+            workers,
+            keep_native=split == "real_val",
+            desc=split,
+            kind=kinds[split],
         )
     write_data_report(report_path, reports, data.size)
     skipped = sum(len(r.skipped) for r in reports.values())

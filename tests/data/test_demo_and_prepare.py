@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -38,6 +39,20 @@ def test_generator_is_deterministic(demo, tmp_path):
     assert _digest(tmp_path) == _digest(demo)
     other = render_frame(SPEC.seed + 1, "sim", 0, SPEC.size)[0]
     assert not np.array_equal(other, render_frame(SPEC.seed, "sim", 0, SPEC.size)[0])
+
+
+def test_synthia_copy_is_opt_in_and_leaves_the_default_output_unchanged(demo, tmp_path):
+    assert sorted(p.name for p in demo.iterdir()) == ["cityscapes", "gta5"]
+    counts = generate(dataclasses.replace(SPEC, synthia=True), tmp_path)
+    assert counts["synthia"] == SPEC.n_source
+    for layout in ("gta5", "cityscapes"):
+        assert _digest(tmp_path / layout) == _digest(demo / layout)
+    images = sorted((tmp_path / "synthia" / "RGB").glob("*.png"))
+    labels = sorted((tmp_path / "synthia" / "GT" / "LABELS").glob("*.png"))
+    assert [p.name for p in images] == [f"{i:07d}.png" for i in range(SPEC.n_source)]
+    assert [p.name for p in labels] == [p.name for p in images]
+    for i, path in enumerate(images):
+        assert path.read_bytes() == (demo / "gta5" / "images" / f"{i + 1:05d}.png").read_bytes()
 
 
 def test_generator_layouts_and_classes(demo):

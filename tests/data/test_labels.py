@@ -32,5 +32,5 @@ def test_round_trip_train_id_to_label_id():
 
 def test_unknown_ids_are_counted():
     ids = np.array([[7, 8, 34], [200, 0, 33]], dtype=np.uint8)
-    assert labels.unknown_id_pixels(ids) == 2
+    assert labels.CITYSCAPES_LABEL_IDS.unknown_pixels(ids) == 2
     assert list(labels.to_train_ids(ids).ravel()) == [0, 1, 255, 255, 255, 18]

@@ -8,7 +8,7 @@ import pytest
 from pipeline.data.cityscapes import index_cityscapes
 from pipeline.data.gta5 import index_gta5
 from pipeline.data.index import DatasetError
-from pipeline.data.prepare import decode_sample
+from pipeline.data.prepare import PreparedSplit, decode_sample, prepare_split
 from tests.conftest import random_frame, write_image, write_palette_label
 
 
@@ -120,11 +120,34 @@ def test_cityscapes_layout(tmp_path):
     (root / "gtFine" / "val" / "bonn" / "bonn_000000_000019_gtFine_labelIds.png").unlink()
     index = index_cityscapes(root, "val", require_labels=True)
     assert [s.name for s in index.samples] == ["aachen_000000_000019", "aachen_000001_000019"]
+    assert [s.city for s in index.samples] == ["aachen", "aachen"]
     assert index.skipped[0].reason == "image without gtFine labelIds"
     train = tmp_path / "cs2"
     _cityscapes(train, "train", "ulm", ["ulm_000000_000019"], with_labels=False)
     index = index_cityscapes(train, "train", require_labels=False)
     assert index.samples[0].label is None and index.skipped == []
+
+
+def test_prepared_val_split_remembers_each_frames_city(tmp_path):
+    root = tmp_path / "cs"
+    _cityscapes(root, "val", "aachen", ["aachen_000000_000019", "aachen_000001_000019"])
+    _cityscapes(root, "val", "bonn", ["bonn_000000_000019", "bonn_000001_000019"])
+    # A frame filed under another city's folder keeps the folder it was found in.
+    _cityscapes(root, "val", "bonn", ["aachen_000009_000019"])
+    broken = root / "leftImg8bit" / "val" / "aachen" / "aachen_000001_000019_leftImg8bit.png"
+    broken.write_bytes(b"")
+    index = index_cityscapes(root, "val", require_labels=True)
+    prepare_split(index, tmp_path / "val", (12, 20), workers=1, keep_native=True)
+    val = PreparedSplit.open(tmp_path / "val")
+    assert val.names == [
+        "aachen_000000_000019",
+        "aachen_000009_000019",
+        "bonn_000000_000019",
+        "bonn_000001_000019",
+    ]
+    assert val.cities == ["aachen", "bonn", "bonn", "bonn"]
+    prepare_split(index, tmp_path / "train", (12, 20), workers=1)
+    assert PreparedSplit.open(tmp_path / "train").cities is None
 
 
 def test_cityscapes_missing_split_and_empty(tmp_path):
