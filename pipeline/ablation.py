@@ -1,9 +1,14 @@
-"""CycleGAN ablations as DVC experiments, and the page that compares them.
+"""CycleGAN ablations and seed reruns as DVC experiments, and the pages that compare them.
 
 `python -m pipeline.ablation queue` queues one DVC experiment per ablation of the paper's Table 4
 (GAN alone, no identity loss, U-Net generator, vanilla GAN loss); `dvc queue start` runs them; then
 `python -m pipeline.ablation report` reads every experiment's metrics back with `dvc.api.exp_show`
 and writes `reports/ablation.md`.
+
+`python -m pipeline.ablation queue --seeds` queues the whole chain again under other seeds
+(CycleGAN and segmentation); `python -m pipeline.ablation seeds` then writes
+`reports/seeds.json`: every variant's scores per seed and their spread (max - min), which the
+report stage shows beside each variant and uses to mark differences smaller than it.
 
 The queue runs each experiment in a fresh copy of the repository, where the uncached outputs
 (the persisted checkpoint folders) are absent, so DVC retrains all four segmentation variants,
@@ -22,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import write_text
+from pipeline.io import write_json, write_text
 
 # name -> params overrides (`dvc exp run -S key=value`); the baseline is params.yaml as committed.
 ABLATIONS: dict[str, tuple[str, ...]] = {
@@ -32,6 +37,12 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "unet-generator": ("cyclegan.netG=unet_128", "cyclegan.crop=[128,128]"),
     "vanilla-gan": ("cyclegan.gan_mode=vanilla",),
 }
+
+# The same chain under other seeds; the committed run (seed 0) is the baseline row.
+SEEDS: dict[str, tuple[str, ...]] = {
+    f"seed-{seed}": (f"cyclegan.seed={seed}", f"train_seg.seed={seed}") for seed in (1, 2)
+}
+SEED_SCORES = ("miou", "pixel_accuracy")
 
 # (column label, metrics file, key, shown in %). The histogram distance shows whether the output
 # *looks* real (GAN alone gets there too); the FCN-score whether the content survived the trip;
@@ -56,12 +67,40 @@ COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
 )
 
 
-def queue_commands() -> list[list[str]]:
+def queue_commands(family: Mapping[str, Sequence[str]] = ABLATIONS) -> list[list[str]]:
     return [
         [sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name]
         + [arg for override in overrides for arg in ("-S", override)]
-        for name, overrides in ABLATIONS.items()
+        for name, overrides in family.items()
     ]
+
+
+def _rows_by_name(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict:
+    """exp_show rows of the baseline (the workspace's commit) and of the experiments named."""
+    by_name: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        if row.get("typ") == "baseline" or row.get("Experiment") in (None, "", "workspace"):
+            by_name.setdefault("baseline", row)
+        if row.get("Experiment") in names:
+            by_name[row["Experiment"]] = row
+    return by_name
+
+
+def seed_spread(rows: Sequence[Mapping[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
+    """Each variant's scores in the baseline and every seed run found, and their spread."""
+    by_name = _rows_by_name(rows, list(SEEDS))
+    runs = [name for name in ("baseline", *SEEDS) if name in by_name]
+    result: dict[str, Any] = {"runs": runs, "variants": {}}
+    for variant in variants:
+        path = f"reports/metrics/{variant}.json"
+        entry: dict[str, Any] = {}
+        for key in SEED_SCORES:
+            values = [_value(by_name[run], path, key) for run in runs]
+            values = [v for v in values if not math.isnan(v)]
+            entry[key] = values
+            entry[f"{key}_spread"] = max(values) - min(values) if len(values) > 1 else None
+        result["variants"][variant] = entry
+    return result
 
 
 def _value(row: Mapping[str, Any], path: str, key: str) -> float:
@@ -75,13 +114,7 @@ def _value(row: Mapping[str, Any], path: str, key: str) -> float:
 
 def ablation_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """Baseline first, then each named ablation found in `rows` (exp_show output)."""
-    by_name = {}
-    for row in rows:
-        if row.get("typ") == "baseline" or row.get("Experiment") in (None, "", "workspace"):
-            by_name.setdefault("baseline", row)
-        name = row.get("Experiment")
-        if name in ABLATIONS:
-            by_name[name] = row
+    by_name = _rows_by_name(rows, list(ABLATIONS))
     lines = [
         "# CycleGAN ablations on the demo data",
         "",
@@ -122,19 +155,27 @@ def ablation_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("queue", help="queue the ablation experiments (then: dvc queue start)")
+    queue = sub.add_parser("queue", help="queue the experiments (then: dvc queue start -j 1)")
+    queue.add_argument("--seeds", action="store_true", help="the seed reruns, not the ablations")
     report = sub.add_parser("report", help="write the ablation page from finished experiments")
     report.add_argument("--out", type=Path, default=Path("reports/ablation.md"))
+    seeds = sub.add_parser("seeds", help="write the seed spread from finished seed reruns")
+    seeds.add_argument("--out", type=Path, default=Path("reports/seeds.json"))
     args = parser.parse_args(argv)
     if args.command == "queue":
-        for command in queue_commands():
+        for command in queue_commands(SEEDS if args.seeds else ABLATIONS):
             print(" ".join(command))
             subprocess.run(command, check=True)
         return
     import dvc.api
 
     rows = dvc.api.exp_show(force=True)
-    write_text(args.out, ablation_markdown(rows))
+    if args.command == "seeds":
+        from pipeline.config import load_params
+
+        write_json(args.out, seed_spread(rows, list(load_params().train_seg.variants)))
+    else:
+        write_text(args.out, ablation_markdown(rows))
     print(args.out.read_text())
 
 

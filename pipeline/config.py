@@ -130,6 +130,9 @@ class CycleGANConfig:
     lambda_cycle: float
     # Identity weight relative to lambda_cycle, as in the reference (0.5 -> 5.0 absolute).
     lambda_identity: float
+    # CyCADA's semantic consistency (Hoffman et al. 2018): a frozen segmentation net trained on
+    # sim must label a translated frame as it labels the original. 0 = plain CycleGAN.
+    lambda_semantic: float
     pool_size: int
     lr: float
     beta1: float
@@ -159,7 +162,7 @@ class CycleGANConfig:
         for name in ("log_every", "sample_every"):
             value = getattr(self, name)
             _check(value > 0, f"cyclegan.{name}", value, "an integer > 0")
-        for name in ("lambda_cycle", "lambda_identity"):
+        for name in ("lambda_cycle", "lambda_identity", "lambda_semantic"):
             value = getattr(self, name)
             _check(value >= 0, f"cyclegan.{name}", value, "a number >= 0")
         _check(self.pool_size >= 0, "cyclegan.pool_size", self.pool_size, "an integer >= 0")
@@ -195,8 +198,35 @@ class TranslateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SelfTrainingSpec:
+    """Self-training on unlabelled target frames, as DACS (Tranheden et al. 2021) with DAFormer's
+    rare-class sampling (Hoyer et al. 2022): a student learns from labelled source batches and
+    from ClassMix batches whose target pixels carry an EMA teacher's pseudo-labels."""
+
+    target: str  # a prepared split of unlabelled real frames (labels, if any, are not read)
+    ema_decay: float  # teacher = EMA of the student; DACS and DAFormer use 0.99
+    # A teacher pixel counts as confident above this softmax probability; the share of
+    # confident pixels weights the pseudo-labelled loss (DACS: 0.968).
+    confidence: float
+    # Rare-class sampling temperature: source frames are drawn by class, class c with
+    # probability proportional to exp((1 - share of c) / T); DAFormer: 0.01. 0 = uniform.
+    rare_class_temperature: float
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.ema_decay < 1, f"{key}.ema_decay", self.ema_decay, "a number in [0, 1)")
+        _check(0 < self.confidence < 1, f"{key}.confidence", self.confidence, "a number in (0, 1)")
+        _check(
+            self.rare_class_temperature >= 0,
+            f"{key}.rare_class_temperature",
+            self.rare_class_temperature,
+            "a number >= 0 (0 samples source frames uniformly)",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class VariantSpec:
-    """One segmentation training set: images, the labels that go with them, optional FDA."""
+    """One segmentation training set: images, the labels that go with them, optional FDA and
+    optional self-training on target frames."""
 
     images: str  # a prepared split folder (images.npy + names.json) or a translated folder
     labels: str  # a prepared split folder with labels.npy whose names.json matches `images`
@@ -204,6 +234,7 @@ class VariantSpec:
     # `fda_style` (a prepared split folder). 0 turns it off.
     fda_beta: float = 0.0
     fda_style: str | None = None
+    self_training: SelfTrainingSpec | None = None
 
     def validate(self, key: str) -> None:
         _check(0 <= self.fda_beta < 0.5, f"{key}.fda_beta", self.fda_beta, "a number in [0, 0.5)")
@@ -213,6 +244,15 @@ class VariantSpec:
             self.fda_style,
             "a prepared split folder when fda_beta > 0",
         )
+        if self.self_training is not None:
+            self.self_training.validate(f"{key}.self_training")
+
+    def inputs(self) -> list[str]:
+        """Every prepared split this variant's training reads."""
+        splits = [self.images, self.labels, self.fda_style]
+        if self.self_training is not None:
+            splits.append(self.self_training.target)
+        return [split for split in dict.fromkeys(splits) if split is not None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,6 +283,9 @@ class TrainSegConfig:
     checkpoint_every: int = field(metadata=RUNTIME)
     log_every: int = field(metadata=RUNTIME)
     threads: int = field(metadata=RUNTIME)
+    # Score the net on the real val split every this many steps (val_curve.csv, MLflow);
+    # 0 = never. Monitoring only: nothing is selected by it.
+    val_every: int = field(metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         _check(len(self.variants) > 0, "train_seg.variants", self.variants, "at least one variant")
@@ -277,6 +320,7 @@ class TrainSegConfig:
             0 <= self.color_jitter <= 0.5, "train_seg.color_jitter", self.color_jitter, "[0, 0.5]"
         )
         _check(self.threads >= 0, "train_seg.threads", self.threads, "an integer >= 0")
+        _check(self.val_every >= 0, "train_seg.val_every", self.val_every, "an integer >= 0")
 
     def variant(self, name: str) -> VariantSpec:
         """The entry of `variants` called `name`, or a ConfigError listing the ones there are."""

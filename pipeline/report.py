@@ -132,6 +132,67 @@ def add_gap_closure(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+# Which differences the page spells out: each adaptation against what it builds on.
+COMPARISONS = (
+    ("fda", "source_only"),
+    ("cyclegan", "source_only"),
+    ("source_st", "source_only"),
+    ("cyclegan_st", "cyclegan"),
+    ("cyclegan_st", "source_st"),
+)
+
+
+def load_seed_spread(path: str | Path) -> pd.DataFrame | None:
+    """`pipeline.ablation seeds` output as a table: one row per variant, the spread (max - min
+    over seeds) of mIoU and pixel accuracy and how many runs it spans; None without the file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    rows = {
+        variant: {
+            "miou_spread": _number(entry.get("miou_spread")),
+            "pixel_accuracy_spread": _number(entry.get("pixel_accuracy_spread")),
+            "runs": len(entry.get("miou", [])),
+        }
+        for variant, entry in data["variants"].items()
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def differences_markdown(table: pd.DataFrame, spread: pd.DataFrame | None) -> list[str]:
+    """Each COMPARISONS pair present: the mIoU and pixel-accuracy differences, marked when
+    smaller than the larger seed spread of the two (then the order may be noise)."""
+    lines = ["", "## Differences between variants", ""]
+    if spread is None:
+        lines.append(
+            "No seed spread measured for these defaults (`python -m pipeline.ablation queue "
+            "--seeds`); differences below are single runs."
+        )
+    else:
+        runs = int(spread["runs"].max())
+        lines.append(
+            f"Seed spread: max - min over {runs} runs of the whole chain with other seeds "
+            "(reports/seeds.json). *within spread*: the difference is smaller than the larger "
+            "spread of the two variants, so its sign may be seed noise."
+        )
+    lines += ["", "| comparison | mIoU diff. | pixel acc. diff. |", "|---|---:|---:|"]
+    for better, base in COMPARISONS:
+        if better not in table.index or base not in table.index:
+            continue
+        cells = []
+        for key in ("miou", "pixel_accuracy"):
+            diff = table.loc[better, key] - table.loc[base, key]
+            cell = f"{100 * diff:+.1f}"
+            if spread is not None and better in spread.index and base in spread.index:
+                noise = max(spread.loc[better, f"{key}_spread"], spread.loc[base, f"{key}_spread"])
+                if math.isfinite(noise) and abs(diff) <= noise:
+                    cell += " (within spread)"
+            cells.append(cell)
+        lines.append(f"| {better} vs {base} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def _pct(value: float, digits: int = 1) -> str:
     return "n/a" if not math.isfinite(value) else f"{100 * value:.{digits}f}"
 
@@ -143,13 +204,15 @@ def comparison_markdown(
     source_missing: Sequence[str] = (),
     cities: pd.DataFrame | None = None,
     source_kind: str = "gta5",
+    spread: pd.DataFrame | None = None,
 ) -> str:
     """The comparison page: summary table, per-class IoU table, per-city table, published rows.
 
     `classes` is the protocol the table's mIoU averages (evaluate.classes). When it is not 19 or
     the source set labels no pixel of some class (`source_missing`), the other protocols' means
     stand beside it. `cities` is a `load_city_metrics` table; `source_kind` (data.source.kind)
-    picks the published reference rows.
+    picks the published reference rows; `spread` (`load_seed_spread`) adds each variant's seed
+    spread and marks the differences smaller than it.
     """
     other_protocols = [
         f"miou{count}"
@@ -168,19 +231,29 @@ def comparison_markdown(
             _protocol_note(classes, source_missing),
         ]
     protocol_header = "".join(f" {_protocol_title(key)} |" for key in other_protocols)
+    spread_header = " seed spread (mIoU) |" if spread is not None else ""
     lines += [
         "",
         f"| variant | pixel acc. | class acc. | mIoU |{protocol_header} fwIoU | gap closed (mIoU) "
-        "| gap closed (pixel acc.) |",
-        "|---|---:|---:|---:|" + "---:|" * len(other_protocols) + "---:|---:|---:|",
+        f"| gap closed (pixel acc.) |{spread_header}",
+        "|---|---:|---:|---:|"
+        + "---:|" * len(other_protocols)
+        + "---:|---:|---:|"
+        + ("---:|" if spread is not None else ""),
     ]
     for variant, row in table.iterrows():
         protocol_cells = "".join(f" {_pct(row[key])} |" for key in other_protocols)
+        spread_cell = ""
+        if spread is not None:
+            value = spread["miou_spread"].get(variant, math.nan)
+            spread_cell = f" {_pct(value)} |"
         lines.append(
             f"| {variant} | {_pct(row.pixel_accuracy)} | {_pct(row.mean_class_accuracy)} "
             f"| {_pct(row.miou)} |{protocol_cells} {_pct(row.fwiou)} "
             f"| {_pct(row.gap_closed_miou, 0)}% | {_pct(row.gap_closed_pixel_accuracy, 0)}% |"
+            f"{spread_cell}"
         )
+    lines += differences_markdown(table, spread)
     lines += ["", "## Per-class IoU (%)", ""]
     lines.append("| class | " + " | ".join(table.index) + " |")
     lines.append("|---|" + "---:|" * len(table.index))

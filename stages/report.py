@@ -40,7 +40,13 @@ def main(argv: list[str] | None = None) -> None:
     cities = report.load_city_metrics(reports / "metrics", variants)
     write_text(
         reports / "comparison.md",
-        report.comparison_markdown(table, extra, cities=cities, **protocol),
+        report.comparison_markdown(
+            table,
+            extra,
+            cities=cities,
+            spread=report.load_seed_spread(reports / "seeds.json"),
+            **protocol,
+        ),
     )
     with atomic_path(reports / "comparison.csv") as tmp:
         table.to_csv(tmp, float_format="%.6f")

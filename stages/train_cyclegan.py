@@ -9,6 +9,7 @@ from pathlib import Path
 from pipeline import dist
 from pipeline.config import load_params, run_settings
 from pipeline.data.prepare import PreparedSplit
+from pipeline.evaluate import load_model
 from pipeline.io import write_json
 from pipeline.train.cyclegan import train_cyclegan
 from pipeline.train.run import stage_run
@@ -20,11 +21,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="model folder")
     parser.add_argument("--metrics", type=Path, required=True, help="final metrics (JSON)")
     parser.add_argument("--curves", type=Path, required=True, help="loss curves (CSV)")
+    parser.add_argument("--semantic-net", type=Path, help="CyCADA's frozen net (semantic_net)")
     args = parser.parse_args(argv)
     params, start = load_params(), time.perf_counter()
     splits = [args.prepared / "sim", args.prepared / "real_train"]
     sim, real = (PreparedSplit.open(split).images for split in splits)
-    settings = run_settings(params.cyclegan)
+    settings, semantic = run_settings(params.cyclegan), None
+    if params.cyclegan.lambda_semantic > 0:
+        if args.semantic_net is None:
+            parser.error(
+                "cyclegan.lambda_semantic > 0 needs --semantic-net (the semantic_net stage)"
+            )
+        semantic = load_model(args.semantic_net)
+        splits.append(args.semantic_net)  # its weights define the run too
     with stage_run(
         "train_cyclegan",
         params.tracking,
@@ -34,7 +43,9 @@ def main(argv: list[str] | None = None) -> None:
         inputs=splits,
         tags={"variant": "cyclegan"},
     ) as tracker:
-        metrics = train_cyclegan(params.cyclegan, sim, real, args.out, tracker, args.curves)
+        metrics = train_cyclegan(
+            params.cyclegan, sim, real, args.out, tracker, args.curves, semantic_net=semantic
+        )
         if dist.is_main():
             write_json(args.metrics, {**metrics, "wall_seconds": time.perf_counter() - start})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pipeline import ablation
 
 
@@ -38,3 +40,20 @@ def test_markdown_takes_baseline_and_named_experiments_with_either_column_style(
     )
     assert "| gan-only | cyclegan.lambda_cycle=0 | n/a | 5.0 | n/a | 6.0 | n/a | n/a |" in page
     assert "unrelated" not in page
+
+
+def test_seed_spread_per_variant_from_baseline_and_seed_runs():
+    rows = [
+        {"typ": "baseline", "reports/metrics/cyclegan.json:miou": 0.30, "pixel_accuracy": 0.7},
+        {"Experiment": "seed-1", "reports/metrics/cyclegan.json:miou": 0.26},
+        {"Experiment": "seed-2", "reports/metrics/cyclegan.json:miou": 0.33},
+        {"Experiment": "gan-only", "reports/metrics/cyclegan.json:miou": 0.01},
+    ]
+    spread = ablation.seed_spread(rows, ["cyclegan"])
+    assert spread["runs"] == ["baseline", "seed-1", "seed-2"]
+    entry = spread["variants"]["cyclegan"]
+    assert entry["miou"] == [0.30, 0.26, 0.33]
+    assert entry["miou_spread"] == pytest.approx(0.07)
+    assert entry["pixel_accuracy_spread"] is None  # measured in one run only
+    commands = ablation.queue_commands(ablation.SEEDS)
+    assert [c[c.index("-n") + 1] for c in commands] == ["seed-1", "seed-2"]

@@ -21,7 +21,14 @@ def raw() -> dict:
 def test_repo_params_load():
     params = load_params(REPO_ROOT / "params.yaml")
     assert params.data.size == (128, 256)
-    assert set(params.train_seg.variants) == {"source_only", "cyclegan", "fda", "oracle"}
+    assert list(params.train_seg.variants) == [
+        "source_only",
+        "fda",
+        "cyclegan",
+        "source_st",
+        "cyclegan_st",
+        "oracle",
+    ]
     assert params.train_seg.variants["fda"].fda_beta > 0
 
 
@@ -132,6 +139,7 @@ def test_params_yaml_is_the_one_source_of_defaults() -> None:
         ("DatasetSpec", "list_file"),
         ("VariantSpec", "fda_beta"),
         ("VariantSpec", "fda_style"),
+        ("VariantSpec", "self_training"),
     }
     for cls in _sections(Params):
         for spec in dataclasses.fields(cls):

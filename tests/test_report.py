@@ -14,7 +14,7 @@ from pipeline import report
 from pipeline.data.labels import CLASS_NAMES
 from tests.conftest import REPO_ROOT
 
-VARIANTS = ["source_only", "cyclegan", "fda", "oracle"]
+VARIANTS = ["source_only", "fda", "cyclegan", "source_st", "cyclegan_st", "oracle"]
 
 
 def _metrics(rng, miou, pixel_accuracy):
@@ -36,8 +36,10 @@ def metrics_dir(tmp_path):
     rng = np.random.default_rng(0)
     values = {
         "source_only": (0.2, 0.5),
-        "cyclegan": (0.35, 0.8),
         "fda": (0.2, 0.6),
+        "cyclegan": (0.35, 0.8),
+        "source_st": (0.3, 0.7),
+        "cyclegan_st": (0.45, 0.85),
         "oracle": (0.6, 0.9),
     }
     folder = tmp_path / "metrics"
@@ -77,12 +79,16 @@ def test_table_equals_metrics_files(metrics_dir):
     assert "54.0" in markdown and "not this run" in markdown
 
 
+# Four variants, so each one's made-up scores below follow from its position.
+SYNTHIA_VARIANTS = ["source_only", "cyclegan", "fda", "oracle"]
+
+
 def _synthia_metrics_dir(tmp_path):
     """Metrics files as a SYNTHIA run (evaluate.classes 16) writes them, with two cities."""
     folder = tmp_path / "synthia_metrics"
     folder.mkdir()
     rng = np.random.default_rng(2)
-    for i, variant in enumerate(VARIANTS):
+    for i, variant in enumerate(SYNTHIA_VARIANTS):
         data = _metrics(rng, 0.3 + 0.1 * i, 0.6)
         data.update(miou19=0.25 + 0.1 * i, miou16=0.3 + 0.1 * i, miou13=0.35 + 0.1 * i, classes=16)
         data["per_city"] = {
@@ -95,9 +101,9 @@ def _synthia_metrics_dir(tmp_path):
 
 def test_synthia_report_sets_protocols_side_by_side_with_cities_and_its_references(tmp_path):
     folder = _synthia_metrics_dir(tmp_path)
-    table = report.add_gap_closure(report.load_metrics(folder, VARIANTS))
+    table = report.add_gap_closure(report.load_metrics(folder, SYNTHIA_VARIANTS))
     assert table.loc["fda", "miou13"] == pytest.approx(0.55)
-    cities = report.load_city_metrics(folder, VARIANTS)
+    cities = report.load_city_metrics(folder, SYNTHIA_VARIANTS)
     assert list(cities.index) == ["aachen", "ulm"] and list(cities["n_images"]) == [3, 2]
     assert cities.loc["aachen", "oracle"] == pytest.approx(0.55)
     data_report = {
@@ -195,3 +201,42 @@ def test_report_stage_writes_table_and_figures(metrics_dir, tmp_path, monkeypatc
     )
     per_class = pd.read_csv(reports / "per_class_iou.csv", index_col=0)
     assert list(per_class.columns) == VARIANTS and len(per_class) == 19
+
+
+def test_differences_are_marked_when_smaller_than_the_seed_spread(tmp_path):
+    table = pd.DataFrame(
+        {"miou": [0.10, 0.30, 0.32], "pixel_accuracy": [0.5, 0.7, 0.9]},
+        index=pd.Index(["source_only", "cyclegan", "cyclegan_st"], name="variant"),
+    )
+    (tmp_path / "seeds.json").write_text(
+        json.dumps(
+            {
+                "runs": ["baseline", "seed-1", "seed-2"],
+                "variants": {
+                    "source_only": {
+                        "miou": [0.1, 0.12, 0.09],
+                        "miou_spread": 0.03,
+                        "pixel_accuracy_spread": 0.02,
+                    },
+                    "cyclegan": {
+                        "miou": [0.3, 0.26, 0.27],
+                        "miou_spread": 0.04,
+                        "pixel_accuracy_spread": 0.05,
+                    },
+                    "cyclegan_st": {
+                        "miou": [0.32, 0.3, 0.35],
+                        "miou_spread": 0.05,
+                        "pixel_accuracy_spread": 0.01,
+                    },
+                },
+            }
+        )
+    )
+    spread = report.load_seed_spread(tmp_path / "seeds.json")
+    lines = report.differences_markdown(table, spread)
+    assert "| cyclegan vs source_only | +20.0 | +20.0 |" in lines
+    # +2.0 mIoU against a spread of 5.0: within; +20.0 pixel acc. against 5.0: not.
+    assert "| cyclegan_st vs cyclegan | +2.0 (within spread) | +20.0 |" in lines
+    assert "over 3 runs" in " ".join(lines)
+    assert report.load_seed_spread(tmp_path / "missing.json") is None
+    assert "single runs" in " ".join(report.differences_markdown(table, None))

@@ -5,6 +5,8 @@ A prepared split is a folder:
     labels.npy         (N, H, W) uint8 train ids (255 = ignore), nearest-resized
     labels_native.npy  (N, h, w) uint8 train ids at the label files' own size (val only: the
                        evaluator scores at label resolution, like cityscapesscripts)
+    class_pixels.npy   (N, 19) int64 pixels of each train class per frame, at the working
+                       resolution (labelled splits: rare-class sampling draws frames by class)
     cities.json        the sub-folder (city) each frame was found in, in array order (val only,
                        when the reader has sub-folders: the evaluator also scores per city)
     names.json         frame names in array order
@@ -168,7 +170,7 @@ def prepare_split(
     skipped = list(index.skipped)
     names: list[str] = []
     city_of = {sample.name: sample.city for sample in samples}
-    class_pixels = np.zeros(NUM_CLASSES, dtype=np.int64)
+    frame_class_pixels: list[np.ndarray] = []  # (C,) per kept frame
     unknown = 0
     has_labels = any(s.label is not None for s in samples)
     native_shape: tuple[int, int] | None = None
@@ -206,8 +208,10 @@ def prepare_split(
             row = len(names)
             images[row] = decoded.image
             labels[row] = decoded.label if decoded.label is not None else IGNORE_INDEX
+            counts = np.zeros(NUM_CLASSES, dtype=np.int64)
             if decoded.label is not None:
-                class_pixels += np.bincount(decoded.label.ravel(), minlength=256)[:NUM_CLASSES]
+                counts = np.bincount(decoded.label.ravel(), minlength=256)[:NUM_CLASSES]
+            frame_class_pixels.append(counts)
             unknown += decoded.unknown_ids
             names.append(decoded.name)
         images.flush()
@@ -221,6 +225,9 @@ def prepare_split(
             raise DatasetError(f"{desc}: every frame was skipped; see the data report")
     if keep_native and natives:
         save_npy(out_dir / "labels_native.npy", np.stack(natives))
+    class_pixels = np.stack(frame_class_pixels)  # (N, C)
+    if has_labels:
+        save_npy(out_dir / "class_pixels.npy", class_pixels)
     cities = [city_of[name] for name in names]
     if keep_native and all(city is not None for city in cities):
         write_json(out_dir / "cities.json", cities)
@@ -230,7 +237,7 @@ def prepare_split(
         kept=kept,
         skipped=skipped,
         unknown_label_pixels=unknown,
-        class_pixels=class_pixels.tolist(),
+        class_pixels=class_pixels.sum(axis=0).tolist(),
         has_labels=has_labels,
     )
 
@@ -305,6 +312,16 @@ class PreparedSplit:
                     f"in length"
                 )
         return cls(root=root, names=names, images=images, labels=labels, cities=cities)
+
+    def class_pixels(self) -> np.ndarray:
+        """(N, 19) pixels of each train class per frame, as prepare counted them."""
+        path = self.root / "class_pixels.npy"
+        if not path.is_file():
+            raise DatasetError(f"{path}: not found; rerun the prepare stage, which writes it")
+        counts = np.load(path)
+        if counts.shape != (len(self.names), NUM_CLASSES):
+            raise DatasetError(f"{path}: shape {counts.shape}, expected ({len(self.names)}, 19)")
+        return counts
 
 
 def check_same_frames(images: PreparedSplit, labels: PreparedSplit) -> None:

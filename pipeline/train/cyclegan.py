@@ -22,11 +22,12 @@ from typing import Any
 import kornia.augmentation as K
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline import dist, runtime
 from pipeline.config import CycleGANConfig, run_settings
-from pipeline.data.tensors import to_gan_input
+from pipeline.data.tensors import normalize, to_gan_input
 from pipeline.io import atomic_path, write_json, write_png
 from pipeline.losses import GANLoss, cycle_loss, identity_loss
 from pipeline.models.cyclegan import build_discriminator, build_generator
@@ -42,6 +43,8 @@ LOSS_NAMES = (
     "loss_cycle_real",
     "loss_idt_sim2real",  # gen_sim2real(real) kept equal to real
     "loss_idt_real2sim",
+    "loss_sem_sim2real",  # the frozen net labels fake_real as it labels sim (CyCADA)
+    "loss_sem_real2sim",
     "loss_disc_real",
     "loss_disc_sim",
 )
@@ -122,20 +125,56 @@ def build_nets(config: CycleGANConfig) -> CycleGANNets:
     )
 
 
+class SemanticConsistency:
+    """CyCADA's semantic consistency (Hoffman et al., ICML 2018, eq. 5): a frozen segmentation
+    net trained on sim labels an image; its translation must get the same labels.
+
+    The loss is the cross-entropy of the net on the translated (B, 3, h, w) image against its own
+    argmax on the original, for sim -> real and for real -> sim alike. The net stays in eval mode
+    with frozen weights: gradients reach the generators through it, never the net itself.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net.eval().requires_grad_(False)
+
+    def __call__(self, original: Tensor, translated: Tensor) -> Tensor:
+        with torch.no_grad():
+            labels = self.net(_segmentation_input(original)).argmax(dim=1)  # (B, h, w)
+        logits = self.net(_segmentation_input(translated))  # (B, C, h, w)
+        return F.cross_entropy(logits.float(), labels)
+
+
+def _segmentation_input(images: Tensor) -> Tensor:
+    """GAN images in [-1, 1] -> the ImageNet-normalized [0, 1] images segmentation nets take."""
+    return normalize((images + 1.0) / 2.0)
+
+
 class CycleGANObjective:
     """The losses of one step, weighted as the reference weights them.
 
     Generators: adversarial (each generator against the discriminator of its output domain),
     cycle consistency times `lambda_cycle`, identity times `lambda_cycle * lambda_identity` (a
     generator fed an image already in its output domain should leave it alone; the reference
-    scales this term by the cycle weight). Discriminators: real against pooled fake, halved so a
+    scales this term by the cycle weight) and, with a `semantic` net, CyCADA's semantic
+    consistency times `lambda_semantic`. Discriminators: real against pooled fake, halved so a
     discriminator learns at half the generators' pace, as in the reference.
     """
 
-    def __init__(self, gan_mode: str, lambda_cycle: float, lambda_identity: float) -> None:
+    def __init__(
+        self,
+        gan_mode: str,
+        lambda_cycle: float,
+        lambda_identity: float,
+        lambda_semantic: float = 0.0,
+        semantic: SemanticConsistency | None = None,
+    ) -> None:
+        if lambda_semantic > 0 and semantic is None:
+            raise ValueError("lambda_semantic > 0 needs the frozen segmentation net (semantic)")
         self.gan_loss = GANLoss(gan_mode)
         self.lambda_cycle = lambda_cycle
         self.lambda_identity = lambda_identity
+        self.lambda_semantic = lambda_semantic
+        self.semantic = semantic if lambda_semantic > 0 else None
 
     def generator_losses(
         self, nets: CycleGANNets, sim: Tensor, real: Tensor
@@ -155,6 +194,10 @@ class CycleGANObjective:
             weight = self.lambda_cycle * self.lambda_identity
             losses["loss_idt_sim2real"] = identity_loss(nets.gen_sim2real(real), real) * weight
             losses["loss_idt_real2sim"] = identity_loss(nets.gen_real2sim(sim), sim) * weight
+        if self.semantic is not None:
+            weight = self.lambda_semantic
+            losses["loss_sem_sim2real"] = self.semantic(sim, fake_real) * weight
+            losses["loss_sem_real2sim"] = self.semantic(real, fake_sim) * weight
         return losses, fake_real, fake_sim
 
     def discriminator_losses(
@@ -256,8 +299,14 @@ class CycleGANTrainer:
         self.nets.disc_sim.requires_grad_(on)
 
 
-def build_trainer(config: CycleGANConfig, device: torch.device, precision: str) -> CycleGANTrainer:
-    """Nets (from torch's global RNG), Adam optimizers, schedules and this rank's pools."""
+def build_trainer(
+    config: CycleGANConfig,
+    device: torch.device,
+    precision: str,
+    semantic_net: nn.Module | None = None,
+) -> CycleGANTrainer:
+    """Nets (from torch's global RNG), Adam optimizers, schedules and this rank's pools; with
+    `config.lambda_semantic` > 0, `semantic_net` (trained on sim) for CyCADA's loss."""
     nets = build_nets(config)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     for net in nets.named().values():
@@ -284,7 +333,13 @@ def build_trainer(config: CycleGANConfig, device: torch.device, precision: str) 
     return CycleGANTrainer(
         nets=nets,
         runners=nets,
-        objective=CycleGANObjective(config.gan_mode, config.lambda_cycle, config.lambda_identity),
+        objective=CycleGANObjective(
+            config.gan_mode,
+            config.lambda_cycle,
+            config.lambda_identity,
+            config.lambda_semantic,
+            SemanticConsistency(semantic_net.to(device)) if semantic_net is not None else None,
+        ),
         opt_gen=opt_gen,
         opt_disc=opt_disc,
         schedule_gen=schedule(opt_gen),
@@ -305,8 +360,11 @@ def train_cyclegan(
     tracker: Any,
     curves_path: str | Path | None = None,
     device: torch.device | None = None,
+    semantic_net: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Train CycleGAN on (N, H, W, 3) uint8 sim and real frames; resume from out_dir if possible.
+    `semantic_net` is the frozen sim-trained segmentation net CyCADA's loss needs
+    (`config.lambda_semantic` > 0).
 
     Writes out_dir/checkpoints/, out_dir/samples/, the final generators (gen_sim2real.pt,
     gen_real2sim.pt, generator.json) and, with `curves_path`, the loss curves as CSV. Only
@@ -324,7 +382,7 @@ def train_cyclegan(
 
     # Every rank builds the same initial weights; the run then seeds each rank's own streams.
     torch.manual_seed(config.seed)
-    trainer = build_trainer(config, device, precision)
+    trainer = build_trainer(config, device, precision, semantic_net)
     curves = Path(curves_path) if curves_path is not None else None
     spec = spec_of(
         config, "cyclegan", out_dir / "checkpoints", run_settings(config), curves, "cyclegan."

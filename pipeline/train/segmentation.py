@@ -11,6 +11,7 @@ logging. Under torchrun the net is wrapped in DistributedDataParallel (SyncBatch
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from pipeline.data.augment import PairedAugment
 from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.prepare import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
+from pipeline.evaluate import evaluate_images
 from pipeline.io import atomic_path, write_json
 from pipeline.models.segmentation import build_segmentation_model
 from pipeline.train.run import Run, spec_of
@@ -51,10 +53,12 @@ class SegmentationLoss(nn.Module):
             else None
         )
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """`logits` (B, C, H, W) float32, `target` (B, H, W) int64 -> scalar."""
+    def forward(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """`logits` (B, C, H, W) float32, `target` (B, H, W) int64 -> scalar; `weight` (B, H, W)
+        scales each pixel's cross-entropy (pseudo-labels count by their confidence)."""
         # Mean over labelled pixels; a crop with none (all padding or void) gives 0, not NaN.
-        total = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+        pixels = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+        total = (pixels if weight is None else pixels * weight).sum()
         loss = total / (target != IGNORE_INDEX).sum().clamp(min=1)
         if self.dice is not None:
             loss = loss + self.dice(logits, target)
@@ -107,32 +111,105 @@ def variant_settings(config: TrainSegConfig, variant: str) -> dict[str, Any]:
     }
 
 
-def train_segmentation(
+class ValidationCurve:
+    """Scores of the net on a labelled split during training, checkpointed with the run."""
+
+    def __init__(self, split: PreparedSplit | None, every: int) -> None:
+        self.split = split if every > 0 else None
+        self.every = every
+        self.rows: list[dict[str, float]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state["rows"])
+
+    def write(self, path: Path) -> None:
+        if not self.rows:
+            return
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+@dataclasses.dataclass
+class SegmentationRun:
+    """What every segmentation loop starts from (`start_run`)."""
+
+    model: nn.Module  # the plain net: its state dict is what gets saved
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    run: Run
+    device: torch.device
+    precision: str
+    memory_format: torch.memory_format
+    validation: ValidationCurve
+
+    def validate_if_due(self, tracker: Any) -> None:
+        """Score the net on the validation split at working resolution every `val_every`
+        steps and at the last (monitoring only: `monitor_miou`, not the evaluate stage's)."""
+        curve = self.validation
+        if curve.split is None or not self.run.due(curve.every):
+            return
+        self.model.eval()
+        evaluation = evaluate_images(
+            self.model, curve.split.images, curve.split.labels, 16, self.precision, self.device
+        )
+        self.model.train()
+        scores = evaluation.confusion.scores()
+        row = {"monitor_miou": scores["miou"], "monitor_pixel_accuracy": scores["pixel_accuracy"]}
+        curve.rows.append({"step": self.run.step, **row})
+        tracker.log_metrics(row, step=self.run.step)
+
+    def resume(self, config: TrainSegConfig) -> nn.Module:
+        """Load the newest checkpoint into everything held; return the net the steps call:
+        DDP-wrapped under torchrun, with SyncBatchNorm on GPUs when `sync_bn` is set."""
+        self.run.resume()
+        net: nn.Module = self.model
+        if dist.world_size() > 1 and config.sync_bn and self.device.type == "cuda":
+            # SyncBatchNorm only runs on accelerators; CPU (gloo) ranks keep per-rank statistics.
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        return dist.wrap(net, self.device).train()
+
+    def update(self, loss: Tensor) -> None:
+        """One optimizer and schedule step on `loss` (the gradients of earlier backward passes
+        of this step are kept: they add up)."""
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+
+    def finish(self, config: TrainSegConfig, out_dir: Path, tracker: Any, example: np.ndarray):
+        """The run summary; rank 0 writes model.pt / model.json and logs the model, whose input
+        example is one (H, W, 3) uint8 frame."""
+        summary = self.run.finish()
+        if self.validation.rows:
+            summary.update({k: v for k, v in self.validation.rows[-1].items() if k != "step"})
+        if dist.is_main():
+            self.validation.write(out_dir / "val_curve.csv")
+            save_model(self.model, config, out_dir)
+            # The logged model takes normalized (1, 3, H, W) float32 input, as the evaluator does.
+            x = normalize(to_unit_float(torch.from_numpy(np.array(example[None]))))
+            tracker.log_torch_model(self.model.cpu(), "model", input_example=x.numpy())
+        dist.barrier()
+        return summary
+
+
+def start_run(
     config: TrainSegConfig,
     variant: str,
-    images: PreparedSplit,
-    labels: PreparedSplit,
-    style: PreparedSplit | None,
-    out_dir: str | Path,
+    out_dir: Path,
     tracker: Any,
-) -> dict[str, Any]:
-    """Train the net of `config.variants[variant]` on `images` with `labels` (the same frames in
-    the same order; FDA styles from `style` when the variant asks for it), resuming from
-    out_dir/checkpoints; write model.pt, model.json and curve.csv to `out_dir`. Returns the run
-    summary: steps, resumed_from, img_per_s, train_seconds, loss, lr."""
-    spec = config.variants[variant]
-    if labels.labels is None:
-        raise ValueError(f"{labels.root}: the label split has no labels.npy")
-    if spec.fda_beta > 0 and style is None:
-        raise ValueError(
-            f"variant {variant} uses FDA (fda_beta={spec.fda_beta}) but no style split"
-        )
-    check_same_frames(images, labels)
-    out_dir = Path(out_dir)
+    val: PreparedSplit | None = None,
+) -> SegmentationRun:
+    """The net (identical on every rank), AdamW/SGD with its poly schedule, and the run that
+    checkpoints them under out_dir/checkpoints and writes out_dir/curve.csv; with `val` and
+    `config.val_every`, also the validation curve."""
     device = runtime.pick_device()
     precision = runtime.resolve_precision(config.precision, device)
     runtime.set_threads(config.threads)
-
     # Every rank builds the same initial weights; the run then seeds each rank's own streams.
     torch.manual_seed(config.seed)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -150,42 +227,56 @@ def train_segmentation(
         tracker,
         device,
     )
-    run.hold(model=model, optimizer=optimizer, schedule=schedule)
-    run.resume()
+    validation = ValidationCurve(val, config.val_every)
+    run.hold(model=model, optimizer=optimizer, schedule=schedule, validation=validation)
+    tracker.set_tags({"precision": precision, "channels_last": config.channels_last})
+    return SegmentationRun(
+        model, optimizer, schedule, run, device, precision, memory_format, validation
+    )
 
-    net: nn.Module = model
-    if dist.world_size() > 1 and config.sync_bn and device.type == "cuda":
-        # SyncBatchNorm only runs on accelerators; CPU (gloo) ranks keep per-rank statistics.
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    net = dist.wrap(net, device)
+
+def train_segmentation(
+    config: TrainSegConfig,
+    variant: str,
+    images: PreparedSplit,
+    labels: PreparedSplit,
+    style: PreparedSplit | None,
+    out_dir: str | Path,
+    tracker: Any,
+    val: PreparedSplit | None = None,
+) -> dict[str, Any]:
+    """Train the net of `config.variants[variant]` on `images` with `labels` (the same frames in
+    the same order; FDA styles from `style` when the variant asks for it), resuming from
+    out_dir/checkpoints; write model.pt, model.json and curve.csv (and val_curve.csv, scored on
+    `val`) to `out_dir`. Returns the run summary: steps, resumed_from, img_per_s, train_seconds,
+    loss, lr (and the last monitor_* scores)."""
+    spec = config.variants[variant]
+    if labels.labels is None:
+        raise ValueError(f"{labels.root}: the label split has no labels.npy")
+    if spec.fda_beta > 0 and style is None:
+        raise ValueError(
+            f"variant {variant} uses FDA (fda_beta={spec.fda_beta}) but no style split"
+        )
+    check_same_frames(images, labels)
+    out_dir = Path(out_dir)
+    setup = start_run(config, variant, out_dir, tracker, val)
+    net = setup.resume(config)
     augment = PairedAugment(config.crop, config.scale, config.flip, config.color_jitter)
     loss_fn = SegmentationLoss(config.loss)
     tracker.log_params({"train_images": len(images.names)})
-    tracker.set_tags({"precision": precision, "channels_last": config.channels_last})
 
-    net.train()
-    for _ in run:
-        lr = schedule.get_last_lr()[0]
+    for _ in setup.run:
+        lr = setup.schedule.get_last_lr()[0]
         x, y = sample_batch(images, labels, config.batch, style, spec.fda_beta)
-        x, y = augment(x.to(device), y.to(device))
-        x = normalize(x).contiguous(memory_format=memory_format)  # (B, 3, crop_h, crop_w)
-        with runtime.autocast(precision, device):
+        x, y = augment(x.to(setup.device), y.to(setup.device))
+        x = normalize(x).contiguous(memory_format=setup.memory_format)  # (B, 3, crop_h, crop_w)
+        with runtime.autocast(setup.precision, setup.device):
             logits = net(x)  # (B, C, crop_h, crop_w)
         loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        run.log({"loss": loss}, lr=lr)
-
-    summary = run.finish()
-    if dist.is_main():
-        save_model(model, config, out_dir)
-        # The logged model takes normalized (1, 3, H, W) float32 input, as the evaluator feeds it.
-        example = normalize(to_unit_float(torch.from_numpy(np.array(images.images[:1]))))
-        tracker.log_torch_model(model.cpu(), "model", input_example=example.numpy())
-    dist.barrier()
-    return summary
+        setup.update(loss)
+        setup.run.log({"loss": loss}, lr=lr)
+        setup.validate_if_due(tracker)
+    return setup.finish(config, out_dir, tracker, images.images[0])
 
 
 def save_model(model: nn.Module, config: TrainSegConfig, out_dir: Path) -> None:

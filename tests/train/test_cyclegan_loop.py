@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import pipeline.train.cyclegan as loop
 from pipeline.config import CycleGANConfig
+from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.tensors import to_gan_input
 from pipeline.io import read_rgb
 from pipeline.tracking import NullTracker
@@ -25,6 +27,7 @@ from pipeline.train.checkpoint import CheckpointError, list_checkpoints, load_ch
 from pipeline.train.cyclegan import (
     NET_NAMES,
     CycleGANObjective,
+    SemanticConsistency,
     build_nets,
     build_trainer,
     lr_factor,
@@ -383,3 +386,39 @@ def test_a_non_finite_step_changes_nothing(frames) -> None:
         )
     assert_same(trainer.opt_gen.state_dict()["state"], moments["state"], "opt_gen")
     assert torch.equal(trainer.pool_fake_real.state_dict()["images"], pooled)
+
+
+def colour_classifier() -> nn.Module:
+    """Labels a pixel red (0), green (1) or blue (2) by its strongest channel: a 1x1 conv."""
+    net = nn.Conv2d(3, NUM_CLASSES, 1, bias=False)
+    with torch.no_grad():
+        net.weight.zero_()
+        for channel in range(3):
+            net.weight[channel, channel] = 10.0
+    return net
+
+
+def test_semantic_loss_is_low_when_labels_survive_and_high_when_they_change() -> None:
+    semantic = SemanticConsistency(colour_classifier())
+    red = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1).expand(1, 3, 4, 4)  # GAN range
+    dark_red = red * torch.tensor([0.5, 1.0, 1.0]).view(1, 3, 1, 1)
+    blue = red.flip(1)
+    kept, changed = semantic(red, dark_red), semantic(red, blue)
+    assert kept.item() < 1e-3 < 10.0 < changed.item()
+
+
+def test_semantic_loss_moves_the_generators_never_the_frozen_net(frames) -> None:
+    sim, real = crops(frames)
+    grads = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        net = colour_classifier()
+        frozen = net.weight.detach().clone()
+        trainer = build_trainer(tiny_config(lambda_semantic=weight), CPU, "fp32", net)
+        losses, _ = trainer.step(sim, real)
+        assert ("loss_sem_sim2real" in losses) == (weight > 0)
+        assert net.weight.grad is None and torch.equal(net.weight, frozen)
+        grads[weight] = trainer.nets.gen_sim2real.model[1].weight.grad.clone()
+    assert not torch.equal(grads[0.0], grads[1.0])
+    with pytest.raises(ValueError, match="lambda_semantic"):
+        build_trainer(tiny_config(lambda_semantic=1.0), CPU, "fp32")

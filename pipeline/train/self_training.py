@@ -1,0 +1,216 @@
+"""Self-training on unlabelled real frames: DACS (Tranheden et al., WACV 2021) with DAFormer's
+rare-class sampling (Hoyer et al., CVPR 2022).
+
+Each step the student learns from a labelled source batch and from a mixed batch: ClassMix pastes
+the pixels of half the classes of each source frame onto a real frame, whose other pixels carry the
+pseudo-labels of a teacher, an exponential moving average of the student. Pseudo-labelled pixels
+count by the share of the teacher's confident pixels in the batch, so early, uncertain teachers
+teach little. Source frames are drawn by class, rare classes more often, so that poles, signs and
+people are seen. The mixed images get DACS's strong colour jitter and blur (kornia).
+
+The run layer checkpoints the student, the teacher, the optimizer, the schedule and every random
+stream, so a resumed run continues bit for bit on CPU like the other loops.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import kornia.augmentation as K
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pipeline import runtime
+from pipeline.config import SelfTrainingSpec, TrainSegConfig
+from pipeline.data.augment import PairedAugment
+from pipeline.data.labels import IGNORE_INDEX
+from pipeline.data.prepare import PreparedSplit, check_same_frames
+from pipeline.data.tensors import normalize, to_unit_float
+from pipeline.train.segmentation import SegmentationLoss, start_run
+
+# DAFormer's rare-class sampling counts a GTA5 frame as showing a class from 3000 of its
+# 1914 x 1052 pixels on: the same share of a frame at any working resolution.
+RARE_CLASS_MIN_SHARE = 3000 / (1914 * 1052)
+# DACS's strong augmentation of mixed images (DAFormer's defaults): colour jitter of strength
+# 0.2 on one image in five, Gaussian blur (sigma 0.15-1.15, kernel ~10% of the height) on half.
+JITTER_STRENGTH, JITTER_PROBABILITY, BLUR_PROBABILITY = 0.2, 0.2, 0.5
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step: int) -> None:
+    """teacher <- a * teacher + (1 - a) * student over the parameters, a = min(1 - 1/(step + 1),
+    decay): the teacher copies the student at step 0 and averages over longer spans later, as in
+    DAFormer. Buffers (batch-norm statistics) stay the teacher's own."""
+    weight = min(1.0 - 1.0 / (step + 1), decay)
+    for mean, current in zip(teacher.parameters(), student.parameters(), strict=True):
+        mean.lerp_(current.detach(), 1.0 - weight)
+
+
+def pseudo_labels(logits: Tensor, confidence: float, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """The teacher's labels of (B, C, H, W) `logits` and their weight.
+
+    Returns (B, H, W) int64 labels (IGNORE_INDEX where `valid` is false, e.g. crop padding) and
+    the share of valid pixels whose softmax probability reaches `confidence` (a 0-d tensor, DACS's
+    one weight for every pseudo-labelled pixel of the batch).
+    """
+    probability, labels = torch.softmax(logits.float(), dim=1).max(dim=1)  # (B, H, W) each
+    labels = torch.where(valid, labels, IGNORE_INDEX)
+    confident = (probability >= confidence) & valid
+    return labels, confident.sum() / valid.sum().clamp(min=1)
+
+
+def class_mix_masks(labels: Tensor) -> Tensor:
+    """(B, H, W) bool: for each source label map, the pixels of a random half of its classes
+    (rounded up; ignored pixels never). Draws from torch's global RNG."""
+    masks = torch.zeros_like(labels, dtype=torch.bool)
+    for i, label in enumerate(labels):
+        classes = torch.unique(label)
+        classes = classes[classes != IGNORE_INDEX]
+        chosen = classes[torch.randperm(len(classes))[: math.ceil(len(classes) / 2)]]
+        masks[i] = torch.isin(label, chosen.to(label.device))
+    return masks
+
+
+def class_mix(
+    source: Tensor,
+    source_labels: Tensor,
+    target: Tensor,
+    target_labels: Tensor,
+    target_weight: Tensor,
+    mask: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Paste the `mask` pixels (B, H, W) of `source` (B, 3, H, W) onto `target`.
+
+    Returns the mixed images, their labels (source labels on pasted pixels, the target's
+    pseudo-labels elsewhere) and per-pixel loss weights (1 on pasted pixels, `target_weight`
+    elsewhere).
+    """
+    images = torch.where(mask[:, None], source, target)
+    labels = torch.where(mask, source_labels, target_labels)
+    weights = torch.where(mask, 1.0, target_weight.expand_as(mask).float())
+    return images, labels, weights
+
+
+class RareClassSampler:
+    """Source frames drawn by class (DAFormer's rare-class sampling).
+
+    A class is drawn with probability proportional to exp((1 - its pixel share) / temperature),
+    then a frame showing it (covering RARE_CLASS_MIN_SHARE of the frame) uniformly; classes no
+    frame shows are never drawn. Temperature 0 draws frames uniformly. Uses torch's global RNG.
+    """
+
+    def __init__(self, class_pixels: np.ndarray, temperature: float) -> None:
+        counts = np.asarray(class_pixels, dtype=np.float64)  # (N, C)
+        self.frames = len(counts)
+        self.temperature = temperature
+        frame_pixels = counts.sum(axis=1, keepdims=True).clip(min=1)
+        shows = counts / frame_pixels >= RARE_CLASS_MIN_SHARE  # (N, C)
+        self.classes = [c for c in range(counts.shape[1]) if shows[:, c].any()]
+        self.frames_with = [torch.from_numpy(np.flatnonzero(shows[:, c])) for c in self.classes]
+        share = counts.sum(axis=0) / max(counts.sum(), 1.0)  # (C,)
+        if temperature > 0 and self.classes:
+            logits = torch.from_numpy((1.0 - share[self.classes]) / temperature)
+            self.class_probability = torch.softmax(logits, dim=0)
+
+    def sample(self, batch: int) -> np.ndarray:
+        """(batch,) frame indices."""
+        if self.temperature == 0 or not self.classes:
+            return torch.randint(self.frames, (batch,)).numpy()
+        drawn = torch.multinomial(self.class_probability, batch, replacement=True)
+        rows = [self.frames_with[c][torch.randint(len(self.frames_with[c]), ())] for c in drawn]
+        return torch.stack(rows).numpy()
+
+
+def strong_augment(crop: tuple[int, int]) -> nn.Module:
+    """DACS's augmentation of mixed images, for (B, 3, H, W) floats in [0, 1]."""
+    kernel = max(3, 2 * round(0.05 * crop[0]) + 1)  # odd, ~10% of the crop height
+    return nn.Sequential(
+        K.ColorJitter(
+            JITTER_STRENGTH, JITTER_STRENGTH, JITTER_STRENGTH, JITTER_STRENGTH, p=JITTER_PROBABILITY
+        ),
+        K.RandomGaussianBlur((kernel, kernel), (0.15, 1.15), p=BLUR_PROBABILITY),
+    )
+
+
+def train_self_training(
+    config: TrainSegConfig,
+    variant: str,
+    images: PreparedSplit,
+    labels: PreparedSplit,
+    target: PreparedSplit,
+    out_dir: str | Path,
+    tracker: Any,
+    val: PreparedSplit | None = None,
+) -> dict[str, Any]:
+    """Train `config.variants[variant]` (which has a `self_training` block) on labelled `images`
+    with `labels` and unlabelled `target` frames; outputs and resume as `train_segmentation`.
+    Returns the run summary: steps, resumed_from, img_per_s, loss, loss_mix, pseudo_weight, lr."""
+    spec: SelfTrainingSpec | None = config.variants[variant].self_training
+    if spec is None:
+        raise ValueError(f"variant {variant} has no self_training block")
+    if labels.labels is None:
+        raise ValueError(f"{labels.root}: the label split has no labels.npy")
+    check_same_frames(images, labels)
+    out_dir = Path(out_dir)
+    setup = start_run(config, variant, out_dir, tracker, val)
+    teacher = _frozen_copy(setup.model)
+    setup.run.hold(teacher=teacher)
+    net = setup.resume(config)
+    device, precision = setup.device, setup.precision
+
+    sampler = RareClassSampler(labels.class_pixels(), spec.rare_class_temperature)
+    augment = PairedAugment(config.crop, config.scale, config.flip, config.color_jitter)
+    # Target frames: geometry only, so the teacher sees them as the student later does.
+    weak = PairedAugment(config.crop, config.scale, config.flip, 0.0)
+    strong = strong_augment(config.crop)
+    loss_fn = SegmentationLoss(config.loss)
+    tracker.log_params({"train_images": len(images.names), "target_images": len(target.names)})
+
+    for step in setup.run:
+        lr = setup.schedule.get_last_lr()[0]
+        rows = sampler.sample(config.batch)
+        source = to_unit_float(torch.from_numpy(images.images[rows])).to(device)
+        source_labels = torch.from_numpy(labels.labels[rows]).long().to(device)
+        source, source_labels = augment(source, source_labels)  # (B, 3, h, w), (B, h, w)
+        real_rows = torch.randint(len(target.names), (config.batch,)).numpy()
+        real = to_unit_float(torch.from_numpy(target.images[real_rows])).to(device)
+        blank = torch.zeros(real.shape[0], *real.shape[2:], dtype=torch.long, device=device)
+        real, inside = weak(real, blank)  # `inside` is 0 on image pixels, IGNORE on padding
+
+        # The teacher labels the real frames with batch statistics, as in DAFormer.
+        with torch.no_grad(), runtime.autocast(precision, device):
+            teacher_logits = teacher(_net_input(real, setup.memory_format))
+        pseudo, pseudo_weight = pseudo_labels(teacher_logits, spec.confidence, inside == 0)
+        mixed, mixed_labels, mixed_weights = class_mix(
+            source, source_labels, real, pseudo, pseudo_weight, class_mix_masks(source_labels)
+        )
+        mixed = strong(mixed)
+
+        with runtime.autocast(precision, device):
+            logits = net(_net_input(source, setup.memory_format))
+        loss = loss_fn(logits.float(), source_labels)
+        loss.backward()  # before the mixed forward: one graph in memory at a time
+        with runtime.autocast(precision, device):
+            mixed_logits = net(_net_input(mixed, setup.memory_format))
+        loss_mix = loss_fn(mixed_logits.float(), mixed_labels, mixed_weights)
+        setup.update(loss_mix)
+        ema_update(teacher, setup.model, spec.ema_decay, step)
+        setup.run.log({"loss": loss, "loss_mix": loss_mix, "pseudo_weight": pseudo_weight}, lr=lr)
+        setup.validate_if_due(tracker)
+    return setup.finish(config, out_dir, tracker, images.images[0])
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    """The teacher: the student's twin, never trained by gradients, in train mode."""
+    teacher = copy.deepcopy(model)
+    teacher.requires_grad_(False)
+    return teacher.train()
+
+
+def _net_input(images: Tensor, memory_format: torch.memory_format) -> Tensor:
+    """(B, 3, h, w) images in [0, 1] -> what the segmentation net takes."""
+    return normalize(images).contiguous(memory_format=memory_format)

@@ -1,0 +1,165 @@
+"""Self-training: ClassMix on hand-made pairs, pseudo-label weights, the EMA teacher, rare-class
+sampling, and the loop (learning, exact resume after an interruption)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.config import SelfTrainingSpec, VariantSpec
+from pipeline.data.demo import render_frame
+from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
+from pipeline.data.prepare import PreparedSplit
+from pipeline.tracking import NullTracker
+from pipeline.train.run import Interrupted
+from pipeline.train.self_training import (
+    RareClassSampler,
+    class_mix,
+    class_mix_masks,
+    ema_update,
+    pseudo_labels,
+    train_self_training,
+)
+from tests.conftest import params_section
+
+I = IGNORE_INDEX  # noqa: E741
+
+
+def test_class_mix_pastes_the_chosen_classes_with_their_labels() -> None:
+    source = torch.full((1, 3, 2, 3), 1.0)
+    target = torch.full((1, 3, 2, 3), 0.0)
+    source_labels = torch.tensor([[[0, 0, 5], [7, I, 5]]])
+    pseudo = torch.tensor([[[2, 2, 2], [3, 3, I]]])
+    mask = torch.tensor([[[False, False, True], [False, False, True]]])  # class 5 pasted
+    images, labels, weights = class_mix(
+        source, source_labels, target, pseudo, torch.tensor(0.25), mask
+    )
+    assert torch.equal(images[0, 0], mask[0].float())  # source pixels where pasted
+    assert labels.tolist() == [[[2, 2, 5], [3, 3, 5]]]
+    assert weights.tolist() == [[[0.25, 0.25, 1.0], [0.25, 0.25, 1.0]]]
+
+
+def test_class_mix_masks_take_half_the_classes_rounded_up_never_ignored_pixels() -> None:
+    torch.manual_seed(0)
+    labels = torch.tensor([[[0, 1, 2], [2, I, 0]], [[4, 4, 4], [I, I, 4]]])
+    for _ in range(20):
+        masks = class_mix_masks(labels)
+        first = set(labels[0][masks[0]].tolist())
+        assert len(first) == 2 and first <= {0, 1, 2}  # ceil(3 / 2) of the classes present
+        for cls in first:  # a class is pasted whole
+            assert masks[0][labels[0] == cls].all()
+        assert masks[1].tolist() == [[True, True, True], [False, False, True]]
+        assert not masks[:, labels[0] == I].any()
+
+
+def test_pseudo_labels_weight_by_the_share_of_confident_valid_pixels() -> None:
+    logits = torch.zeros(1, NUM_CLASSES, 1, 4)
+    logits[0, 3, 0, 0] = 20.0  # confident
+    logits[0, 5, 0, 1] = 20.0  # confident but padding
+    logits[0, 7, 0, 2] = 2.0  # not confident
+    valid = torch.tensor([[[True, False, True, True]]])
+    labels, weight = pseudo_labels(logits, 0.968, valid)
+    assert labels[0, 0, 0] == 3 and labels[0, 0, 1] == IGNORE_INDEX and labels[0, 0, 2] == 7
+    assert weight.item() == pytest.approx(1 / 3)  # one confident pixel of three valid ones
+
+
+def test_ema_teacher_copies_then_averages() -> None:
+    student, teacher = nn.Linear(2, 1), nn.Linear(2, 1)
+    ema_update(teacher, student, decay=0.99, step=0)  # step 0: a plain copy
+    assert torch.equal(teacher.weight, student.weight)
+    before = teacher.weight.clone()
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    ema_update(teacher, student, decay=0.99, step=1000)
+    torch.testing.assert_close(teacher.weight, 0.99 * before + 0.01 * student.weight)
+    before = teacher.weight.clone()
+    ema_update(teacher, student, decay=0.99, step=1)  # warm-up: min(1 - 1/2, 0.99) = 0.5
+    torch.testing.assert_close(teacher.weight, 0.5 * before + 0.5 * student.weight)
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.5])
+def test_rare_class_sampling_draws_classes_by_exp_of_rarity(temperature: float) -> None:
+    counts = np.zeros((100, NUM_CLASSES), dtype=np.int64)
+    counts[:, 0] = 10_000  # road in every frame
+    counts[7, 5] = 500  # a pole in frame 7 only
+    share = np.array([100 * 10_000, 500]) / (100 * 10_000 + 500)  # road, pole
+    p_road, p_pole = np.exp((1 - share) / temperature) / np.exp((1 - share) / temperature).sum()
+    torch.manual_seed(0)
+    rows = RareClassSampler(counts, temperature).sample(4000)
+    # Frame 7 comes for the pole, and for road one time in 100.
+    assert np.mean(rows == 7) == pytest.approx(p_pole + p_road / 100, abs=0.03)
+    assert RareClassSampler(counts, temperature=0.0).sample(4000).tolist().count(7) < 100
+
+
+SIZE = (64, 128)
+
+
+def write_split(root: Path, domain: str, count: int) -> PreparedSplit:
+    frames = [render_frame(0, domain, i, SIZE) for i in range(count)]
+    root.mkdir(parents=True)
+    np.save(root / "images.npy", np.stack([f[0] for f in frames]))
+    labels = np.stack([f[1] for f in frames])
+    np.save(root / "labels.npy", labels)
+    counts = np.stack([np.bincount(x.ravel(), minlength=256)[:NUM_CLASSES] for x in labels])
+    np.save(root / "class_pixels.npy", counts)
+    (root / "names.json").write_text(json.dumps([f"{i:05d}" for i in range(count)]))
+    return PreparedSplit.open(root)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory) -> dict[str, PreparedSplit]:
+    root = tmp_path_factory.mktemp("prepared")
+    return {name: write_split(root / name, name, 6) for name in ("sim", "real")}
+
+
+def tiny_config(**overrides):
+    spec = SelfTrainingSpec("real", ema_decay=0.99, confidence=0.5, rare_class_temperature=0.01)
+    settings = {
+        "variants": {"source_st": VariantSpec(images="sim", labels="sim", self_training=spec)},
+        "encoder": "tu-mobilenetv3_small_100",
+        "iters": 6,
+        "batch": 2,
+        "crop": (32, 64),
+        "checkpoint_every": 100,
+        "log_every": 2,
+        "threads": 1,
+        **overrides,
+    }
+    return params_section("train_seg", **settings)
+
+
+class SignalAt(NullTracker):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def log_metrics(self, metrics, step=None) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_self_training_learns_and_resumes_bit_for_bit(tmp_path, splits) -> None:
+    sim, real = splits["sim"], splits["real"]
+    straight = train_self_training(
+        tiny_config(), "source_st", sim, sim, real, tmp_path / "straight", NullTracker()
+    )
+    assert straight["steps"] == 6
+    assert np.isfinite(straight["loss"]) and np.isfinite(straight["loss_mix"])
+    assert 0.0 <= straight["pseudo_weight"] <= 1.0
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupted, match="step 4"):
+        train_self_training(tiny_config(), "source_st", sim, sim, real, out, SignalAt(4))
+    resumed = train_self_training(tiny_config(), "source_st", sim, sim, real, out, NullTracker())
+    assert resumed["resumed_from"] == 4
+    expected = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    actual = torch.load(out / "model.pt", weights_only=True)
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    assert (out / "curve.csv").read_text() == (tmp_path / "straight" / "curve.csv").read_text()
