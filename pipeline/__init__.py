@@ -1,0 +1,14 @@
+"""sim2real: sim-to-real domain adaptation for driving-scene segmentation.
+
+Modules sit in layers; a module imports only from its own layer or the ones below, never above
+(tests/test_layers.py checks every import):
+
+1. foundations: config, io, dist, runtime, fingerprint
+2. data: readers, prepare, the demo generator, augmentation, tensor conversion (data/)
+3. models and maths: nets (models/), losses, metrics, training-free adaptation (adapt/)
+4. inference and tracking: translate, evaluate, tracking
+5. training: the run layer and the loops (train/)
+6. reporting: report, compare, ablation
+
+Stages (stages/) are the doors DVC calls; they may import any layer.
+"""

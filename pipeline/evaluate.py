@@ -28,7 +28,6 @@ from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.io import atomic_path, read_json, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, protocol_mious, scores, scores_to_json
 from pipeline.models.segmentation import build_segmentation_model
-from pipeline.report import confusion_figure
 from pipeline.runtime import autocast
 
 # Scalar scores logged as "val_<name>" for every variant, so runs compare column by column.
@@ -231,17 +230,3 @@ def write_evaluation(
         confusion_frame(evaluation.confusion.matrix.cpu().numpy()).to_csv(tmp)
     save_npy(predictions_path, evaluation.predictions)
     return result
-
-
-def log_evaluation(tracker: Any, result: dict[str, Any], matrix: np.ndarray, title: str) -> None:
-    """Scores as metrics, the per-class table and the confusion figure, into `tracker`'s run."""
-    import matplotlib.pyplot as plt
-
-    tracker.log_metrics(tracking_metrics(result))
-    tracker.log_metrics({"val_n_images": result["n_images"]})
-    tracker.log_table(class_table(result, matrix), "val_per_class")
-    figure = confusion_figure(matrix, title)
-    try:
-        tracker.log_figure(figure, "val_confusion")
-    finally:
-        plt.close(figure)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.labels import CLASS_COLORS, CLASS_NAMES, PROTOCOL_CLASSES, colorize
+from pipeline.evaluate import class_table, tracking_metrics
 from pipeline.io import atomic_path, read_json
 
 SOURCE, ORACLE = "source_only", "oracle"
@@ -449,3 +451,15 @@ def curves_figure(curves: pd.DataFrame, title: str, ylabel: str = "loss") -> plt
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, ncols=2)
     return figure
+
+
+def log_evaluation(tracker: Any, result: dict[str, Any], matrix: np.ndarray, title: str) -> None:
+    """Scores as metrics, the per-class table and the confusion figure, into `tracker`'s run."""
+    tracker.log_metrics(tracking_metrics(result))
+    tracker.log_metrics({"val_n_images": result["n_images"]})
+    tracker.log_table(class_table(result, matrix), "val_per_class")
+    figure = confusion_figure(matrix, title)
+    try:
+        tracker.log_figure(figure, "val_confusion")
+    finally:
+        plt.close(figure)

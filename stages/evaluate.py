@@ -11,11 +11,11 @@ from pipeline.data.prepare import PreparedSplit
 from pipeline.evaluate import (
     evaluate_images,
     load_model,
-    log_evaluation,
     native_labels,
     write_evaluation,
 )
 from pipeline.io import read_json
+from pipeline.report import log_evaluation
 from pipeline.runtime import pick_device, resolve_precision
 from pipeline.tracking import open_tracker
 
