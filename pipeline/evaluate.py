@@ -16,17 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline import dist
 from pipeline.data.augment import normalize, to_unit_float
 from pipeline.data.labels import CLASS_NAMES, NUM_CLASSES
-from pipeline.io import atomic_path, read_json, save_npy, write_json
+from pipeline.io import atomic_path, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, scores_to_json
-from pipeline.models.segmentation import build_segmentation_model
 from pipeline.report import confusion_figure
 from pipeline.runtime import autocast
+from pipeline.segment import upsampled_argmax
 
 # Scalar scores logged as "val_<name>" for every variant, so runs compare column by column.
 SUMMARY_SCORES = ("pixel_accuracy", "mean_class_accuracy", "miou", "fwiou")
@@ -37,16 +36,6 @@ class Evaluation:
     confusion: ConfusionMatrix
     predictions: np.ndarray  # (keep, h, w) uint8 train ids of the first `keep` frames
     n_images: int
-
-
-def load_model(model_dir: str | Path) -> nn.Module:
-    """The net saved by the train_seg stage (model.json + model.pt), in eval mode, on CPU."""
-    model_dir = Path(model_dir)
-    spec = read_json(model_dir / "model.json")
-    model = build_segmentation_model(spec["arch"], spec["encoder"], spec["num_classes"])
-    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def native_labels(split_root: str | Path) -> np.ndarray:
@@ -109,13 +98,6 @@ def evaluate_images(
     dist.all_reduce_sum(confusion.matrix)
     dist.all_reduce_sum(kept)
     return Evaluation(confusion, kept.cpu().numpy().astype(np.uint8), len(images))
-
-
-def upsampled_argmax(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """(C, H, W) logits -> (h, w) class ids, resizing the logits (bilinear) before the argmax."""
-    if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
-    return logits.argmax(dim=0)
 
 
 def metrics_json(evaluation: Evaluation) -> dict[str, Any]:

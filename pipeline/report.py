@@ -88,13 +88,14 @@ def _pct(value: float, digits: int = 1) -> str:
     return "n/a" if not math.isfinite(value) else f"{100 * value:.{digits}f}"
 
 
-def comparison_markdown(table: pd.DataFrame, extra: dict | None = None) -> str:
-    """The comparison page: summary table, per-class IoU table, then the published rows."""
+def comparison_markdown(table: pd.DataFrame, dataset: str, extra: dict | None = None) -> str:
+    """The comparison page for `dataset` (its label): summary table, per-class IoU table, then
+    the published rows."""
     lines = [
         "# Segmentation on real validation images, by training set",
         "",
-        "Scores in % on the target validation split, at label resolution. *Gap closed* is "
-        "(variant - source_only) / (oracle - source_only).",
+        f"Dataset **{dataset}**. Scores in % on the target validation split, at label "
+        "resolution. *Gap closed* is (variant - source_only) / (oracle - source_only).",
         "",
         "| variant | pixel acc. | class acc. | mIoU | fwIoU | gap closed (mIoU) "
         "| gap closed (pixel acc.) |",
@@ -137,7 +138,22 @@ def save_figure(figure: plt.Figure, path: str | Path) -> None:
     plt.close(figure)
 
 
-def per_class_iou_figure(table: pd.DataFrame) -> plt.Figure:
+def variant_summary(table: pd.DataFrame, variant: str) -> dict[str, float | None]:
+    """A variant's summary scores and gap closed, as fractions (4 decimals, null when absent):
+    the small per-variant metrics file `dvc metrics show` and `dvc exp show` list."""
+    keys = (*SUMMARY, "gap_closed_miou", "gap_closed_pixel_accuracy")
+    values = {key: float(table.loc[variant, key]) for key in keys}
+    return {key: round(v, 4) if math.isfinite(v) else None for key, v in values.items()}
+
+
+def per_class_iou_frame(table: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """One row per class present in the ground truth: class name, IoU in %, for `dvc plots`."""
+    iou = [100 * table.loc[variant, f"iou_{name}"] for name in CLASS_NAMES]
+    frame = pd.DataFrame({"class": list(CLASS_NAMES), "iou_percent": iou})
+    return frame[np.isfinite(frame["iou_percent"])].round(2)
+
+
+def per_class_iou_figure(table: pd.DataFrame, dataset: str) -> plt.Figure:
     """Grouped bars: one group per class, one bar per variant."""
     figure, axes = plt.subplots(figsize=(14, 4.5))
     width = 0.8 / max(1, len(table.index))
@@ -148,7 +164,9 @@ def per_class_iou_figure(table: pd.DataFrame) -> plt.Figure:
     axes.set_xticks(x, CLASS_NAMES, rotation=45, ha="right")
     axes.set_ylabel("IoU (%)")
     axes.set_ylim(0, 100)
-    axes.set_title("Per-class IoU on real validation images (absent classes shown as 0)")
+    axes.set_title(
+        f"Per-class IoU on real validation images, dataset {dataset} (absent classes shown as 0)"
+    )
     axes.legend(ncols=len(table.index), loc="upper right")
     axes.grid(axis="y", alpha=0.3)
     return figure
@@ -169,8 +187,10 @@ def confusion_figure(matrix: np.ndarray, title: str) -> plt.Figure:
     return figure
 
 
-def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str]) -> plt.Figure:
-    """A grid of uint8 images; `titles` label the columns."""
+def image_grid(
+    rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], title: str | None = None
+) -> plt.Figure:
+    """A grid of uint8 images; `titles` label the columns, `title` the whole figure."""
     n_rows, n_cols = len(rows), len(titles)
     height, width = rows[0][0].shape[:2]
     panel = 3.0  # inches per panel width; height follows the images' aspect ratio
@@ -187,7 +207,12 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str]) -> p
             axes[r][c].set_yticks([])
             if r == 0:
                 axes[r][c].set_title(titles[c], fontsize=9)
-    figure.subplots_adjust(wspace=0.03, hspace=0.05, left=0.01, right=0.99, top=0.93, bottom=0.01)
+    top = 0.93
+    if title:
+        # The suptitle takes a band above the column titles.
+        top = 0.86
+        figure.suptitle(title, fontsize=10)
+    figure.subplots_adjust(wspace=0.03, hspace=0.05, left=0.01, right=0.99, top=top, bottom=0.01)
     return figure
 
 
@@ -201,7 +226,7 @@ def legend_handles():
 
 
 def prediction_grid(
-    images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.ndarray]
+    images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.ndarray], title: str
 ) -> plt.Figure:
     """Rows of image | ground truth | each variant's prediction, in the Cityscapes colours.
 
@@ -215,7 +240,7 @@ def prediction_grid(
         h, w = labels[k].shape
         image = np.asarray(Image.fromarray(images[k]).resize((w, h), Image.BILINEAR))
         rows.append([image, colorize(labels[k]), *(colorize(p[k]) for p in predictions.values())])
-    figure = image_grid(rows, ["real image", "ground truth", *predictions])
+    figure = image_grid(rows, ["real image", "ground truth", *predictions], title)
     figure.legend(
         handles=legend_handles(),
         loc="lower center",

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         if dist.is_main():
             record_run(checkpoints, fingerprint, tracker.run_id)
+        tracker.log_data({"training": [args.prepared / "sim", args.prepared / "real_train"]})
         status = "FAILED"
         try:
             metrics = train_cyclegan(

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if dist.is_main():
         record_run(args.out / "checkpoints", fingerprint, tracker.run_id)
+    tracker.log_data({"training": inputs})
     try:
         train_segmentation(config, args.variant, images, labels, style, args.out, tracker)
     except Interrupted as stopped:

@@ -133,7 +133,7 @@ def test_cyclegan_two_processes_then_translate_sharded(work):
 
 def test_segmentation_two_processes_and_evaluation_equals_one_process(work):
     _run(work, 2, "stages.train_seg", "--variant", "oracle", "--out", "models/seg/oracle")
-    assert (work / "models/seg/oracle/model.pt").is_file()
+    assert (work / "models/seg/oracle/model.safetensors").is_file()
     assert len(_runs(work, "train_seg")) == 1
     scores = {}
     for nproc in (1, 2):
@@ -183,4 +183,4 @@ def test_checkpoint_resumes_across_world_sizes(work, first, second):
     assert saved, process.stdout.read().decode()[-3000:]
     log = _run(work, second, "stages.train_seg", "--variant", "resume", "--out", out)
     assert "resum" in log.lower()
-    assert (work / out / "model.pt").is_file()
+    assert (work / out / "model.safetensors").is_file()

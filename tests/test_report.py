@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from pipeline import report
+from pipeline.config import DataConfig, DatasetSpec
+from pipeline.data.identity import SplitHasher, build_identity, write_identity
 from pipeline.data.labels import CLASS_NAMES
 from tests.conftest import REPO_ROOT
 
@@ -72,7 +74,8 @@ def test_table_equals_metrics_files(metrics_dir):
     assert table.loc["fda", "gap_closed_miou"] == 0.0
     assert table.loc["cyclegan", "gap_closed_miou"] == pytest.approx(0.375)
     assert table.loc["cyclegan", "gap_closed_pixel_accuracy"] == pytest.approx(0.75)
-    markdown = report.comparison_markdown(table)
+    markdown = report.comparison_markdown(table, "demo (0123456789ab)")
+    assert "Dataset **demo (0123456789ab)**" in markdown
     assert "| cyclegan | 80.0 |" in markdown and "| 37% | 75% |" in markdown
     assert "54.0" in markdown and "not this run" in markdown
 
@@ -82,10 +85,22 @@ def test_missing_metrics_file_is_named(metrics_dir):
         report.load_metrics(metrics_dir, [*VARIANTS, "extra"])
 
 
-def test_report_stage_writes_table_and_figures(metrics_dir, tmp_path, monkeypatch):
-    """The stage end to end on fabricated evaluate outputs (no training needed)."""
-    from stages import report as stage
+def _identity(work, roots: str) -> None:
+    """A dataset identity file, as prepare writes it, for data under work/`roots`."""
+    data = DataConfig(
+        DatasetSpec("gta5", str(work / roots / "gta5")),
+        DatasetSpec("cityscapes", str(work / roots / "cityscapes")),
+        (16, 32),
+    )
+    hashers = {split: SplitHasher() for split in ("sim", "real_train", "real_val")}
+    for split, hasher in hashers.items():
+        hasher.add(split, roots)
+    write_identity(work / "data" / "prepared", build_identity(data, hashers))
 
+
+@pytest.fixture
+def work(metrics_dir, tmp_path, monkeypatch):
+    """Fabricated evaluate outputs and prepared val data (no training needed), as cwd."""
     rng = np.random.default_rng(1)
     work = tmp_path / "work"
     reports = work / "reports"
@@ -111,10 +126,19 @@ def test_report_stage_writes_table_and_figures(metrics_dir, tmp_path, monkeypatc
     pd.DataFrame({"step": [1, 2, 3], "loss_cycle_sim": [3.0, 2.0, 1.0]}).to_csv(
         reports / "cyclegan_losses.csv", index=False
     )
-    readme = work / "README.md"
-    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
+    (work / "README.md").write_text(
+        "intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n"
+    )
     monkeypatch.chdir(work)
-    stage.main(["--readme", "README.md"])
+    return work
+
+
+def test_report_stage_writes_table_and_figures(work):
+    from stages import report as stage
+
+    _identity(work, "data/demo")
+    reports = work / "reports"
+    stage.main(["--readme", "README.md", "--demo-data", "data/demo"])
     table = pd.read_csv(reports / "comparison.csv", index_col=0)
     assert table.loc["oracle", "miou"] == pytest.approx(0.6)
     for name in [
@@ -126,12 +150,31 @@ def test_report_stage_writes_table_and_figures(metrics_dir, tmp_path, monkeypatc
         path = reports / "figures" / f"{name}.png"
         assert path.is_file() and path.stat().st_size > 5000, name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = readme.read_text()
+    text = (work / "README.md").read_text()
     assert (
         "old" not in text
         and "| oracle |" in text
+        and "Dataset **demo (" in text
         and text.startswith("intro")
         and text.endswith("end\n")
     )
-    per_class = pd.read_csv(reports / "per_class_iou.csv", index_col=0)
-    assert list(per_class.columns) == VARIANTS and len(per_class) == 19
+    for variant in VARIANTS:
+        summary = json.loads((work / "metrics" / f"{variant}.json").read_text())
+        assert summary["miou"] == round(table.loc[variant, "miou"], 4)
+        assert set(summary) == {*report.SUMMARY, "gap_closed_miou", "gap_closed_pixel_accuracy"}
+        per_class = pd.read_csv(reports / "per_class_iou" / f"{variant}.csv")
+        assert list(per_class.columns) == ["class", "iou_percent"]
+        # rider is absent from the ground truth: no bar for it.
+        assert list(per_class["class"]) == [c for c in CLASS_NAMES if c != "rider"]
+    assert json.loads((work / "metrics" / "oracle.json").read_text())["gap_closed_miou"] == 1.0
+    assert "Dataset **demo (" in (reports / "comparison.md").read_text()
+
+
+def test_readme_keeps_the_demo_results_when_the_data_is_another_dataset(work, capsys):
+    from stages import report as stage
+
+    _identity(work, "elsewhere")
+    stage.main(["--readme", "README.md", "--demo-data", "data/demo"])
+    assert "\nold\n" in (work / "README.md").read_text()
+    assert "README.md left as it is" in capsys.readouterr().out
+    assert "Dataset **elsewhere (" in (work / "reports" / "comparison.md").read_text()

@@ -6,7 +6,8 @@ A prepared split is a folder:
     labels_native.npy  (N, h, w) uint8 train ids at the label files' own size (val only: the
                        evaluator scores at label resolution, like cityscapesscripts)
     names.json         frame names in array order
-Per-class pixel counts and every skipped file with its reason go to the data report.
+Per-class pixel counts and every skipped file with its reason go to the data report; the kept
+frames' hashes go to the dataset identity file (pipeline.data.identity) beside the splits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.config import DataConfig
+from pipeline.data.identity import SplitHasher, build_identity, file_sha256, write_identity
 from pipeline.data.index import DatasetError, DatasetIndex, Sample, Skipped
 from pipeline.data.labels import (
     CLASS_NAMES,
@@ -35,6 +37,7 @@ from pipeline.io import (
     read_json,
     read_label_ids,
     read_rgb,
+    resize_rgb,
     save_npy,
     write_json,
 )
@@ -52,6 +55,7 @@ class Decoded:
     label_native: np.ndarray | None  # (h, w) uint8 train ids, label file resolution
     unknown_ids: int  # pixels whose label id is outside the Cityscapes table
     skipped: Skipped | None
+    file_digests: str = ""  # sha256 of the image file, then of the label file, for the identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +71,7 @@ def decode_sample(sample: Sample, size: tuple[int, int], keep_native: bool = Fal
         return Decoded(sample.name, None, None, None, 0, Skipped(str(file), reason))
 
     try:
+        file_digests = file_sha256(sample.image)
         image = read_rgb(sample.image)
     except (ImageReadError, OSError) as err:
         return skip(str(err).split(": ", 1)[-1])
@@ -76,6 +81,7 @@ def decode_sample(sample: Sample, size: tuple[int, int], keep_native: bool = Fal
     unknown = 0
     if sample.label is not None:
         try:
+            file_digests += file_sha256(sample.label)
             ids = read_label_ids(sample.label)
         except (ImageReadError, OSError) as err:
             return skip(str(err).split(": ", 1)[-1], sample.label)
@@ -87,17 +93,20 @@ def decode_sample(sample: Sample, size: tuple[int, int], keep_native: bool = Fal
         unknown = unknown_id_pixels(ids)
         label_native = ID_TO_TRAIN_ID[ids]
     height, width = size
-    resized = np.asarray(
-        Image.fromarray(image).resize((width, height), Image.BILINEAR, reducing_gap=None),
-        dtype=np.uint8,
-    )
+    resized = resize_rgb(image, size)
     label = None
     if label_native is not None:
         label = np.asarray(
             Image.fromarray(label_native).resize((width, height), Image.NEAREST), dtype=np.uint8
         )
     return Decoded(
-        sample.name, resized, label, label_native if keep_native else None, unknown, None
+        sample.name,
+        resized,
+        label,
+        label_native if keep_native else None,
+        unknown,
+        None,
+        file_digests,
     )
 
 
@@ -114,6 +123,7 @@ class SplitReport:
     unknown_label_pixels: int
     class_pixels: list[int]  # per train id, at the working resolution
     has_labels: bool
+    content: SplitHasher  # the kept frames' names and file hashes, for the dataset identity
 
     def to_json(self) -> dict:
         total = max(1, sum(self.class_pixels))
@@ -149,6 +159,7 @@ def prepare_split(
     unknown = 0
     has_labels = any(s.label is not None for s in samples)
     native_shape: tuple[int, int] | None = None
+    content = SplitHasher()
 
     # Arrays are filled in place through memmaps at temp names and renamed when complete.
     with (
@@ -187,6 +198,7 @@ def prepare_split(
                 class_pixels += np.bincount(decoded.label.ravel(), minlength=256)[:NUM_CLASSES]
             unknown += decoded.unknown_ids
             names.append(decoded.name)
+            content.add(decoded.name, decoded.file_digests)
         images.flush()
         labels.flush()
         kept = len(names)
@@ -206,6 +218,7 @@ def prepare_split(
         unknown_label_pixels=unknown,
         class_pixels=class_pixels.tolist(),
         has_labels=has_labels,
+        content=content,
     )
 
 
@@ -309,6 +322,7 @@ def prepare_all(data: DataConfig, workers: int, out_dir: str | Path, report_path
             index, out_dir / split, data.size, workers, keep_native=split == "real_val", desc=split
         )
     write_data_report(report_path, reports, data.size)
+    write_identity(out_dir, build_identity(data, {s: r.content for s, r in reports.items()}))
     skipped = sum(len(r.skipped) for r in reports.values())
     for split, report in reports.items():
         print(

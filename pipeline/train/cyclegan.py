@@ -47,6 +47,8 @@ from pipeline.train.checkpoint import (
 )
 from pipeline.train.image_pool import ImagePool
 from pipeline.translate import GENERATOR_SETTINGS, to_tensor, translate_batch
+from pipeline.weights import SUFFIX as WEIGHTS_SUFFIX
+from pipeline.weights import save_weights
 
 NET_NAMES = ("gen_sim2real", "gen_real2sim", "disc_real", "disc_sim")
 LOSS_NAMES = (
@@ -401,11 +403,7 @@ def write_curves(path: str | Path, history: list[dict[str, float]]) -> None:
 def _save_generators(out_dir: Path, models: _Models, config: CycleGANConfig) -> None:
     """Small weights-only files for translation, and the settings to rebuild the net."""
     for name in ("gen_sim2real", "gen_real2sim"):
-        state = {
-            k: v.detach().cpu().contiguous() for k, v in models.nets[name].state_dict().items()
-        }
-        with atomic_path(out_dir / f"{name}.pt") as tmp:
-            torch.save(state, tmp)
+        save_weights(out_dir / f"{name}{WEIGHTS_SUFFIX}", models.nets[name].state_dict())
     write_json(
         out_dir / GENERATOR_SETTINGS,
         {"netG": config.netG, "ngf": config.ngf, "norm": config.norm},
@@ -423,8 +421,8 @@ def train_cyclegan(
 ) -> dict[str, Any]:
     """Train CycleGAN on (N, H, W, 3) uint8 sim and real frames; resume from out_dir if possible.
 
-    Writes out_dir/checkpoints/, out_dir/samples/, the final generators (gen_sim2real.pt,
-    gen_real2sim.pt, generator.json) and, with `curves_path`, the loss curves as CSV. Only
+    Writes out_dir/checkpoints/, out_dir/samples/, the final generators (gen_sim2real.safetensors,
+    gen_real2sim.safetensors, generator.json) and, with `curves_path`, the loss curves as CSV. Only
     rank 0 writes and logs. Returns the final metrics: the last logged losses, img_per_s,
     steps, precision, train_seconds.
     """

@@ -44,6 +44,7 @@ from pipeline.data.prepare import PreparedSplit
 from pipeline.io import atomic_path, write_json
 from pipeline.models.segmentation import build_segmentation_model
 from pipeline.runtime import autocast, pick_device, resolve_precision, seed_everything
+from pipeline.segment import model_spec, write_model
 from pipeline.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -250,7 +251,8 @@ def train_segmentation(
     out_dir: str | Path,
     tracker: Any,
 ) -> TrainResult:
-    """Train one variant's net; write model.pt, model.json, curve.csv and run.json to `out_dir`.
+    """Train one variant's net; write its model folder (pipeline.segment), curve.csv and
+    run.json to `out_dir`.
 
     Args:
         config: the train_seg section.
@@ -398,7 +400,7 @@ def train_segmentation(
     progress.close()
 
     if dist.is_main():
-        write_outputs(model, config, curve, tracker, out_dir, example=images.images[0])
+        write_outputs(model, config, variant, curve, tracker, out_dir, example=images.images[0])
     dist.barrier()
     return TrainResult(steps=step, final_loss=last_loss, resumed_from=resumed_from)
 
@@ -406,27 +408,22 @@ def train_segmentation(
 def write_outputs(
     model: nn.Module,
     config: TrainSegConfig,
+    variant: str,
     curve: list[list[float]],
     tracker: Any,
     out_dir: Path,
     example: np.ndarray,
 ) -> None:
-    """model.pt (state dict), model.json, curve.csv, run.json; the model goes to the tracker.
+    """model.safetensors, model.json, curve.csv, run.json; the model goes to the tracker.
 
-    `example` is one (H, W, 3) uint8 training image, the MLflow model's input example.
+    `example` is one (H, W, 3) uint8 training image: its size is the working size the net was
+    trained at, and it is the MLflow model's input example.
     """
     model = model.eval().to("cpu", memory_format=torch.contiguous_format)
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
-    write_json(
-        out_dir / "model.json",
-        {"arch": config.arch, "encoder": config.encoder, "num_classes": NUM_CLASSES},
-    )
+    write_model(out_dir, model, model_spec(config.arch, config.encoder, example.shape[:2]))
     with atomic_path(out_dir / "curve.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "loss", "lr"])
         writer.writerows(curve)
     write_json(out_dir / "run.json", {"run_id": tracker.run_id})
-    # The logged model takes normalized (1, 3, H, W) float32 input, as the evaluator feeds it.
-    x = normalize(to_unit_float(torch.from_numpy(np.array(example[None]))))
-    tracker.log_torch_model(model, "model", input_example=x.numpy())
+    tracker.log_segmentation_model(out_dir, variant, example)
