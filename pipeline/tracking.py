@@ -50,6 +50,31 @@ DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlruns"
 # MLflow 3 opens an experiment without a kind on its GenAI overview (traces, prompts).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow's UI has no server-side default columns; it does open a view saved as an experiment tag
+# by its key (the UI's "share" link): UI/#/experiments/<id>?viewStateShareKey=variants shows the
+# variant runs, newest first, with their scores, data and pipeline run as columns.
+VARIANTS_VIEW_KEY = "variants"
+VARIANTS_VIEW = {
+    "searchFilter": "tags.stage = 'train_seg'",
+    "orderByKey": "attributes.start_time",
+    "orderByAsc": False,
+    "selectedColumns": [
+        "tags.`variant`",
+        "tags.`dataset`",
+        "metrics.`val_miou`",
+        "metrics.`val_pixel_accuracy`",
+        "metrics.`val_mean_class_accuracy`",
+        "metrics.`val_fwiou`",
+        "tags.`git_commit`",
+        "tags.`pipeline_run`",
+        "attributes.`Dataset`",
+        "attributes.`Models`",
+    ],
+}
+EXPERIMENT_TAGS = {
+    **EXPERIMENT_KIND,
+    f"mlflow.sharedViewState.{VARIANTS_VIEW_KEY}": json.dumps(VARIANTS_VIEW),
+}
 # What the logged segmentation pyfunc imports (with the pipeline package it carries).
 MODEL_REQUIREMENTS = (
     "torch",
@@ -390,7 +415,7 @@ class NullTracker:
 
 
 def _experiment_id(client: Any, name: str) -> str:
-    """The experiment's id, created (with its kind set) when missing.
+    """The experiment's id, created (with its kind and the variants view) when missing.
 
     Through a server, an experiment whose artifacts live at a local path (one first made with a
     local store) is refused: every client would write that run's artifacts to its own disk.
@@ -399,7 +424,7 @@ def _experiment_id(client: Any, name: str) -> str:
     if experiment is None:
         try:
             client.create_experiment(
-                name, artifact_location=artifact_location(), tags=EXPERIMENT_KIND
+                name, artifact_location=artifact_location(), tags=EXPERIMENT_TAGS
             )
         except Exception:
             # Another process may have created it between our look-up and create.
@@ -414,7 +439,7 @@ def _experiment_id(client: Any, name: str) -> str:
             f"artifacts to its own disk. Log to a new experiment (tracking.experiment in "
             f"params.yaml), created through the server, which stores artifacts itself."
         )
-    for key, value in EXPERIMENT_KIND.items():
+    for key, value in EXPERIMENT_TAGS.items():
         if experiment.tags.get(key) is None:
             client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id

@@ -3,6 +3,7 @@ the pipeline run that started them."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -85,6 +86,8 @@ def test_experiment_is_for_model_training_and_keeps_artifacts_beside_the_store(
     client = MlflowClient()
     experiment = client.get_experiment_by_name("kinds")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.variants"])
+    assert "metrics.`val_miou`" in view["selectedColumns"]
     assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
     # An experiment made elsewhere without a kind gets one.
     bare = client.create_experiment("bare")
