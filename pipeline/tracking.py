@@ -19,6 +19,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import sqlite3
 import subprocess
@@ -48,8 +49,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 DB_NAME = "mlflow.db"
 # Artifacts of a local store live beside it, not under whatever folder a stage runs in.
 ARTIFACTS_DIR = "mlruns"
-# MLflow 3 opens an experiment without a kind on its GenAI overview (traces, prompts).
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # MLflow's UI has no server-side default columns; it does open a view saved as an experiment tag
 # by its key (the UI's "share" link): UI/#/experiments/<id>?viewStateShareKey=variants shows the
 # variant runs, newest first, with their scores, data and pipeline run as columns.
@@ -72,7 +71,9 @@ VARIANTS_VIEW = {
     ],
 }
 EXPERIMENT_TAGS = {
-    **EXPERIMENT_KIND,
+    # Model training, not GenAI: MLflow 3 UIs that read the kind open the runs, not the traces
+    # overview (3.17 follows a per-browser switch instead, which README's link sets).
+    "mlflow.experimentKind": "custom_model_development",
     f"mlflow.sharedViewState.{VARIANTS_VIEW_KEY}": json.dumps(VARIANTS_VIEW),
 }
 # What the logged segmentation pyfunc imports (with the pipeline package it carries).
@@ -181,7 +182,7 @@ def pipeline_run() -> str | None:
         # `.../bin/dvc repro` or `python -m dvc repro`
         if command[1:3] == ["-m", "dvc"] or any(Path(part).name == "dvc" for part in command[:2]):
             key = [
-                os.uname().nodename,
+                platform.node(),
                 process.pid,
                 process.create_time(),
                 os.environ.get("DVC_EXP_NAME", ""),
@@ -334,7 +335,7 @@ class Tracker:
                 info = self._retry(
                     mlflow.pyfunc.log_model,
                     name=variant,
-                    python_model=SegmentationModel(),
+                    python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                     artifacts={"model": str(folder)},
                     code_paths=[str(_package_copy(Path(tmp)))],
                     signature=signature,
@@ -389,6 +390,11 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: np.ndarray, params: Any = None) -> np.ndarray:
         return self._segmenter.predict(np.asarray(model_input))
+
+
+def declare_segmentation_model() -> None:
+    """Make `SegmentationModel` the model MLflow loads from code (pipeline/pyfunc_model.py)."""
+    mlflow.models.set_model(SegmentationModel())
 
 
 def _package_copy(folder: Path) -> Path:

@@ -151,12 +151,12 @@ def straight(tmp_path_factory, splits) -> Path:
     return out
 
 
-def test_a_finished_run_writes_its_outputs(straight) -> None:
-    assert json.loads((straight / "model.json").read_text()) == {
-        "arch": "Unet",
-        "encoder": "tu-mobilenetv3_small_100",
-        "num_classes": NUM_CLASSES,
-    }
+def test_a_finished_run_writes_its_outputs(straight, splits) -> None:
+    spec = json.loads((straight / "model.json").read_text())
+    assert spec["arch"] == "Unet" and spec["encoder"] == "tu-mobilenetv3_small_100"
+    assert spec["num_classes"] == NUM_CLASSES == len(spec["classes"])
+    # The working size the net was trained at: the prepared frames' size.
+    assert spec["input_size"] == list(splits["sim"].images.shape[1:3])
     assert json.loads((straight / "run.json").read_text()) == {"run_id": None}
     with open(straight / "curve.csv") as handle:
         rows = list(csv.DictReader(handle))
