@@ -136,7 +136,7 @@ FAKE_DVC = """\
 import os, subprocess, sys
 env = {**os.environ, "DVC_STAGE": "stage"}
 code = "from pipeline.tracking import pipeline_run; print(pipeline_run())"
-for _ in range(2):
+for _ in range(int(sys.argv[1])):
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
 """
 
@@ -146,14 +146,18 @@ def test_pipeline_run_is_shared_by_the_stages_one_dvc_process_starts(tmp_path, m
     fake.write_text(FAKE_DVC)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
-    def invocation() -> list[str]:
+    def invocation(stages: int) -> list[str]:
         result = subprocess.run(
-            [sys.executable, str(fake)], env=env, capture_output=True, text=True, check=True
+            [sys.executable, str(fake), str(stages)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return result.stdout.split()
 
-    first, second = invocation(), invocation()
-    assert first[0] == first[1] and second[0] == second[1]
-    assert first[0] != second[0] and len(first[0]) == 12
+    first, second = invocation(2), invocation(1)
+    assert first[0] == first[1] and len(first[0]) == 12
+    assert second[0] != first[0]
     monkeypatch.delenv("DVC_STAGE", raising=False)
     assert tracking.pipeline_run() is None
