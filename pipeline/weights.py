@@ -12,6 +12,7 @@ Training checkpoints (optimizer state, RNG states, under checkpoints/, not cache
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pipeline.io import atomic_path
-from pipeline.train.checkpoint import load_checkpoint
 
 SUFFIX = ".safetensors"
 
@@ -46,8 +46,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors file (memory-mapped) or a reference .pth/.pt file.
 
     Reference files (such as pytorch-CycleGAN-and-pix2pix's ``latest_net_G_A.pth``) are read
-    as checkpoints are, with `weights_only=True`: a file carrying pickled objects other than
-    tensors and plain values is refused (CheckpointError).
+    with `weights_only=True`: a file carrying pickled objects other than tensors is refused.
     """
     path = Path(path)
     if not path.is_file():
@@ -57,7 +56,17 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(path)
         except (SafetensorError, OSError) as err:
             raise WeightsError(f"{path}: not a readable safetensors file ({err})") from err
-    loaded = load_checkpoint(path)
+    # As train.checkpoint reads checkpoints; not shared with it, since the training layer builds
+    # on this module and not the other way round.
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise WeightsError(
+            f"{path}: refused to load; it holds objects other than tensors (possibly a pickled "
+            f"code payload)"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise WeightsError(f"{path}: unreadable weights file ({err})") from err
     if not isinstance(loaded, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in loaded.values()
     ):

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from pipeline.models.cyclegan import build_generator
-from pipeline.train.checkpoint import CheckpointError
 from pipeline.weights import WeightsError, load_weights, save_weights
 
 
@@ -54,7 +53,7 @@ def test_reference_pth_files_load(tmp_path) -> None:
 def test_bad_files_are_refused_by_name(tmp_path) -> None:
     pickled = tmp_path / "payload.pth"
     torch.save({"weight": torch.zeros(2), "hook": Payload()}, pickled)
-    with pytest.raises(CheckpointError, match=r"payload\.pth: refused"):
+    with pytest.raises(WeightsError, match=r"payload\.pth: refused"):
         load_weights(pickled)
     truncated = tmp_path / "cut.safetensors"
     save_weights(truncated, {"weight": torch.zeros(64)})
