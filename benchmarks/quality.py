@@ -38,8 +38,9 @@ import torch
 from pipeline import runtime
 from pipeline.config import load_params
 from pipeline.data.prepare import PreparedSplit
-from pipeline.evaluate import evaluate_images, load_model, native_labels
+from pipeline.evaluate import evaluate_images, native_labels
 from pipeline.io import write_json, write_text
+from pipeline.segment import load_model
 from pipeline.tracking import NullTracker
 from pipeline.train.cyclegan import train_cyclegan
 from pipeline.train.segmentation import train_segmentation
@@ -75,7 +76,7 @@ def cyclegan_run(precision: str, seed: int, prepared: Path, oracle: Path) -> dic
         )
         seconds = time.perf_counter() - start
         late = _late_means(Path(tmp) / "curves.csv")
-        generator = load_trained_generator(Path(tmp) / "gen_sim2real.pt", device)
+        generator = load_trained_generator(Path(tmp) / "gen_sim2real.safetensors", device)
     batch = params.translate.batch
     translated = np.concatenate(
         [

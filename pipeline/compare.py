@@ -1,54 +1,155 @@
-"""Print the latest finished run of every segmentation variant from MLflow, side by side.
+"""Compare segmentation variants from MLflow: one table per dataset, variants in chain order.
 
-`python -m pipeline.compare [--experiment sim2real]`, or the `sim2real-compare` console script.
+`python -m pipeline.compare` (or `sim2real-compare`) takes, for each dataset, the newest
+finished train_seg run of every variant among the runs that match the filters, and prints the
+scores in % with the share of the source-only -> oracle gap each variant closes:
+
+    --dataset NAME_OR_DIGEST   a dataset's name ("demo") or the start of its digest
+    --experiment NAME          the MLflow experiment (default: tracking.experiment)
+    --commit SHA               runs of this git commit (a prefix is enough)
+    --dvc-exp NAME             runs of this DVC experiment (`dvc exp show` names them)
+    --pipeline-run ID          runs started by one `dvc repro` / `dvc exp run`
+
+Runs of different datasets are never mixed in one table: a variant trained on another dataset
+is another row of another table.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
+from pipeline.report import ORACLE, SOURCE, add_gap_closure
 from pipeline.tracking import search_runs
 
-COLUMNS = ("val_pixel_accuracy", "val_mean_class_accuracy", "val_miou", "val_fwiou")
+SCORES = {
+    "pixel_accuracy": "pixel acc.",
+    "mean_class_accuracy": "class acc.",
+    "miou": "mIoU",
+    "fwiou": "fwIoU",
+}
+GAPS = {"gap_closed_miou": "gap closed (mIoU)", "gap_closed_pixel_accuracy": "gap closed (pix.)"}
+UNKNOWN_DATASET = "(no dataset tag)"
 
 
-def latest_runs(experiment: str) -> pd.DataFrame:
-    """One row per variant: its newest finished train_seg run's validation scores and run id."""
+def _tag(runs: pd.DataFrame, name: str) -> pd.Series:
+    column = f"tags.{name}"
+    return runs[column].fillna("") if column in runs else pd.Series("", index=runs.index)
+
+
+def finished_variant_runs(
+    experiment: str,
+    dataset: str | None = None,
+    commit: str | None = None,
+    dvc_exp: str | None = None,
+    pipeline_run: str | None = None,
+) -> pd.DataFrame:
+    """Finished train_seg runs of `experiment` that match every filter given, newest first."""
     runs = search_runs(experiment, "tags.stage = 'train_seg' and attributes.status = 'FINISHED'")
-    header = ["variant", *COLUMNS, "run_id"]
-    if runs.empty or "tags.variant" not in runs:
-        return pd.DataFrame(columns=header)
-    runs = runs.sort_values("start_time", ascending=False).drop_duplicates("tags.variant")
-    table = pd.DataFrame(
-        {
-            "variant": runs["tags.variant"],
-            **{
-                name: runs[f"metrics.{name}"] if f"metrics.{name}" in runs else float("nan")
-                for name in COLUMNS
-            },
-            "run_id": runs["run_id"],
-        }
-    )
-    return table.sort_values("variant").reset_index(drop=True)[header]
+    if runs.empty:
+        return runs
+    keep = pd.Series(True, index=runs.index)
+    if dataset:
+        keep &= (_tag(runs, "dataset") == dataset) | _tag(runs, "dataset_digest").str.startswith(
+            dataset
+        )
+    if commit:
+        keep &= _tag(runs, "git_commit").str.startswith(commit)
+    if dvc_exp:
+        keep &= _tag(runs, "dvc_experiment") == dvc_exp
+    if pipeline_run:
+        keep &= _tag(runs, "pipeline_run") == pipeline_run
+    return runs[keep].sort_values("start_time", ascending=False)
+
+
+def chain_order(variants: Sequence[str], declared: Sequence[str] = ()) -> list[str]:
+    """Variants in the order params.yaml declares them; others after, source-only first and
+    the oracle (the bound) last."""
+    rank = {name: i for i, name in enumerate(declared)}
+
+    def key(name: str) -> tuple:
+        return (name == ORACLE, name != SOURCE, rank.get(name, len(rank)), name)
+
+    return sorted(variants, key=key)
+
+
+def tables_by_dataset(runs: pd.DataFrame, declared: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
+    """{dataset label: one row per variant}: the newest run of each variant, scores as
+    fractions, the gap-closed columns, the commit and run id."""
+    tables: dict[str, pd.DataFrame] = {}
+    if runs.empty:
+        return tables
+    names, digests = _tag(runs, "dataset"), _tag(runs, "dataset_digest")
+    labels = [f"{n} ({d})" if n else UNKNOWN_DATASET for n, d in zip(names, digests)]
+    runs = runs.assign(dataset_label=labels, variant=_tag(runs, "variant"))
+    for label, group in runs.groupby("dataset_label", sort=False):
+        newest = group.drop_duplicates("variant").set_index("variant")
+        table = pd.DataFrame(index=pd.Index(chain_order(list(newest.index), declared)))
+        for key in SCORES:
+            column = f"metrics.val_{key}"
+            table[key] = newest.get(column, math.nan)
+        table = add_gap_closure(table)
+        table["commit"] = _tag(newest, "git_commit").str[:8]
+        table["run"] = newest["run_id"]
+        tables[label] = table
+    return tables
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """Scores in %, one decimal; gap closed in whole %."""
+    shown = pd.DataFrame(index=table.index)
+    for key, title in SCORES.items():
+        shown[title] = [_percent(v, 1) for v in table[key]]
+    for key, title in GAPS.items():
+        shown[title] = [_percent(v, 0) + ("%" if math.isfinite(v) else "") for v in table[key]]
+    shown["commit"] = table["commit"]
+    shown["run"] = table["run"]
+    shown.index.name = "variant"
+    return shown.reset_index().to_string(index=False)
+
+
+def _percent(value: float, digits: int) -> str:
+    return f"{100 * value:.{digits}f}" if math.isfinite(value) else "-"
+
+
+def _declared_variants() -> list[str]:
+    from pipeline.config import PARAMS_FILE, load_params
+
+    return list(load_params().train_seg.variants) if Path(PARAMS_FILE).is_file() else []
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description="Compare segmentation variants from MLflow, one table per dataset.",
+        epilog="Scores in %% on the target validation split; gap closed = (variant - "
+        "source_only) / (oracle - source_only).",
+    )
     parser.add_argument("--experiment", default=None, help="defaults to tracking.experiment")
+    parser.add_argument("--dataset", help="dataset name, or the start of its digest")
+    parser.add_argument("--commit", help="git commit (a prefix is enough)")
+    parser.add_argument("--dvc-exp", help="DVC experiment name")
+    parser.add_argument("--pipeline-run", help="pipeline_run tag of one dvc repro")
     args = parser.parse_args(argv)
     experiment = args.experiment
     if experiment is None:
         from pipeline.config import load_params
 
         experiment = load_params().tracking.experiment
-    table = latest_runs(experiment)
-    if table.empty:
-        print(f"no finished train_seg runs in MLflow experiment {experiment!r}")
+    runs = finished_variant_runs(
+        experiment, args.dataset, args.commit, args.dvc_exp, args.pipeline_run
+    )
+    tables = tables_by_dataset(runs, _declared_variants())
+    if not tables:
+        print(f"no finished train_seg runs in MLflow experiment {experiment!r} match")
         return
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    for label, table in tables.items():
+        print(f"dataset {label}, experiment {experiment}: scores in % on real val")
+        print(format_table(table))
+        print()
 
 
 if __name__ == "__main__":

@@ -19,16 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline import dist
 from pipeline.data.labels import CLASS_NAMES, NUM_CLASSES
 from pipeline.data.tensors import normalize, to_unit_float
-from pipeline.io import atomic_path, read_json, save_npy, write_json
+from pipeline.io import atomic_path, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, protocol_mious, scores, scores_to_json
-from pipeline.models.segmentation import build_segmentation_model
 from pipeline.runtime import autocast
+from pipeline.segment import upsampled_argmax
 
 # Scalar scores logged as "val_<name>" for every variant, so runs compare column by column.
 SUMMARY_SCORES = ("pixel_accuracy", "mean_class_accuracy", "miou", "fwiou")
@@ -43,16 +42,6 @@ class Evaluation:
     # One matrix per city, in sorted city order; empty when the frames carry no city.
     city_confusion: dict[str, ConfusionMatrix] = dataclasses.field(default_factory=dict)
     city_images: dict[str, int] = dataclasses.field(default_factory=dict)
-
-
-def load_model(model_dir: str | Path) -> nn.Module:
-    """The net saved by the train_seg stage (model.json + model.pt), in eval mode, on CPU."""
-    model_dir = Path(model_dir)
-    spec = read_json(model_dir / "model.json")
-    model = build_segmentation_model(spec["arch"], spec["encoder"], spec["num_classes"])
-    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def native_labels(split_root: str | Path) -> np.ndarray:
@@ -136,13 +125,6 @@ def evaluate_images(
         city_confusion=dict(zip(city_names, city_confusion)),
         city_images={name: int((city_index == k).sum()) for k, name in enumerate(city_names)},
     )
-
-
-def upsampled_argmax(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """(C, H, W) logits -> (h, w) class ids, resizing the logits (bilinear) before the argmax."""
-    if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
-    return logits.argmax(dim=0)
 
 
 def protocol_scores(matrix: torch.Tensor | np.ndarray, classes: int) -> dict[str, Any]:

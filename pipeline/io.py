@@ -21,8 +21,16 @@ from PIL import Image, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = 64_000_000
 
 
+# Files an image folder may hold (sim2real-translate, sim2real-segment).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
 class OutputError(OSError):
     """An output could not be written; the message names the path."""
+
+
+class InputError(ValueError):
+    """An input folder cannot be used; the message names it."""
 
 
 @contextlib.contextmanager
@@ -108,6 +116,32 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image, dtype=np.uint8)
+
+
+def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 at `size` (h, w): PIL bilinear, antialiased when
+    shrinking (reducing_gap=None: the exact filter, not a faster approximation)."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    resized = Image.fromarray(image).resize((width, height), Image.BILINEAR, reducing_gap=None)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files directly in `folder`, sorted; their names without suffix must differ,
+    since outputs are named after them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    stems = [p.stem for p in files]
+    duplicate = next((s for s in stems if stems.count(s) > 1), None)
+    if duplicate is not None:
+        raise InputError(f"{folder}: several files are named {duplicate}.*")
+    return files
 
 
 def read_label_ids(path: str | Path) -> np.ndarray:

@@ -7,7 +7,9 @@ readable at a glance.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from pipeline.data.identity import read_identity
 from pipeline.data.labels import CLASS_COLORS, CLASS_NAMES, PROTOCOL_CLASSES, colorize
+from pipeline.data.prepare import PreparedSplit
 from pipeline.evaluate import class_table, tracking_metrics
-from pipeline.io import atomic_path, read_json
+from pipeline.io import atomic_path, read_json, write_json, write_text
 
 SOURCE, ORACLE = "source_only", "oracle"
 
@@ -201,6 +205,7 @@ def _pct(value: float, digits: int = 1) -> str:
 
 def comparison_markdown(
     table: pd.DataFrame,
+    dataset: str,
     extra: dict | None = None,
     classes: int = 19,
     source_missing: Sequence[str] = (),
@@ -208,7 +213,8 @@ def comparison_markdown(
     source_kind: str = "gta5",
     spread: pd.DataFrame | None = None,
 ) -> str:
-    """The comparison page: summary table, per-class IoU table, per-city table, published rows.
+    """The comparison page for `dataset` (its label): summary table, differences, per-class IoU
+    table, per-city table, published rows.
 
     `classes` is the protocol the table's mIoU averages (evaluate.classes). When it is not 19 or
     the source set labels no pixel of some class (`source_missing`), the other protocols' means
@@ -224,8 +230,8 @@ def comparison_markdown(
     lines = [
         "# Segmentation on real validation images, by training set",
         "",
-        "Scores in % on the target validation split, at label resolution. *Gap closed* is "
-        "(variant - source_only) / (oracle - source_only).",
+        f"Dataset **{dataset}**. Scores in % on the target validation split, at label "
+        "resolution. *Gap closed* is (variant - source_only) / (oracle - source_only).",
     ]
     if other_protocols:
         lines += [
@@ -350,7 +356,22 @@ def save_figure(figure: plt.Figure, path: str | Path) -> None:
     plt.close(figure)
 
 
-def per_class_iou_figure(table: pd.DataFrame) -> plt.Figure:
+def variant_summary(table: pd.DataFrame, variant: str) -> dict[str, float | None]:
+    """A variant's summary scores and gap closed, as fractions (4 decimals, null when absent):
+    the small per-variant metrics file `dvc metrics show` and `dvc exp show` list."""
+    keys = (*SUMMARY, "gap_closed_miou", "gap_closed_pixel_accuracy")
+    values = {key: float(table.loc[variant, key]) for key in keys}
+    return {key: round(v, 4) if math.isfinite(v) else None for key, v in values.items()}
+
+
+def per_class_iou_frame(table: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """One row per class present in the ground truth: class name, IoU in %, for `dvc plots`."""
+    iou = [100 * table.loc[variant, f"iou_{name}"] for name in CLASS_NAMES]
+    frame = pd.DataFrame({"class": list(CLASS_NAMES), "iou_percent": iou})
+    return frame[np.isfinite(frame["iou_percent"])].round(2)
+
+
+def per_class_iou_figure(table: pd.DataFrame, dataset: str) -> plt.Figure:
     """Grouped bars: one group per class, one bar per variant."""
     figure, axes = plt.subplots(figsize=(14, 4.5))
     width = 0.8 / max(1, len(table.index))
@@ -361,7 +382,9 @@ def per_class_iou_figure(table: pd.DataFrame) -> plt.Figure:
     axes.set_xticks(x, CLASS_NAMES, rotation=45, ha="right")
     axes.set_ylabel("IoU (%)")
     axes.set_ylim(0, 100)
-    axes.set_title("Per-class IoU on real validation images (absent classes shown as 0)")
+    axes.set_title(
+        f"Per-class IoU on real validation images, dataset {dataset} (absent classes shown as 0)"
+    )
     axes.legend(ncols=len(table.index), loc="upper right")
     axes.grid(axis="y", alpha=0.3)
     return figure
@@ -382,8 +405,10 @@ def confusion_figure(matrix: np.ndarray, title: str) -> plt.Figure:
     return figure
 
 
-def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str]) -> plt.Figure:
-    """A grid of uint8 images; `titles` label the columns."""
+def image_grid(
+    rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], title: str | None = None
+) -> plt.Figure:
+    """A grid of uint8 images; `titles` label the columns, `title` the whole figure."""
     n_rows, n_cols = len(rows), len(titles)
     height, width = rows[0][0].shape[:2]
     panel = 3.0  # inches per panel width; height follows the images' aspect ratio
@@ -400,7 +425,12 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str]) -> p
             axes[r][c].set_yticks([])
             if r == 0:
                 axes[r][c].set_title(titles[c], fontsize=9)
-    figure.subplots_adjust(wspace=0.03, hspace=0.05, left=0.01, right=0.99, top=0.93, bottom=0.01)
+    top = 0.93
+    if title:
+        # The suptitle takes a band above the column titles.
+        top = 0.86
+        figure.suptitle(title, fontsize=10)
+    figure.subplots_adjust(wspace=0.03, hspace=0.05, left=0.01, right=0.99, top=top, bottom=0.01)
     return figure
 
 
@@ -414,7 +444,7 @@ def legend_handles():
 
 
 def prediction_grid(
-    images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.ndarray]
+    images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.ndarray], title: str
 ) -> plt.Figure:
     """Rows of image | ground truth | each variant's prediction, in the Cityscapes colours.
 
@@ -428,7 +458,7 @@ def prediction_grid(
         h, w = labels[k].shape
         image = np.asarray(Image.fromarray(images[k]).resize((w, h), Image.BILINEAR))
         rows.append([image, colorize(labels[k]), *(colorize(p[k]) for p in predictions.values())])
-    figure = image_grid(rows, ["real image", "ground truth", *predictions])
+    figure = image_grid(rows, ["real image", "ground truth", *predictions], title)
     figure.legend(
         handles=legend_handles(),
         loc="lower center",
@@ -463,3 +493,191 @@ def log_evaluation(tracker: Any, result: dict[str, Any], matrix: np.ndarray, tit
         tracker.log_figure(figure, "val_confusion")
     finally:
         plt.close(figure)
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportInputs:
+    """Where the report stage reads and writes; every path as dvc.yaml declares it."""
+
+    reports: Path  # metrics/, confusion/, predictions/, the stage scores; comparison.* go here
+    prepared: Path
+    translated: Path
+    models: Path  # models/seg: each variant's curve.csv and run.json
+    summary: Path  # per-variant summary scores for `dvc metrics show`
+
+
+def write_report(
+    inputs: ReportInputs,
+    variants: Sequence[str],
+    n_samples: int,
+    classes: int,
+    source_kind: str,
+    tracker: Any | None,
+) -> tuple[pd.DataFrame, dict[str, str], dict[str, Any]]:
+    """Write the comparison page and table, the per-variant summaries, per-class IoU files and
+    figures, all naming the dataset; log them to `tracker` (the report's MLflow run) when given.
+
+    Returns the table, the translation-quality lines and comparison_markdown's keyword
+    arguments, so the README section can repeat the page.
+    """
+    reports, figures = inputs.reports, inputs.reports / "figures"
+    identity = read_identity(inputs.prepared)
+    table = add_gap_closure(load_metrics(reports / "metrics", variants))
+    extra = translation_scores(reports)
+    page = {
+        "dataset": identity.label,
+        "classes": classes,
+        "source_missing": source_missing_classes(read_json(reports / "data.json")),
+        "source_kind": source_kind,
+        "spread": load_seed_spread(reports / "seeds.json"),
+    }
+    cities = load_city_metrics(reports / "metrics", variants)
+    write_text(
+        reports / "comparison.md", comparison_markdown(table, extra=extra, cities=cities, **page)
+    )
+    with atomic_path(reports / "comparison.csv") as tmp:
+        table.to_csv(tmp, float_format="%.6f")
+    # Small per-variant files: `dvc metrics show` lists them as one table, one row each, and
+    # `dvc plots` draws per-class IoU with the class names on the categorical axis.
+    for variant in variants:
+        write_json(inputs.summary / f"{variant}.json", variant_summary(table, variant))
+        with atomic_path(reports / "per_class_iou" / f"{variant}.csv") as tmp:
+            per_class_iou_frame(table, variant).to_csv(tmp, index=False)
+
+    written = _figures(inputs, variants, n_samples, table, identity.label)
+    if tracker is not None:
+        tracker.log_data({"evaluation": [inputs.prepared / "real_val"]})
+        # Which runs this report summarises (the stages DVC did not rerun keep their old runs).
+        tracker.log_params(_source_runs(inputs.models, variants))
+    for name, figure in written.items():
+        if tracker is not None:
+            tracker.log_figure(figure, f"figures/{name}")
+        save_figure(figure, figures / f"{name}.png")
+    if tracker is not None:
+        tracker.log_artifact(reports / "comparison.md")
+        tracker.log_artifact(reports / "comparison.csv")
+        tracker.log_table(table.reset_index(), "comparison")
+        tracker.log_metrics(
+            {
+                f"{key}_{variant}": table.loc[variant, key]
+                for variant in variants
+                for key in ("miou", "pixel_accuracy", "gap_closed_miou")
+            }
+        )
+    return table, extra, {**page, "cities": cities}
+
+
+def _figures(
+    inputs: ReportInputs, variants: Sequence[str], n: int, table: pd.DataFrame, dataset: str
+) -> dict[str, plt.Figure]:
+    reports, prepared = inputs.reports, inputs.prepared
+    written = {"per_class_iou": per_class_iou_figure(table, dataset)}
+    for variant in variants:
+        confusion = pd.read_csv(reports / "confusion" / f"{variant}.csv", index_col=0)
+        written[f"confusion_{variant}"] = confusion_figure(
+            confusion.to_numpy(),
+            f"{variant}: confusion on real val (row-normalized)\ndataset {dataset}",
+        )
+    val = PreparedSplit.open(prepared / "real_val")
+    labels = np.load(prepared / "real_val" / "labels_native.npy", mmap_mode="r")
+    predictions = {v: np.load(reports / "predictions" / f"{v}.npy")[:n] for v in variants}
+    k = min(n, *(len(p) for p in predictions.values()))
+    written["predictions"] = prediction_grid(
+        np.asarray(val.images[:k]),
+        np.asarray(labels[:k]),
+        {v: p[:k] for v, p in predictions.items()},
+        f"Predictions on real val, dataset {dataset}",
+    )
+    if (inputs.translated / "images.npy").is_file():
+        sim = PreparedSplit.open(prepared / "sim")
+        translated = PreparedSplit.open(inputs.translated)
+        real = PreparedSplit.open(prepared / "real_train")
+        rows = [
+            [sim.images[i], translated.images[i], real.images[i]]
+            for i in range(min(n, len(sim.names)))
+        ]
+        written["samples"] = image_grid(
+            rows,
+            ["sim", "sim -> real (CycleGAN)", "real (unpaired)"],
+            f"CycleGAN translation, dataset {dataset}",
+        )
+    curves_path = reports / "cyclegan_losses.csv"
+    if curves_path.is_file():
+        written["cyclegan_curves"] = curves_figure(
+            pd.read_csv(curves_path), f"CycleGAN training losses, dataset {dataset}"
+        )
+    seg_curves = {}
+    for variant in variants:
+        path = inputs.models / variant / "curve.csv"
+        if path.is_file():
+            seg_curves[variant] = pd.read_csv(path).set_index("step")["loss"]
+    if seg_curves:
+        frame = pd.DataFrame(seg_curves).reset_index()
+        written["segmentation_curves"] = curves_figure(
+            frame, f"Segmentation training loss by variant, dataset {dataset}", "cross-entropy"
+        )
+    return written
+
+
+def _source_runs(models: Path, variants: Sequence[str]) -> dict[str, str]:
+    runs = {}
+    for name, path in [
+        ("cyclegan", models.parent / "cyclegan" / "run.json"),
+        *((variant, models / variant / "run.json") for variant in variants),
+    ]:
+        if path.is_file() and read_json(path).get("run_id"):
+            runs[f"run.{name}"] = read_json(path)["run_id"]
+    return runs
+
+
+def translation_scores(reports: Path) -> dict[str, str]:
+    """The page's translation-quality lines: FCN-score and colour-histogram distance."""
+    extra = {}
+    if (reports / "fcn_score.json").is_file():
+        fcn = read_json(reports / "fcn_score.json")
+        extra["FCN-score (oracle net on sim images vs sim labels), mIoU raw sim -> translated"] = (
+            f"{100 * fcn['raw_sim']['miou']:.1f} -> {100 * fcn['translated']['miou']:.1f}"
+        )
+        extra["FCN-score pixel accuracy raw sim -> translated"] = (
+            f"{100 * fcn['raw_sim']['pixel_accuracy']:.1f} -> "
+            f"{100 * fcn['translated']['pixel_accuracy']:.1f}"
+        )
+    if (reports / "translate.json").is_file():
+        shift = read_json(reports / "translate.json")
+        if "hist_distance_before" in shift:
+            extra["colour-histogram distance to real, before -> after translation"] = (
+                f"{shift['hist_distance_before']:.3f} -> {shift['hist_distance_after']:.3f}"
+            )
+    return extra
+
+
+def update_readme(
+    path: Path, table: pd.DataFrame, extra: dict[str, str], page: dict[str, Any]
+) -> None:
+    """Replace the README's results section (between the markers) with this run's summary;
+    `page` holds comparison_markdown's keyword arguments."""
+    text = path.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{path}: no {README_START} ... {README_END} section to update")
+    markdown = comparison_markdown(table, extra=extra, **page)
+    # Keep the summary and the differences; the per-class table lives in the report.
+    summary = markdown.split("## Per-class IoU")[0].split("\n", 2)[2].strip()
+    section = "\n".join(
+        [
+            README_START,
+            "<!-- written by `dvc repro` (stage report) on the demo data only; do not edit -->",
+            summary,
+            "",
+            *(f"- {k}: {v}" for k, v in extra.items()),
+            "",
+            "![per-class IoU](reports/figures/per_class_iou.png)",
+            "",
+            "![predictions](reports/figures/predictions.png)",
+            README_END,
+        ]
+    )
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    write_text(path, pattern.sub(lambda _: section, text))

@@ -2,30 +2,94 @@
 
 Loops get a `Tracker` and log scalars, images, tables and models by name; they never see mlflow.
 The tracking store is `MLFLOW_TRACKING_URI` when set (for example a team's `mlflow server`),
-otherwise a SQLite file at the repository root, also when DVC runs the stage in a temp copy.
-Only rank 0 of a distributed run tracks anything; other ranks get a tracker that does nothing.
+otherwise a SQLite file at the repository root with artifacts in mlruns/ beside it, also when DVC
+runs the stage in a temp copy. Only rank 0 of a distributed run tracks anything; other ranks get
+a tracker that does nothing.
+
+Every run is tagged with the git commit, the DVC experiment name (under `dvc exp run`) and a
+`pipeline_run` id shared by every stage that one `dvc repro` / `dvc exp run` starts, and carries
+the data it read (`Tracker.log_data`: MLflow dataset inputs, params and tags from the prepare
+stage's dataset identity). Segmentation models are logged as pyfuncs that take uint8 RGB frames
+of any size and return train ids, and registered as "<experiment>-<variant>".
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
 import os
+import platform
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
+
+from pipeline.data.identity import SHORT_DIGEST, DatasetIdentity, identity_of_split
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 import mlflow
+from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 DB_NAME = "mlflow.db"
+# Artifacts of a local store live beside it, not under whatever folder a stage runs in.
+ARTIFACTS_DIR = "mlruns"
+# MLflow's UI has no server-side default columns; it does open a view saved as an experiment tag
+# by its key (the UI's "share" link): UI/#/experiments/<id>?viewStateShareKey=variants shows the
+# variant runs, newest first, with their scores, data and pipeline run as columns.
+VARIANTS_VIEW_KEY = "variants"
+VARIANTS_VIEW = {
+    "searchFilter": "tags.stage = 'train_seg'",
+    "orderByKey": "attributes.start_time",
+    "orderByAsc": False,
+    "selectedColumns": [
+        "tags.`variant`",
+        "tags.`dataset`",
+        "metrics.`val_miou`",
+        "metrics.`val_pixel_accuracy`",
+        "metrics.`val_mean_class_accuracy`",
+        "metrics.`val_fwiou`",
+        "tags.`git_commit`",
+        "tags.`pipeline_run`",
+        "attributes.`Dataset`",
+        "attributes.`Models`",
+    ],
+}
+EXPERIMENT_TAGS = {
+    # Model training, not GenAI: MLflow 3 UIs that read the kind open the runs, not the traces
+    # overview (3.17 follows a per-browser switch instead, which README's link sets).
+    "mlflow.experimentKind": "custom_model_development",
+    f"mlflow.sharedViewState.{VARIANTS_VIEW_KEY}": json.dumps(VARIANTS_VIEW),
+}
+# What the logged segmentation pyfunc imports (with the pipeline package it carries).
+MODEL_REQUIREMENTS = (
+    "torch",
+    "torchvision",
+    "segmentation-models-pytorch",
+    "kornia",
+    "cityscapesscripts",
+    "safetensors",
+    "numpy",
+    "pillow",
+    "tqdm",
+    "pyyaml",
+    "psutil",
+)
 
 
 class TrackingError(RuntimeError):
@@ -78,6 +142,19 @@ def check_tracking(uri: str | None = None, timeout: float = 5.0) -> None:
             raise TrackingError(f"MLflow store {path} cannot be written ({err})") from err
 
 
+def artifact_location(uri: str | None = None) -> str | None:
+    """Where a new experiment keeps its artifacts: mlruns/ beside a local SQLite store; for a
+    server, its own default (with `--artifacts-destination`, proxied to the server's disk)."""
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / ARTIFACTS_DIR).as_uri()
+    return None
+
+
+def _is_local_path(location: str) -> bool:
+    return urllib.parse.urlparse(location).scheme in ("", "file")
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -86,6 +163,32 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def pipeline_run() -> str | None:
+    """An id shared by the stages of one `dvc repro` or `dvc exp run`; None outside DVC.
+
+    DVC starts every stage command as a child of its own process and tells it nothing about the
+    invocation (only DVC_STAGE and, for experiments, DVC_EXP_NAME), so the id is that DVC
+    process: its pid and start time (unique on this host), the host and the experiment.
+    """
+    if "DVC_STAGE" not in os.environ:
+        return None
+    for process in psutil.Process().parents():
+        try:
+            command = process.cmdline()
+        except psutil.Error:
+            continue
+        # `.../bin/dvc repro` or `python -m dvc repro`
+        if command[1:3] == ["-m", "dvc"] or any(Path(part).name == "dvc" for part in command[:2]):
+            key = [
+                platform.node(),
+                process.pid,
+                process.create_time(),
+                os.environ.get("DVC_EXP_NAME", ""),
+            ]
+            return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:SHORT_DIGEST]
+    return None
 
 
 class Tracker:
@@ -100,8 +203,11 @@ class Tracker:
     ) -> None:
         mlflow.set_tracking_uri(tracking_uri())
         self._client = mlflow.MlflowClient()
+        self.experiment = experiment
+        # The data this run read, once `log_data` found it; registered models are tagged with it.
+        self.dataset: DatasetIdentity | None = None
         if run_id is None:
-            experiment_id = _experiment_id(self._client, experiment)
+            experiment_id = self._retry(_experiment_id, self._client, experiment)
             all_tags = {"mlflow.runName": run_name, **_default_tags(), **(tags or {})}
             run = self._retry(self._client.create_run, experiment_id, tags=all_tags)
             run_id = run.info.run_id
@@ -117,6 +223,8 @@ class Tracker:
         for attempt in range(attempts):
             try:
                 return fn(*args, **kwargs)
+            except TrackingError:
+                raise
             except Exception as err:  # mlflow raises several unrelated types for I/O trouble
                 if attempt == attempts - 1:
                     raise TrackingError(
@@ -169,40 +277,178 @@ class Tracker:
     def log_dict(self, data: Mapping[str, Any], name: str) -> None:
         self._retry(self._client.log_dict, self.run_id, dict(data), f"{name}.json")
 
-    def log_torch_model(self, model: Any, name: str, input_example: np.ndarray) -> None:
-        """Log `model` as an MLflow PyTorch model that loads offline (requirements pinned)."""
-        import torch
+    def log_data(self, used: Mapping[str, Sequence[str | Path]]) -> None:
+        """Record the data this run read, by context ("training", "evaluation") and prepared
+        split folder: MLflow dataset inputs ("<dataset>/<split>", digest of the split's files,
+        the raw root as source), and the dataset's roots, size and digest as params and tags.
+        Folders outside a prepared dataset (a translated split) are passed over."""
+        inputs = []
+        for context, roots in used.items():
+            for root in roots:
+                found = identity_of_split(root)
+                if found is None:
+                    continue
+                identity, split = found
+                info = identity.splits[split]
+                dataset = Dataset(
+                    name=f"{identity.name}/{split}",
+                    digest=info["sha256"][:SHORT_DIGEST],
+                    source_type="local",
+                    source=json.dumps({"uri": identity.root_of(split)}),
+                    profile=json.dumps({"frames": info["frames"], "size": list(identity.size)}),
+                )
+                inputs.append(
+                    DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+                )
+                self.dataset = identity
+        if self.dataset is None:
+            return
+        self.log_params(self.dataset.params())
+        self.set_tags(self.dataset.tags())
+        self._retry(self._client.log_inputs, self.run_id, datasets=inputs)
 
-        with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
-            mlflow.pytorch.log_model(
+    def log_segmentation_model(
+        self, model_dir: str | Path, variant: str, example: np.ndarray
+    ) -> None:
+        """Log a model folder (pipeline.segment) as a pyfunc named `variant` and register it as
+        "<experiment>-<variant>", the variant and dataset as the version's tags.
+
+        `mlflow.pyfunc.load_model` gives a model that takes (N, H, W, 3) uint8 RGB frames of any
+        size and returns (N, H, W) uint8 train ids; the weights, model.json (normalisation,
+        class table) and the pipeline package travel with it. `example`: one (H, W, 3) frame.
+        """
+        from pipeline.segment import MODEL_SPEC, MODEL_WEIGHTS
+
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+            outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
+        )
+        tags = {"variant": variant, **(self.dataset.tags() if self.dataset else {})}
+        registered_name = f"{self.experiment}-{variant}"
+        with tempfile.TemporaryDirectory() as tmp:
+            # Only the two model files: checkpoints/ beside them are large.
+            folder = Path(tmp) / "model"
+            folder.mkdir()
+            for name in (MODEL_WEIGHTS, MODEL_SPEC):
+                shutil.copy(Path(model_dir) / name, folder / name)
+            with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+                info = self._retry(
+                    mlflow.pyfunc.log_model,
+                    name=variant,
+                    python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                    artifacts={"model": str(folder)},
+                    code_paths=[str(_package_copy(Path(tmp)))],
+                    signature=signature,
+                    input_example=np.ascontiguousarray(example[None]),
+                    pip_requirements=_pinned(MODEL_REQUIREMENTS),
+                    registered_model_name=registered_name,
+                    tags=tags,
+                )
+        for key, value in tags.items():
+            self._retry(
+                self._client.set_model_version_tag,
+                registered_name,
+                info.registered_model_version,
+                key,
+                value,
+            )
+
+    def log_torch_model(self, model: Any, name: str, input_example: np.ndarray) -> None:
+        """Log an image-to-image `model` as an MLflow PyTorch model: (N, C, H, W) float32 in and
+        out, any N, H and W; it loads offline (requirements pinned, the pipeline package with
+        it, since the module is pickled by reference to its class)."""
+        channels = input_example.shape[1]
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, -1, -1))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, -1, -1))]),
+        )
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None),
+        ):
+            self._retry(
+                mlflow.pytorch.log_model,
                 model,
                 name=name,
+                signature=signature,
                 input_example=input_example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                code_paths=[str(_package_copy(Path(tmp)))],
+                pip_requirements=_pinned(("torch", "numpy")),
             )
 
     def finish(self, status: str = "FINISHED") -> None:
         self._retry(self._client.set_terminated, self.run_id, status=status)
 
 
+class SegmentationModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc `Tracker.log_segmentation_model` logs: uint8 RGB frames in, train ids out."""
+
+    def load_context(self, context: Any) -> None:
+        from pipeline.segment import Segmenter
+
+        self._segmenter = Segmenter.from_folder(context.artifacts["model"])
+
+    def predict(self, context: Any, model_input: np.ndarray, params: Any = None) -> np.ndarray:
+        return self._segmenter.predict(np.asarray(model_input))
+
+
+def declare_segmentation_model() -> None:
+    """Make `SegmentationModel` the model MLflow loads from code (pipeline/pyfunc_model.py)."""
+    mlflow.models.set_model(SegmentationModel())
+
+
+def _package_copy(folder: Path) -> Path:
+    """The pipeline package copied into `folder`, without bytecode caches, for code_paths."""
+    copy = folder / "pipeline"
+    shutil.copytree(
+        Path(__file__).resolve().parent, copy, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return copy
+
+
+def _pinned(packages: Sequence[str]) -> list[str]:
+    return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
+
+
 class NullTracker:
     """What non-zero ranks (and `tracking.enabled: false`) get: every call does nothing."""
 
     run_id: str | None = None
+    dataset: DatasetIdentity | None = None
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: None
 
 
 def _experiment_id(client: Any, name: str) -> str:
+    """The experiment's id, created (with its kind and the variants view) when missing.
+
+    Through a server, an experiment whose artifacts live at a local path (one first made with a
+    local store) is refused: every client would write that run's artifacts to its own disk.
+    """
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name)
-    except Exception:
-        # Another process created it between our look-up and create.
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        try:
+            client.create_experiment(
+                name, artifact_location=artifact_location(), tags=EXPERIMENT_TAGS
+            )
+        except Exception:
+            # Another process may have created it between our look-up and create.
+            if client.get_experiment_by_name(name) is None:
+                raise
+        experiment = client.get_experiment_by_name(name)
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")) and _is_local_path(experiment.artifact_location):
+        raise TrackingError(
+            f"MLflow experiment {name!r} on {uri} keeps artifacts at "
+            f"{experiment.artifact_location}, a local path: each client would write its "
+            f"artifacts to its own disk. Log to a new experiment (tracking.experiment in "
+            f"params.yaml), created through the server, which stores artifacts itself."
+        )
+    for key, value in EXPERIMENT_TAGS.items():
+        if experiment.tags.get(key) is None:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def _default_tags() -> dict[str, str]:
@@ -213,6 +459,9 @@ def _default_tags() -> dict[str, str]:
         tags["git_commit"] = commit
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    run = pipeline_run()
+    if run:
+        tags["pipeline_run"] = run
     return tags
 
 

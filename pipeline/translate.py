@@ -10,7 +10,7 @@ and the segmentation stage pairs it with the source labels by name:
                        discarded instead of being mixed in
 
 Command line (``sim2real-translate``): translate every image in a folder at its own size,
-``python -m pipeline.translate --generator models/cyclegan/gen_sim2real.pt --input DIR
+``python -m pipeline.translate --generator models/cyclegan/gen_sim2real.safetensors --input DIR
 --output DIR``; ``--reference-netG resnet_9blocks`` loads a reference checkpoint such as
 ``latest_net_G_A.pth`` instead.
 """
@@ -36,6 +36,7 @@ from pipeline.data.tensors import from_gan_output, to_gan_input
 from pipeline.fingerprint import run_fingerprint
 from pipeline.io import (
     atomic_path,
+    image_files,
     read_json,
     read_rgb,
     remove_orphan_temps,
@@ -51,7 +52,6 @@ from pipeline.models.cyclegan import (
     load_reference_generator_state,
 )
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Written by the training stage beside the generator weights: netG, ngf, norm.
 GENERATOR_SETTINGS = "generator.json"
 # Written into a translated split: the sha256 of the weights that translated it.
@@ -291,16 +291,8 @@ def translate_folder(
 
     Existing outputs are kept. Consecutive files of the same size are batched together.
     """
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if not input_dir.is_dir():
-        raise TranslateError(f"{input_dir}: not a folder")
-    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise TranslateError(f"{input_dir}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    stems = [p.stem for p in files]
-    duplicate = next((s for s in stems if stems.count(s) > 1), None)
-    if duplicate is not None:
-        raise TranslateError(f"{input_dir}: several files are named {duplicate}.*")
+    output_dir = Path(output_dir)
+    files = image_files(input_dir)
     precision = runtime.resolve_precision(precision, device)
     generator = generator.to(device).eval()
     todo = [p for p in files if not (output_dir / f"{p.stem}.png").is_file()]

@@ -7,16 +7,17 @@ from pathlib import Path
 
 from pipeline import dist
 from pipeline.config import load_params
+from pipeline.data.identity import identity_of_split
 from pipeline.data.prepare import PreparedSplit
 from pipeline.evaluate import (
     evaluate_images,
-    load_model,
     native_labels,
     write_evaluation,
 )
 from pipeline.io import read_json
 from pipeline.report import log_evaluation
 from pipeline.runtime import pick_device, resolve_precision
+from pipeline.segment import load_model
 from pipeline.tracking import open_tracker
 
 
@@ -67,9 +68,10 @@ def main(argv: list[str] | None = None) -> None:
             run_name=args.variant,
             run_id=run_id,
         )
-        log_evaluation(
-            tracker, result, evaluation.confusion.matrix.cpu().numpy(), f"{args.variant}: real val"
-        )
+        tracker.log_data({"evaluation": [args.val]})
+        found = identity_of_split(args.val)
+        title = f"{args.variant}: real val" + (f", dataset {found[0].label}" if found else "")
+        log_evaluation(tracker, result, evaluation.confusion.matrix.cpu().numpy(), title)
         tracker.finish()
     finally:
         dist.cleanup()

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.data.prepare import PreparedSplit, check_same_frames
-from pipeline.evaluate import evaluate_images, load_model
+from pipeline.evaluate import evaluate_images
 from pipeline.io import read_json, write_json
 from pipeline.runtime import pick_device, resolve_precision
+from pipeline.segment import load_model
 from pipeline.tracking import open_tracker
 
 SCORES = ("pixel_accuracy", "mean_class_accuracy", "miou")

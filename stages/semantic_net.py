@@ -13,8 +13,7 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.io import atomic_path, write_json
-
-NET_FILES = ("model.pt", "model.json")
+from pipeline.segment import MODEL_SPEC, MODEL_WEIGHTS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     if weight == 0:
         write_json(args.out / "disabled.json", {"lambda_semantic": 0.0})
         return
-    for name in NET_FILES:
+    for name in (MODEL_WEIGHTS, MODEL_SPEC):
         with atomic_path(args.out / name) as tmp:
             shutil.copyfile(args.model / name, tmp)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from pipeline import dist
 from pipeline.config import load_params, run_settings
 from pipeline.data.prepare import PreparedSplit
-from pipeline.evaluate import load_model
 from pipeline.io import write_json
+from pipeline.segment import load_model
 from pipeline.train.cyclegan import train_cyclegan
 from pipeline.train.run import stage_run
 

@@ -19,6 +19,7 @@ from pipeline.data.prepare import PreparedSplit
 from pipeline.io import read_json, write_json
 from pipeline.tracking import open_tracker
 from pipeline.translate import domain_shift_report, load_trained_generator, translate_split
+from pipeline.weights import SUFFIX as WEIGHTS_SUFFIX
 
 # Frames shown side by side (sim over translated) in the MLflow run.
 SHOWN_FRAMES = 4
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         runtime.set_threads(config.threads)
         device = runtime.pick_device()
-        generator = load_trained_generator(args.generator / "gen_sim2real.pt", device)
+        generator = load_trained_generator(args.generator / f"gen_sim2real{WEIGHTS_SUFFIX}", device)
         sim = PreparedSplit.open(args.prepared / "sim")
         result = translate_split(
             generator,

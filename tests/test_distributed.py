@@ -133,7 +133,7 @@ def test_cyclegan_two_processes_then_translate_sharded(work):
 
 def test_segmentation_two_processes_and_evaluation_equals_one_process(work):
     _run(work, 2, "stages.train_seg", "--variant", "oracle", "--out", "models/seg/oracle")
-    assert (work / "models/seg/oracle/model.pt").is_file()
+    assert (work / "models/seg/oracle/model.safetensors").is_file()
     assert len(_runs(work, "train_seg")) == 1
     scores = {}
     for nproc in (1, 2):
@@ -209,6 +209,8 @@ def test_a_run_stopped_by_sigterm_resumes_under_another_world_size(work, stage, 
     assert [p.name for p in (work / out / "checkpoints").glob("step_*.pt")] == [
         f"step_{iters:08d}.pt"
     ]
-    assert (work / out / ("model.pt" if stage == "train_seg" else "gen_sim2real.pt")).is_file()
+    assert (
+        work / out / ("model.safetensors" if stage == "train_seg" else "gen_sim2real.safetensors")
+    ).is_file()
     assert json.loads((work / out / "run.json").read_text()) == {"run_id": run_id}
     assert _status(work, run_id) == "FINISHED"

@@ -14,6 +14,7 @@ import yaml
 from torch import nn
 
 from pipeline import compare
+from pipeline.data.identity import read_identity
 from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.evaluate import evaluate_images, metrics_json, protocol_scores, tracking_metrics
@@ -235,11 +236,12 @@ def test_the_variant_run_carries_training_curves_and_scores(repo) -> None:
     assert {"val_per_class.json", "val_confusion.png"} <= artifacts
 
 
-def test_compare_prints_the_latest_run_per_variant(repo, capsys) -> None:
+def test_compare_prints_the_variant_run_under_its_dataset(repo, capsys) -> None:
     compare.main(["--experiment", "tiny"])
-    out = capsys.readouterr().out
-    assert "val_miou" in out.splitlines()[0]
-    assert out.splitlines()[1].split()[0] == "oracle"
+    lines = capsys.readouterr().out.splitlines()
+    identity = read_identity(repo / "data/prepared")
+    assert lines[0].startswith(f"dataset {identity.label}")
+    assert "mIoU" in lines[1] and lines[2].split()[0] == "oracle"
 
 
 def test_a_tracking_failure_raises_after_the_metrics_file_is_written(
@@ -248,7 +250,7 @@ def test_a_tracking_failure_raises_after_the_metrics_file_is_written(
     monkeypatch.chdir(repo)
     model = tmp_path / "model"
     model.mkdir()
-    for name in ("model.pt", "model.json"):
+    for name in ("model.safetensors", "model.json"):
         (model / name).symlink_to(repo / "models/seg/oracle" / name)
     (model / "run.json").write_text(json.dumps({"run_id": "0" * 32}))  # no such run
     metrics = tmp_path / "metrics.json"
@@ -291,3 +293,46 @@ def test_fcn_score_of_an_identity_translation_equals_raw_sim(repo, monkeypatch) 
     assert set(scores["raw_sim"]) == {"pixel_accuracy", "mean_class_accuracy", "miou"}
     row = search_runs("tiny").set_index("run_id").loc[cyclegan.run_id]
     assert row["metrics.fcn_translated_miou"] == pytest.approx(scores["translated"]["miou"])
+
+
+def test_the_registered_model_segments_frames_of_any_size(repo, monkeypatch) -> None:
+    """What a data team does: load the registered variant by name and segment their frames."""
+    import mlflow
+
+    from pipeline.segment import Segmenter
+
+    monkeypatch.chdir(repo)
+    client = mlflow.MlflowClient()
+    (version,) = client.search_model_versions("name = 'tiny-oracle'")
+    identity = read_identity(repo / "data/prepared")
+    assert version.tags == {
+        "variant": "oracle",
+        "dataset": identity.name,
+        "dataset_digest": identity.short_digest,
+    }
+    run_id = json.loads((repo / "models/seg/oracle/run.json").read_text())["run_id"]
+    assert version.run_id == run_id
+    model = mlflow.pyfunc.load_model(f"models:/tiny-oracle/{version.version}")
+    local = Segmenter.from_folder(repo / "models/seg/oracle")
+    rng = np.random.default_rng(0)
+    for size in ((256, 512), (1024, 2048)):
+        frame = rng.integers(0, 256, (1, *size, 3), dtype=np.uint8)
+        ids = model.predict(frame)
+        assert ids.shape == (1, *size) and ids.dtype == np.uint8 and ids.max() < NUM_CLASSES
+        assert np.array_equal(ids, local.predict(frame))
+
+
+def test_runs_carry_the_data_they_read(repo) -> None:
+    from mlflow import MlflowClient
+
+    run_id = json.loads((repo / "models/seg/oracle/run.json").read_text())["run_id"]
+    run = MlflowClient().get_run(run_id)
+    identity = read_identity(repo / "data/prepared")
+    contexts = {
+        i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"]
+        for i in run.inputs.dataset_inputs
+    }
+    name = identity.name
+    assert contexts == {f"{name}/real_train": "training", f"{name}/real_val": "evaluation"}
+    assert run.data.tags["dataset_digest"] == identity.short_digest
+    assert run.data.params["data.target.root"] == identity.target["root"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.train.cyclegan import LOSS_NAMES
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -137,3 +139,88 @@ def test_second_repro_does_nothing_and_one_setting_reruns_only_its_stages(repo):
     )
     stale = {name.split(":")[-1] for name in changed}
     assert stale == {f"train_seg@{v}" for v in VARIANTS}
+
+
+def _python(code: str, root: Path, env: dict) -> str:
+    return _run([sys.executable, "-c", code], root, env).stdout
+
+
+def test_runs_of_one_repro_share_a_pipeline_run_and_name_their_dataset(repo):
+    root, env, _ = repo
+    code = (
+        "import json, mlflow; mlflow.set_tracking_uri('sqlite:///mlflow.db');"
+        "runs = mlflow.search_runs(experiment_names=['sim2real']);"
+        "models = mlflow.MlflowClient().search_registered_models();"
+        "print(json.dumps({"
+        "'pipeline_run': sorted(set(runs['tags.pipeline_run'])),"
+        "'dataset': sorted(set(runs['tags.dataset'])),"
+        "'stages': sorted(runs['tags.stage']),"
+        "'registered': sorted(m.name for m in models)}))"
+    )
+    seen = json.loads(_python(code, root, env))
+    assert len(seen["pipeline_run"]) == 1 and seen["pipeline_run"][0]
+    assert seen["dataset"] == ["demo"]
+    assert seen["stages"] == ["report", "train_cyclegan", *["train_seg"] * len(VARIANTS)]
+    assert seen["registered"] == [f"sim2real-{v}" for v in sorted(VARIANTS)]
+
+
+# README's command for a dvc exp show that fits a 200-column terminal.
+EXP_SHOW = (
+    "dvc exp show --drop '.*' --keep "
+    "'Experiment$|data\\.source\\.root$|.*/(source_only|cyclegan|cyclegan_st|oracle)\\.json:miou$'"
+)
+
+
+def test_dvc_views_fit_and_plots_draw_the_right_fields(repo):
+    root, env, _ = repo
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert EXP_SHOW in readme
+    dvc = [sys.executable, "-m", "dvc"]
+    # An experiment row too: its name widens the first column.
+    _run([*dvc, "exp", "save", "-n", "wide-experiment-name"], root, env)
+    args = [*dvc, "exp", "show", "--no-pager", *shlex.split(EXP_SHOW)[3:]]
+    table = _run(args, root, {**env, "COLUMNS": "200"}).stdout
+    assert "wide-experiment-name" in table and "metrics/cyclegan.json:miou" in table
+    assert "…" not in table and max(len(line) for line in table.splitlines()) <= 200
+
+    metrics = json.loads(_run([*dvc, "metrics", "show", "--json"], root, env).stdout)
+    files = metrics[next(iter(metrics))]["data"]
+    assert sorted(files) == [f"metrics/{v}.json" for v in sorted(VARIANTS)]
+    assert all(len(f["data"]) <= 6 for f in files.values())
+
+    plots = json.loads(_run([*dvc, "plots", "show", "--json"], root, env).stdout)["data"]
+    per_class = plots["reports/per_class_iou/cyclegan.csv"][0]["content"]["encoding"]
+    assert per_class["y"] == {"field": "class", "type": "nominal", "title": "class"}
+    assert per_class["x"]["field"] == "iou_percent" and per_class["x"]["type"] == "quantitative"
+    losses = plots["cyclegan_losses"][0]["content"]
+    drawn = {point["field"] for point in losses["data"]["values"]}
+    assert drawn == set(LOSS_NAMES)
+    assert sum(1 for name in plots if "cyclegan_losses" in name) == 1
+
+    dag = _run([*dvc, "dag", "--md"], root, env).stdout.strip()
+    assert dag in readme, "README's pipeline diagram differs from `dvc dag --md`"
+
+
+def test_push_then_a_fresh_clone_pulls_the_models_and_data(repo, tmp_path_factory):
+    root, env, _ = repo
+    store, clone = tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("clone") / "repo"
+    dvc = [sys.executable, "-m", "dvc"]
+    _run([*dvc, "remote", "add", "-d", "store", str(store)], root, env)
+    _run([*dvc, "push"], root, env)
+    ignores = _run(["git", "ls-files", "--others", "--exclude-standard"], root, env).stdout
+    tracked = [p for p in ignores.split() if p.endswith(".gitignore")]
+    _run(["git", "add", "dvc.lock", ".dvc/config", *tracked], root, env)
+    _run(["git", "commit", "-qm", "results"], root, env)
+    _run(["git", "clone", "-q", str(root), str(clone)], root, env)
+    _run([*dvc, "pull"], clone, env)
+    pulled = [
+        "models/cyclegan/gen_sim2real.safetensors",
+        *(f"models/seg/{v}/model.safetensors" for v in VARIANTS),
+        "data/prepared/sim/images.npy",
+        "data/prepared/dataset.json",
+        "data/translated/images.npy",
+    ]
+    for path in pulled:
+        assert (clone / path).read_bytes() == (root / path).read_bytes(), path
+    demo = sorted(p.relative_to(root) for p in (root / "data" / "demo").rglob("*.png"))
+    assert demo and all((clone / p).read_bytes() == (root / p).read_bytes() for p in demo)

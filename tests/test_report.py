@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from pipeline import report
+from pipeline.config import DataConfig, DatasetSpec
+from pipeline.data.identity import SplitHasher, build_identity, write_identity
 from pipeline.data.labels import CLASS_NAMES
 from tests.conftest import REPO_ROOT
 
@@ -74,7 +76,8 @@ def test_table_equals_metrics_files(metrics_dir):
     assert table.loc["fda", "gap_closed_miou"] == 0.0
     assert table.loc["cyclegan", "gap_closed_miou"] == pytest.approx(0.375)
     assert table.loc["cyclegan", "gap_closed_pixel_accuracy"] == pytest.approx(0.75)
-    markdown = report.comparison_markdown(table)
+    markdown = report.comparison_markdown(table, "demo (0123456789ab)")
+    assert "Dataset **demo (0123456789ab)**" in markdown
     assert "| cyclegan | 80.0 |" in markdown and "| 37% | 75% |" in markdown
     assert "54.0" in markdown and "not this run" in markdown
 
@@ -116,7 +119,12 @@ def test_synthia_report_sets_protocols_side_by_side_with_cities_and_its_referenc
     missing = report.source_missing_classes(data_report)
     assert missing == ["terrain", "truck"]
     markdown = report.comparison_markdown(
-        table, classes=16, source_missing=missing, cities=cities, source_kind="synthia"
+        table,
+        "synthia-demo",
+        classes=16,
+        source_missing=missing,
+        cities=cities,
+        source_kind="synthia",
     )
     # mIoU is the 16-class mean; the other two protocols stand beside it.
     assert "| variant | pixel acc. | class acc. | mIoU | mIoU19 | mIoU13 | fwIoU |" in markdown
@@ -133,7 +141,7 @@ def test_synthia_report_sets_protocols_side_by_side_with_cities_and_its_referenc
 def test_gta5_report_keeps_one_miou_column(metrics_dir):
     table = report.add_gap_closure(report.load_metrics(metrics_dir, VARIANTS))
     markdown = report.comparison_markdown(
-        table, cities=report.load_city_metrics(metrics_dir, VARIANTS)
+        table, "demo", cities=report.load_city_metrics(metrics_dir, VARIANTS)
     )
     assert "mIoU16" not in markdown and "by city" not in markdown
     assert "| mIoU | fwIoU |" in markdown and "CyCADA (Hoffman" in markdown
@@ -144,10 +152,23 @@ def test_missing_metrics_file_is_named(metrics_dir):
         report.load_metrics(metrics_dir, [*VARIANTS, "extra"])
 
 
-def test_report_stage_writes_table_and_figures(metrics_dir, tmp_path, monkeypatch):
-    """The stage end to end on fabricated evaluate outputs (no training needed)."""
-    from stages import report as stage
+def _identity(work, roots: str) -> None:
+    """A dataset identity file, as prepare writes it, for data under work/`roots`."""
+    data = DataConfig(
+        DatasetSpec("gta5", str(work / roots / "gta5")),
+        DatasetSpec("cityscapes", str(work / roots / "cityscapes")),
+        (16, 32),
+        0,
+    )
+    hashers = {split: SplitHasher() for split in ("sim", "real_train", "real_val")}
+    for split, hasher in hashers.items():
+        hasher.add(split, roots)
+    write_identity(work / "data" / "prepared", build_identity(data, hashers))
 
+
+@pytest.fixture
+def work(metrics_dir, tmp_path, monkeypatch):
+    """Fabricated evaluate outputs and prepared val data (no training needed), as cwd."""
     rng = np.random.default_rng(1)
     work = tmp_path / "work"
     reports = work / "reports"
@@ -177,10 +198,19 @@ def test_report_stage_writes_table_and_figures(metrics_dir, tmp_path, monkeypatc
     pd.DataFrame({"step": [1, 2, 3], "loss_cycle_sim": [3.0, 2.0, 1.0]}).to_csv(
         reports / "cyclegan_losses.csv", index=False
     )
-    readme = work / "README.md"
-    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
+    (work / "README.md").write_text(
+        "intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n"
+    )
     monkeypatch.chdir(work)
-    stage.main(["--readme", "README.md"])
+    return work
+
+
+def test_report_stage_writes_table_and_figures(work):
+    from stages import report as stage
+
+    _identity(work, "data/demo")
+    reports = work / "reports"
+    stage.main(["--readme", "README.md", "--demo-data", "data/demo"])
     table = pd.read_csv(reports / "comparison.csv", index_col=0)
     assert table.loc["oracle", "miou"] == pytest.approx(0.6)
     for name in [
@@ -192,15 +222,34 @@ def test_report_stage_writes_table_and_figures(metrics_dir, tmp_path, monkeypatc
         path = reports / "figures" / f"{name}.png"
         assert path.is_file() and path.stat().st_size > 5000, name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = readme.read_text()
+    text = (work / "README.md").read_text()
     assert (
         "old" not in text
         and "| oracle |" in text
+        and "Dataset **demo (" in text
         and text.startswith("intro")
         and text.endswith("end\n")
     )
-    per_class = pd.read_csv(reports / "per_class_iou.csv", index_col=0)
-    assert list(per_class.columns) == VARIANTS and len(per_class) == 19
+    for variant in VARIANTS:
+        summary = json.loads((work / "metrics" / f"{variant}.json").read_text())
+        assert summary["miou"] == round(table.loc[variant, "miou"], 4)
+        assert set(summary) == {*report.SUMMARY, "gap_closed_miou", "gap_closed_pixel_accuracy"}
+        per_class = pd.read_csv(reports / "per_class_iou" / f"{variant}.csv")
+        assert list(per_class.columns) == ["class", "iou_percent"]
+        # rider is absent from the ground truth: no bar for it.
+        assert list(per_class["class"]) == [c for c in CLASS_NAMES if c != "rider"]
+    assert json.loads((work / "metrics" / "oracle.json").read_text())["gap_closed_miou"] == 1.0
+    assert "Dataset **demo (" in (reports / "comparison.md").read_text()
+
+
+def test_readme_keeps_the_demo_results_when_the_data_is_another_dataset(work, capsys):
+    from stages import report as stage
+
+    _identity(work, "elsewhere")
+    stage.main(["--readme", "README.md", "--demo-data", "data/demo"])
+    assert "\nold\n" in (work / "README.md").read_text()
+    assert "README.md left as it is" in capsys.readouterr().out
+    assert "Dataset **elsewhere (" in (work / "reports" / "comparison.md").read_text()
 
 
 def test_differences_are_marked_when_smaller_than_the_seed_spread(tmp_path):

@@ -1,14 +1,23 @@
-"""Tracking store checks happen before training and name the store."""
+"""Tracking store checks happen before training and name the store; runs carry their data and
+the pipeline run that started them."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from pipeline import tracking
+from pipeline.config import DataConfig, DatasetSpec
+from pipeline.data.identity import SplitHasher, build_identity, read_identity, write_identity
+from tests.conftest import REPO_ROOT
 
 
 def test_project_root_steps_out_of_dvc_temp_copies(tmp_path):
@@ -67,3 +76,88 @@ def test_null_tracker_accepts_everything():
     null.log_metrics({"x": 1}, step=1)
     null.finish()
     assert null.run_id is None
+
+
+def test_experiment_is_for_model_training_and_keeps_artifacts_beside_the_store(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.Tracker("kinds", "r").finish()
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("kinds")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.variants"])
+    assert "metrics.`val_miou`" in view["selectedColumns"]
+    assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
+    # An experiment made elsewhere without a kind gets one.
+    bare = client.create_experiment("bare")
+    tracking.Tracker("bare", "r").finish()
+    assert "mlflow.experimentKind" in client.get_experiment(bare).tags
+
+
+def _prepared_dataset(root: Path) -> Path:
+    data = DataConfig(
+        DatasetSpec("gta5", "/data/x/gta5"), DatasetSpec("cityscapes", "/data/x/cs"), (8, 16), 0
+    )
+    hashers = {}
+    for split in ("sim", "real_train", "real_val"):
+        hashers[split] = SplitHasher()
+        hashers[split].add(f"{split}_0", "ab" * 32)
+        (root / split).mkdir(parents=True)
+    write_identity(root, build_identity(data, hashers))
+    return root
+
+
+def test_log_data_records_dataset_inputs_params_and_tags(tmp_path):
+    prepared = _prepared_dataset(tmp_path / "prepared")
+    tracker = tracking.Tracker("data", "r")
+    tracker.log_data(
+        {
+            "training": [tmp_path / "translated", prepared / "sim"],  # not a prepared split
+            "evaluation": [prepared / "real_val"],
+        }
+    )
+    tracker.finish()
+    run = MlflowClient().get_run(tracker.run_id)
+    inputs = {
+        i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"]
+        for i in run.inputs.dataset_inputs
+    }
+    assert inputs == {"x/sim": "training", "x/real_val": "evaluation"}
+    identity = read_identity(prepared)
+    assert run.data.tags["dataset"] == "x"
+    assert run.data.tags["dataset_digest"] == identity.digest[:12]
+    assert run.data.params["data.source.root"] == "/data/x/gta5"
+    assert run.data.params["data.frames.sim"] == "1"
+    assert tracker.dataset == identity
+
+
+FAKE_DVC = """\
+import os, subprocess, sys
+env = {**os.environ, "DVC_STAGE": "stage"}
+code = "from pipeline.tracking import pipeline_run; print(pipeline_run())"
+for _ in range(int(sys.argv[1])):
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+"""
+
+
+def test_pipeline_run_is_shared_by_the_stages_one_dvc_process_starts(tmp_path, monkeypatch):
+    fake = tmp_path / "dvc"  # what the stages see as their DVC parent process
+    fake.write_text(FAKE_DVC)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+    def invocation(stages: int) -> list[str]:
+        result = subprocess.run(
+            [sys.executable, str(fake), str(stages)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.split()
+
+    first, second = invocation(2), invocation(1)
+    assert first[0] == first[1] and len(first[0]) == 12
+    assert second[0] != first[0]
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert tracking.pipeline_run() is None

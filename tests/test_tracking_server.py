@@ -1,4 +1,5 @@
-"""Train and evaluate against a real `mlflow server`, as a team sharing one tracking server does."""
+"""Train and evaluate against a real `mlflow server` with proxied artifacts
+(`--artifacts-destination`), as a team sharing one tracking server does."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 
-from pipeline.tracking import search_runs
+from pipeline.tracking import Tracker, TrackingError, search_runs
 from tests.test_evaluate import make_repo, train_and_evaluate
 
 pytestmark = pytest.mark.slow
@@ -29,16 +32,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path) -> Iterator[str]:
-    """A tracking server on a free port, its own SQLite store and artifact folder; killed after."""
+@pytest.fixture(scope="module")
+def server_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server")
+
+
+@pytest.fixture(scope="module")
+def server(server_root) -> Iterator[str]:
+    """A tracking server on a free port, its own SQLite store and artifact folder; killed after.
+    Started once for the module (it takes half a minute); tests use their own experiments."""
     port = _free_port()
-    log_path = tmp_path / "server.log"
+    log_path = server_root / "server.log"
     command = [
         str(Path(sys.executable).parent / "mlflow"),
         "server",
-        f"--backend-store-uri=sqlite:///{tmp_path / 'server.db'}",
-        f"--artifacts-destination={tmp_path / 'artifacts'}",
+        f"--backend-store-uri=sqlite:///{server_root / 'server.db'}",
+        f"--artifacts-destination={server_root / 'artifacts'}",
         "--host=127.0.0.1",
         f"--port={port}",
         "--workers=1",
@@ -46,7 +55,7 @@ def server(tmp_path) -> Iterator[str]:
     with open(log_path, "w") as log:
         # Its own process group, so teardown stops the server's worker processes too.
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=server_root, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -77,7 +86,9 @@ def server(tmp_path) -> Iterator[str]:
             process.wait(timeout=20)
 
 
-def test_train_and_evaluate_log_one_run_to_a_tracking_server(server, tmp_path, monkeypatch) -> None:
+def test_train_and_evaluate_log_one_run_to_a_tracking_server(
+    server, server_root, tmp_path, monkeypatch
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     monkeypatch.chdir(tmp_path)
     make_repo(tmp_path)
@@ -90,6 +101,18 @@ def test_train_and_evaluate_log_one_run_to_a_tracking_server(server, tmp_path, m
     assert 0.0 <= row["metrics.val_miou"] <= 1.0
     assert row["metrics.val_pixel_accuracy"] > 0.0
     # Artifacts went through the server into its artifact folder, not next to the client.
-    stored = {p.name for p in (tmp_path / "artifacts").rglob("*")}
-    assert {"MLmodel", "val_confusion.png", "val_per_class.json"} <= stored
+    stored = {p.name for p in (server_root / "artifacts").rglob("*")}
+    assert {"MLmodel", "model.safetensors", "val_confusion.png", "val_per_class.json"} <= stored
     assert not (tmp_path / "mlruns").exists()
+    # Another client loads the registered model through the server alone.
+    model = mlflow.pyfunc.load_model("models:/tiny-source_only/1")
+    frame = np.random.default_rng(0).integers(0, 256, (1, 100, 150, 3), dtype=np.uint8)
+    assert model.predict(frame).shape == (1, 100, 150)
+
+
+def test_an_experiment_with_client_side_artifacts_is_refused(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    mlflow.set_tracking_uri(server)
+    mlflow.MlflowClient().create_experiment("made-locally", str(tmp_path / "client-disk"))
+    with pytest.raises(TrackingError, match=r"made-locally.*client-disk, a local path"):
+        Tracker("made-locally", "r")

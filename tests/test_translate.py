@@ -23,6 +23,7 @@ from pipeline.translate import (
     translate_batch,
     translate_split,
 )
+from pipeline.weights import save_weights
 
 CPU = torch.device("cpu")
 
@@ -111,9 +112,8 @@ def test_size_multiple_follows_the_architecture() -> None:
 
 def test_folder_mode_keeps_odd_sizes_and_skips_finished_files(tmp_path: Path, capsys) -> None:
     generator = tiny_generator()
-    weights = tmp_path / "model" / "gen_sim2real.pt"
-    weights.parent.mkdir()
-    torch.save(generator.state_dict(), weights)
+    weights = tmp_path / "model" / "gen_sim2real.safetensors"
+    save_weights(weights, generator.state_dict())
     settings = {"netG": "resnet_6blocks", "ngf": 4, "norm": "instance"}
     write_json(weights.parent / "generator.json", settings)
     rng = np.random.default_rng(1)

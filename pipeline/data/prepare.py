@@ -10,7 +10,8 @@ A prepared split is a folder:
     cities.json        the sub-folder (city) each frame was found in, in array order (val only,
                        when the reader has sub-folders: the evaluator also scores per city)
     names.json         frame names in array order
-Per-class pixel counts and every skipped file with its reason go to the data report.
+Per-class pixel counts and every skipped file with its reason go to the data report; the kept
+frames' hashes go to the dataset identity file (pipeline.data.identity) beside the splits.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.config import DataConfig
+from pipeline.data.identity import SplitHasher, build_identity, file_sha256, write_identity
 from pipeline.data.index import DatasetError, DatasetIndex, Sample, Skipped
 from pipeline.data.labels import (
     CITYSCAPES_LABEL_IDS,
@@ -39,6 +41,7 @@ from pipeline.io import (
     atomic_path,
     read_json,
     read_rgb,
+    resize_rgb,
     save_npy,
     write_json,
 )
@@ -63,6 +66,7 @@ class Decoded:
     label_native: np.ndarray | None  # (h, w) uint8 train ids, label file resolution
     unknown_ids: int  # pixels whose label id is outside the dataset's label table
     skipped: Skipped | None
+    file_digests: str = ""  # sha256 of the image file, then of the label file, for the identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +91,7 @@ def decode_sample(
         return Decoded(sample.name, None, None, None, 0, Skipped(str(file), reason))
 
     try:
+        file_digests = file_sha256(sample.image)
         image = read_rgb(sample.image)
     except (ImageReadError, OSError) as err:
         return skip(str(err).split(": ", 1)[-1])
@@ -96,6 +101,7 @@ def decode_sample(
     unknown = 0
     if sample.label is not None:
         try:
+            file_digests += file_sha256(sample.label)
             ids = label_ids.read(sample.label)
         except (ImageReadError, OSError) as err:
             return skip(str(err).split(": ", 1)[-1], sample.label)
@@ -107,17 +113,20 @@ def decode_sample(
         unknown = label_ids.unknown_pixels(ids)
         label_native = label_ids.train_ids(ids)
     height, width = size
-    resized = np.asarray(
-        Image.fromarray(image).resize((width, height), Image.BILINEAR, reducing_gap=None),
-        dtype=np.uint8,
-    )
+    resized = resize_rgb(image, size)
     label = None
     if label_native is not None:
         label = np.asarray(
             Image.fromarray(label_native).resize((width, height), Image.NEAREST), dtype=np.uint8
         )
     return Decoded(
-        sample.name, resized, label, label_native if keep_native else None, unknown, None
+        sample.name,
+        resized,
+        label,
+        label_native if keep_native else None,
+        unknown,
+        None,
+        file_digests,
     )
 
 
@@ -134,6 +143,7 @@ class SplitReport:
     unknown_label_pixels: int
     class_pixels: list[int]  # per train id, at the working resolution
     has_labels: bool
+    content: SplitHasher  # the kept frames' names and file hashes, for the dataset identity
 
     def to_json(self) -> dict:
         total = max(1, sum(self.class_pixels))
@@ -174,6 +184,7 @@ def prepare_split(
     unknown = 0
     has_labels = any(s.label is not None for s in samples)
     native_shape: tuple[int, int] | None = None
+    content = SplitHasher()
 
     # Arrays are filled in place through memmaps at temp names and renamed when complete.
     with (
@@ -214,6 +225,7 @@ def prepare_split(
             frame_class_pixels.append(counts)
             unknown += decoded.unknown_ids
             names.append(decoded.name)
+            content.add(decoded.name, decoded.file_digests)
         images.flush()
         labels.flush()
         kept = len(names)
@@ -239,6 +251,7 @@ def prepare_split(
         unknown_label_pixels=unknown,
         class_pixels=class_pixels.sum(axis=0).tolist(),
         has_labels=has_labels,
+        content=content,
     )
 
 
@@ -388,6 +401,7 @@ def prepare_all(data: DataConfig, workers: int, out_dir: str | Path, report_path
             kind=kinds[split],
         )
     write_data_report(report_path, reports, data.size)
+    write_identity(out_dir, build_identity(data, {s: r.content for s, r in reports.items()}))
     skipped = sum(len(r.skipped) for r in reports.values())
     for split, report in reports.items():
         print(

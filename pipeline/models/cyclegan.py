@@ -17,11 +17,13 @@ All networks are fully convolutional and work on any batch of NCHW images in ``[
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from pipeline.weights import load_weights
 
 GENERATOR_NAMES: tuple[str, ...] = ("resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256")
 DISCRIMINATOR_NAMES: tuple[str, ...] = ("basic", "n_layers")
@@ -426,7 +428,8 @@ def _summarise(keys: list[str], limit: int = 8) -> str:
 
 
 def load_reference_generator_state(net: nn.Module, path: str | Path) -> None:
-    """Load a generator checkpoint written by the reference implementation into ``net``.
+    """Load generator weights into ``net``: this pipeline's .safetensors, or a checkpoint of the
+    reference implementation (``latest_net_G_A.pth``, read with ``weights_only=True``).
 
     Accepts a plain state dict, with or without the ``module.`` prefix that
     ``nn.DataParallel`` adds, and drops the running-stat buffers that old checkpoints carry
@@ -434,11 +437,7 @@ def load_reference_generator_state(net: nn.Module, path: str | Path) -> None:
     exactly; otherwise a ValueError naming the file lists the offending keys.
     """
     path = Path(path)
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(loaded, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in loaded.values()
-    ):
-        raise ValueError(f"{path}: expected a state dict of tensors, got {type(loaded).__name__}")
+    loaded = load_weights(path)
 
     own = net.state_dict()
     state: dict[str, torch.Tensor] = {}

@@ -28,12 +28,14 @@ from torch import Tensor, nn
 from pipeline import dist, runtime
 from pipeline.config import CycleGANConfig, run_settings
 from pipeline.data.tensors import normalize, to_gan_input
-from pipeline.io import atomic_path, write_json, write_png
+from pipeline.io import write_json, write_png
 from pipeline.losses import GANLoss, cycle_loss, identity_loss
 from pipeline.models.cyclegan import build_discriminator, build_generator
 from pipeline.train.image_pool import ImagePool
 from pipeline.train.run import Run, spec_of, stream_seed
 from pipeline.translate import GENERATOR_SETTINGS, translate_batch
+from pipeline.weights import SUFFIX as WEIGHTS_SUFFIX
+from pipeline.weights import save_weights
 
 NET_NAMES = ("gen_sim2real", "gen_real2sim", "disc_real", "disc_sim")
 LOSS_NAMES = (
@@ -366,10 +368,10 @@ def train_cyclegan(
     `semantic_net` is the frozen sim-trained segmentation net CyCADA's loss needs
     (`config.lambda_semantic` > 0).
 
-    Writes out_dir/checkpoints/, out_dir/samples/, the final generators (gen_sim2real.pt,
-    gen_real2sim.pt, generator.json) and, with `curves_path`, the loss curves as CSV. Only
-    rank 0 writes. Returns the run summary (steps, img_per_s, train_seconds, the last logged
-    losses) and the precision used.
+    Writes out_dir/checkpoints/, out_dir/samples/, the final generators (gen_sim2real and
+    gen_real2sim as safetensors, generator.json) and, with `curves_path`, the loss curves as
+    CSV. Only rank 0 writes. Returns the run summary (steps, img_per_s, train_seconds, the last
+    logged losses) and the precision used.
     """
     out_dir = Path(out_dir)
     device = device or runtime.pick_device()
@@ -461,10 +463,7 @@ def sample_grid(
 def save_generators(out_dir: Path, nets: CycleGANNets, config: CycleGANConfig) -> None:
     """Small weights-only files for translation, and the settings to rebuild the net."""
     for name in ("gen_sim2real", "gen_real2sim"):
-        net = getattr(nets, name)
-        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        with atomic_path(out_dir / f"{name}.pt") as tmp:
-            torch.save(state, tmp)
+        save_weights(out_dir / f"{name}{WEIGHTS_SUFFIX}", getattr(nets, name).state_dict())
     write_json(
         out_dir / GENERATOR_SETTINGS,
         {"netG": config.netG, "ngf": config.ngf, "norm": config.norm},

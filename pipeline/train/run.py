@@ -511,6 +511,7 @@ def stage_run(
         )
         if main:
             record_run(checkpoints, fingerprint, tracker.run_id)
+        tracker.log_data({"training": list(inputs)})
         status = "FAILED"
         try:
             yield tracker

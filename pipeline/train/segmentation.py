@@ -31,8 +31,9 @@ from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.prepare import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.evaluate import evaluate_images
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path
 from pipeline.models.segmentation import build_segmentation_model
+from pipeline.segment import model_spec, write_model
 from pipeline.train.run import Run, spec_of
 
 
@@ -181,18 +182,26 @@ class SegmentationRun:
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
 
-    def finish(self, config: TrainSegConfig, out_dir: Path, tracker: Any, example: np.ndarray):
-        """The run summary; rank 0 writes model.pt / model.json and logs the model, whose input
-        example is one (H, W, 3) uint8 frame."""
+    def finish(
+        self,
+        config: TrainSegConfig,
+        variant: str,
+        out_dir: Path,
+        tracker: Any,
+        example: np.ndarray,
+    ) -> dict[str, Any]:
+        """The run summary; rank 0 writes the model files and logs the model under the variant's
+        name. `example` is one (H, W, 3) uint8 training frame: its size is the working size the
+        net was trained at, and it is the logged model's input example."""
         summary = self.run.finish()
         if self.validation.rows:
             summary.update({k: v for k, v in self.validation.rows[-1].items() if k != "step"})
         if dist.is_main():
             self.validation.write(out_dir / "val_curve.csv")
-            save_model(self.model, config, out_dir)
-            # The logged model takes normalized (1, 3, H, W) float32 input, as the evaluator does.
-            x = normalize(to_unit_float(torch.from_numpy(np.array(example[None]))))
-            tracker.log_torch_model(self.model.cpu(), "model", input_example=x.numpy())
+            model = self.model.eval().to("cpu", memory_format=torch.contiguous_format)
+            spec = model_spec(config.arch, config.encoder, example.shape[:2])
+            write_model(out_dir, model, spec)
+            tracker.log_segmentation_model(out_dir, variant, example)
         dist.barrier()
         return summary
 
@@ -247,9 +256,9 @@ def train_segmentation(
 ) -> dict[str, Any]:
     """Train the net of `config.variants[variant]` on `images` with `labels` (the same frames in
     the same order; FDA styles from `style` when the variant asks for it), resuming from
-    out_dir/checkpoints; write model.pt, model.json and curve.csv (and val_curve.csv, scored on
-    `val`) to `out_dir`. Returns the run summary: steps, resumed_from, img_per_s, train_seconds,
-    loss, lr (and the last monitor_* scores)."""
+    out_dir/checkpoints; write the model (model.safetensors, model.json), curve.csv and
+    val_curve.csv (scored on `val`) to `out_dir`. Returns the run summary: steps, resumed_from,
+    img_per_s, train_seconds, loss, lr (and the last monitor_* scores)."""
     spec = config.variants[variant]
     if labels.labels is None:
         raise ValueError(f"{labels.root}: the label split has no labels.npy")
@@ -276,15 +285,4 @@ def train_segmentation(
         setup.update(loss)
         setup.run.log({"loss": loss}, lr=lr)
         setup.validate_if_due(tracker)
-    return setup.finish(config, out_dir, tracker, images.images[0])
-
-
-def save_model(model: nn.Module, config: TrainSegConfig, out_dir: Path) -> None:
-    """model.pt (state dict, on CPU, contiguous) and model.json (how to rebuild the net)."""
-    model = model.eval().to("cpu", memory_format=torch.contiguous_format)
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
-    write_json(
-        out_dir / "model.json",
-        {"arch": config.arch, "encoder": config.encoder, "num_classes": NUM_CLASSES},
-    )
+    return setup.finish(config, variant, out_dir, tracker, images.images[0])

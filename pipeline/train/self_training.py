@@ -201,7 +201,7 @@ def train_self_training(
         ema_update(teacher, setup.model, spec.ema_decay, step)
         setup.run.log({"loss": loss, "loss_mix": loss_mix, "pseudo_weight": pseudo_weight}, lr=lr)
         setup.validate_if_due(tracker)
-    return setup.finish(config, out_dir, tracker, images.images[0])
+    return setup.finish(config, variant, out_dir, tracker, images.images[0])
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:

@@ -26,6 +26,7 @@ from pipeline.train.segmentation import (
     sample_batch,
     train_segmentation,
 )
+from pipeline.weights import load_weights
 from tests.conftest import params_section
 
 SIZE = (64, 128)
@@ -151,12 +152,12 @@ def straight(tmp_path_factory, splits) -> Path:
     return out
 
 
-def test_a_finished_run_writes_its_outputs(straight) -> None:
-    assert json.loads((straight / "model.json").read_text()) == {
-        "arch": "Unet",
-        "encoder": "tu-mobilenetv3_small_100",
-        "num_classes": NUM_CLASSES,
-    }
+def test_a_finished_run_writes_its_outputs(straight, splits) -> None:
+    spec = json.loads((straight / "model.json").read_text())
+    assert spec["arch"] == "Unet" and spec["encoder"] == "tu-mobilenetv3_small_100"
+    assert spec["num_classes"] == NUM_CLASSES == len(spec["classes"])
+    # The working size the net was trained at: the prepared frames' size.
+    assert spec["input_size"] == list(splits["sim"].images.shape[1:3])
     with open(straight / "curve.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == [2, 4, 6]
@@ -167,7 +168,7 @@ def test_a_finished_run_writes_its_outputs(straight) -> None:
         assert float(row["lr"]) == pytest.approx(expected)
         assert np.isfinite(float(row["loss"]))
     assert [p.name for p in list_checkpoints(straight / "checkpoints")] == ["step_00000006.pt"]
-    state = torch.load(straight / "model.pt", weights_only=True)
+    state = load_weights(straight / "model.safetensors")
     assert state["segmentation_head.0.weight"].shape[0] == NUM_CLASSES
 
 
@@ -183,17 +184,14 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(
         )
     assert signal.getsignal(signal.SIGTERM) is handler
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step_00000002.pt"]
-    assert not (out / "model.pt").exists()
+    assert not (out / "model.safetensors").exists()
 
     result = train_segmentation(
         config, "source_only", splits["sim"], splits["sim"], None, out, NullTracker()
     )
     assert result["resumed_from"] == 2 and result["steps"] == 6
-    expected = torch.load(straight / "model.pt", weights_only=True)
-    actual = torch.load(out / "model.pt", weights_only=True)
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        assert torch.equal(expected[name], actual[name]), name
+    # Same weights, same bytes: safetensors files carry no per-save ids.
+    assert (straight / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
     assert (out / "curve.csv").read_text() == (straight / "curve.csv").read_text()
 
 

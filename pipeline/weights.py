@@ -1,0 +1,74 @@
+"""Model weights on disk: safetensors for every model file DVC tracks, reference .pth for import.
+
+safetensors is the field's exchange format for weights: a JSON header and raw tensor bytes, so
+reading a file unpickles nothing, tensors are memory-mapped instead of copied, and the same
+weights always give the same bytes (tensors ordered by dtype and name, no timestamps). A
+`torch.save` zip, by contrast, records the temp file's name and a per-save id, so DVC would see
+a changed model where the weights are identical.
+
+Training checkpoints (optimizer state, RNG states, under checkpoints/, not cached by DVC) stay
+`torch.save` files, loaded with `weights_only=True` by pipeline.train.checkpoint.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from pipeline.io import atomic_path
+
+SUFFIX = ".safetensors"
+
+
+class WeightsError(ValueError):
+    """A weights file cannot be read as weights; the message names it."""
+
+
+def save_weights(path: str | Path, state: Mapping[str, torch.Tensor]) -> None:
+    """Write a state dict as safetensors, atomically.
+
+    Tensors are copied to CPU and made contiguous; identical weights give identical bytes.
+    """
+    path = Path(path)
+    if path.suffix != SUFFIX:
+        raise WeightsError(f"{path}: model weights are written as {SUFFIX} files")
+    tensors = {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file (memory-mapped) or a reference .pth/.pt file.
+
+    Reference files (such as pytorch-CycleGAN-and-pix2pix's ``latest_net_G_A.pth``) are read
+    with `weights_only=True`: a file carrying pickled objects other than tensors is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    if path.suffix == SUFFIX:
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as err:
+            raise WeightsError(f"{path}: not a readable safetensors file ({err})") from err
+    # As train.checkpoint reads checkpoints; not shared with it, since the training layer builds
+    # on this module and not the other way round.
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise WeightsError(
+            f"{path}: refused to load; it holds objects other than tensors (possibly a pickled "
+            f"code payload)"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise WeightsError(f"{path}: unreadable weights file ({err})") from err
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise WeightsError(f"{path}: expected a state dict of tensors, got {type(loaded).__name__}")
+    return dict(loaded)
