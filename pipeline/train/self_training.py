@@ -168,15 +168,18 @@ def train_self_training(
     weak = PairedAugment(config.crop, config.scale, config.flip, 0.0)
     strong = strong_augment(config.crop)
     loss_fn = SegmentationLoss(config.loss)
+    # The batch is shared: half labelled source frames, half mixed frames (DACS trains on two of
+    # each per GPU), so a step costs about what a plain variant's step does, plus the teacher.
+    pairs = max(1, config.batch // 2)
     tracker.log_params({"train_images": len(images.names), "target_images": len(target.names)})
 
     for step in setup.run:
         lr = setup.schedule.get_last_lr()[0]
-        rows = sampler.sample(config.batch)
+        rows = sampler.sample(pairs)
         source = to_unit_float(torch.from_numpy(images.images[rows])).to(device)
         source_labels = torch.from_numpy(labels.labels[rows]).long().to(device)
         source, source_labels = augment(source, source_labels)  # (B, 3, h, w), (B, h, w)
-        real_rows = torch.randint(len(target.names), (config.batch,)).numpy()
+        real_rows = torch.randint(len(target.names), (pairs,)).numpy()
         real = to_unit_float(torch.from_numpy(target.images[real_rows])).to(device)
         blank = torch.zeros(real.shape[0], *real.shape[2:], dtype=torch.long, device=device)
         real, inside = weak(real, blank)  # `inside` is 0 on image pixels, IGNORE on padding
