@@ -23,6 +23,7 @@ from torch import nn
 
 from pipeline import dist
 from pipeline.data.labels import CLASS_NAMES, NUM_CLASSES
+from pipeline.data.prepare import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.io import atomic_path, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, protocol_mious, scores, scores_to_json
@@ -211,4 +212,29 @@ def write_evaluation(
     with atomic_path(confusion_path) as tmp:
         confusion_frame(evaluation.confusion.matrix.cpu().numpy()).to_csv(tmp)
     save_npy(predictions_path, evaluation.predictions)
+    return result
+
+
+# Scores of the FCN-score, as the CycleGAN paper reports it.
+FCN_SCORES = ("pixel_accuracy", "mean_class_accuracy", "miou")
+
+
+def fcn_score(
+    oracle: nn.Module,
+    sim: PreparedSplit,
+    translated: PreparedSplit,
+    batch: int,
+    precision: str,
+    device: torch.device,
+) -> dict[str, dict[str, float]]:
+    """The CycleGAN paper's FCN-score: the oracle net (trained on real labels) labels the
+    translated sim frames and the raw ones, each scored against the sim labels at the working
+    resolution. The more the translation looks real while keeping its content, the closer the
+    translated score gets to the oracle's own real-val score."""
+    check_same_frames(translated, sim)
+    result = {}
+    for name, split in (("translated", translated), ("raw_sim", sim)):
+        evaluation = evaluate_images(oracle, split.images, sim.labels, batch, precision, device)
+        scores = evaluation.confusion.scores()
+        result[name] = {key: scores[key] for key in FCN_SCORES}
     return result

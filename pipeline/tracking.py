@@ -478,6 +478,19 @@ def open_tracker(
     return Tracker(experiment, run_name, tags=tags, run_id=run_id)
 
 
+def reopen_run(enabled: bool, experiment: str, run_json: str | Path) -> Tracker | NullTracker:
+    """The training run a later stage adds its scores to: the one named in `run_json` (the
+    `{"run_id": ...}` a training stage writes beside its model). A NullTracker when tracking is
+    off, the file is absent, or the model was trained with tracking off (said on stdout)."""
+    path = Path(run_json)
+    run_id = json.loads(path.read_text()).get("run_id") if path.is_file() else None
+    if enabled and run_id is None:
+        print(f"{path}: no MLflow run recorded (trained with tracking off?); scores not logged")
+    if not (enabled and run_id):
+        return NullTracker()
+    return Tracker(experiment, run_name="", run_id=run_id)
+
+
 def search_runs(experiment: str, filter_string: str = "") -> Any:
     """Runs of `experiment` as a pandas DataFrame (metrics.*, params.*, tags.* columns)."""
     mlflow.set_tracking_uri(tracking_uri())

@@ -14,11 +14,10 @@ from pipeline.evaluate import (
     native_labels,
     write_evaluation,
 )
-from pipeline.io import read_json
 from pipeline.report import log_evaluation
 from pipeline.runtime import pick_device, resolve_precision
 from pipeline.segment import load_model
-from pipeline.tracking import open_tracker
+from pipeline.tracking import reopen_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,15 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.metrics}"
         )
         tracking = params.tracking
-        run_id = read_json(args.model / "run.json")["run_id"]
-        if tracking.enabled and run_id is None:
-            print(f"{args.model} was trained with tracking off: no run to add the scores to")
-        tracker = open_tracker(
-            tracking.enabled and run_id is not None,
-            tracking.experiment,
-            run_name=args.variant,
-            run_id=run_id,
-        )
+        tracker = reopen_run(tracking.enabled, tracking.experiment, args.model / "run.json")
         tracker.log_data({"evaluation": [args.val]})
         found = identity_of_split(args.val)
         title = f"{args.variant}: real val" + (f", dataset {found[0].label}" if found else "")
