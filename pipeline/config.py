@@ -146,7 +146,9 @@ class CycleGANConfig:
     precision: Precision
     seed: int
     channels_last: bool = field(metadata=RUNTIME)
-    compile: bool = field(metadata=RUNTIME)
+    # The step's two phases run "eager", or through torch.compile in its "default" mode
+    # (inductor: fused kernels) or "reduce-overhead" (also CUDA graphs; on the CPU = default).
+    compile: Literal["eager", "default", "reduce-overhead"] = field(metadata=RUNTIME)
     checkpoint_every: int = field(metadata=RUNTIME)
     log_every: int = field(metadata=RUNTIME)
     sample_every: int = field(metadata=RUNTIME)
