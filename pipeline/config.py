@@ -193,10 +193,13 @@ class TranslateConfig:
     batch: int
     precision: Precision
     threads: int  # 0 = torch's default
+    # Threads that encode and write PNGs (and count colours) while the next batch translates.
+    workers: int
 
     def __post_init__(self) -> None:
         _check(self.batch > 0, "translate.batch", self.batch, "an integer > 0")
         _check(self.threads >= 0, "translate.threads", self.threads, "an integer >= 0")
+        _check(self.workers >= 1, "translate.workers", self.workers, "an integer >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
