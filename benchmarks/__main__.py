@@ -8,6 +8,7 @@ saves partial results. `--list` names them all; `--quick` uses tiny sizes (for t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from benchmarks import (  # noqa: F401 (importing a module registers its measure
     segmentation,
 )
 from benchmarks.harness import MEASUREMENTS, Results, machine, on_partial
+from benchmarks.projection import GPU_RESULTS
 from pipeline.io import write_json, write_text
 
 TITLES = {
@@ -56,10 +58,24 @@ def page_text(page: str, results: dict[str, Results], quick: bool, command: str)
         + (" QUICK mode: tiny sizes, not representative." if quick else ""),
         "",
     ]
+    if page == "bench":
+        lines += [gpu_status(), ""]
     for name, result in results.items():
         if name != "machine":
             lines.append(MEASUREMENTS[name].section(result))
     return "\n".join(lines)
+
+
+def gpu_status() -> str:
+    """Whether GPU rows were measured: reports/gpu.json, written by `python -m benchmarks gpu`."""
+    if GPU_RESULTS.is_file():
+        device = json.loads(GPU_RESULTS.read_text())["gpu"]["facts"]["device"]
+        return f"GPU rows: measured on {device}, in reports/gpu.md."
+    return (
+        "GPU rows: not measured (no GPU was available to these runs). README's Benchmarks "
+        "section gives the prepared one-command GPU run; the projection below uses issue 16's "
+        "documented H100 rate until its reports/gpu.json exists."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Results]]:

@@ -14,14 +14,16 @@ noise, and the step at the real-data profile's 400x400 crops (for `benchmarks pr
 
 Parts run in that order while the budget (SIM2REAL_GPU_BUDGET_S, default 420 s) lasts; a part
 that would not fit, or is not named in SIM2REAL_GPU_PARTS (default: all of NEEDS_S), is listed
-as skipped. gpu.json and gpu.md are rewritten under --out after
-every part, so a run cut short keeps what it measured. Without CUDA (a check of the script) it
+as skipped. gpu.json and gpu.md are rewritten under --out after every part, so a run cut short
+keeps what it measured. Peak memory is each candidate's own: what it allocated at its peak
+while built and warmed, over what was allocated before. Without CUDA (a check of the script) it
 runs on the CPU; --quick makes every size tiny.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
 import time
@@ -81,32 +83,42 @@ def step_candidate(
     return lambda: trainer.step(*sampler.next())
 
 
+def warmed(build: Callable[[], Callable[[], Any]], where: torch.device) -> tuple[Callable, Results]:
+    """Build a candidate and take its first steps: the step, and the seconds that took
+    (compiling included) and the memory the candidate took at its peak (CUDA: its own
+    allocations; the CPU: the process's peak resident memory)."""
+    before = torch.cuda.memory_allocated(where) / 2**20 if where.type == "cuda" else 0.0
+    harness.reset_peak_memory(where)
+    start = time.perf_counter()
+    step = build()
+    cyclegan.warm(step, 3)
+    facts = {
+        "warmup_s": round(time.perf_counter() - start, 2),
+        "peak_mb": round(harness.peak_memory_mb(where) - before, 1),
+    }
+    return step, facts
+
+
 def time_steps(
-    candidates: dict[str, Callable[[], None]],
+    candidates: dict[str, tuple[Callable[[], Any], Results]],
     flops: int,
     matmul: float,
     where: torch.device,
     quick: bool,
 ) -> list[Results]:
-    """Warm each candidate up (its peak memory then), time them interleaved, one row each."""
-    peaks, warmups = {}, {}
-    for name, step in candidates.items():
-        harness.reset_peak_memory(where)
-        warmups[name] = round(cyclegan.warm(step, 3), 2)
-        peaks[name] = harness.peak_memory_mb(where)
-    samples = interleaved(candidates, 2 if quick else 5, 2 if quick else 20, where)
+    """Warmed candidates timed interleaved: one row each, with its ratio to the reference."""
+    steps = {name: step for name, (step, _) in candidates.items()}
+    samples = interleaved(steps, 2 if quick else 5, 2 if quick else 20, where)
     rows = []
-    for name in candidates:
+    for name, (_, facts) in candidates.items():
         seconds = median(samples[name])
-        rate = flops / seconds
         rows.append(
             {
                 "mode": name,
                 "ms_per_step": round(seconds * 1e3, 2),
-                "tflop_per_s": round(rate / 1e12, 2),
-                "share_of_bf16_matmul": round(rate / matmul, 4),
-                "peak_mb": peaks[name],
-                "warmup_s": warmups[name],
+                "tflop_per_s": round(flops / seconds / 1e12, 2),
+                "share_of_bf16_matmul": round(flops / seconds / matmul, 4),
+                **facts,
             }
         )
     reference_row = next((r for r in rows if r["mode"] == "reference fp32"), None)
@@ -206,25 +218,29 @@ def segmentation_rows(quick: bool, where: torch.device, deadline: float) -> list
         split = segmentation.fake_split(Path(tmp), 16, size)
         for kind in ("train", "inference"):
             modes = ("fp32", "bf16", "bf16+cl", "bf16+cl+compile")
-            calls = {}
+            calls, facts = {}, {}
             for mode in modes:
                 if "compile" in mode and time.monotonic() + 60 > deadline:
                     continue
                 if kind == "train":
-                    calls[mode] = segmentation.train_step(config, mode, split, where)
+                    build = functools.partial(segmentation.train_step, config, mode, split, where)
                 else:
-                    calls[mode] = segmentation.inference_step(
-                        config, mode, size, config.batch, where
+                    build = functools.partial(
+                        segmentation.inference_step, config, mode, size, config.batch, where
                     )
-                harness.reset_peak_memory(where)
-                cyclegan.warm(calls[mode], 3)
-                rows.append({"kind": kind, "mode": mode, "peak_mb": harness.peak_memory_mb(where)})
+                calls[mode], facts[mode] = warmed(build, where)
             samples = interleaved(calls, 2 if quick else 5, 1 if quick else 5, where)
-            for row in rows:
-                if row["kind"] == kind and row["mode"] in samples:
-                    seconds = median(samples[row["mode"]])
-                    row["ms_per_step"] = round(seconds * 1e3, 2)
-                    row["img_per_s"] = round(config.batch / seconds, 1)
+            for mode, seconds in samples.items():
+                ms = median(seconds) * 1e3
+                rows.append(
+                    {
+                        "kind": kind,
+                        "mode": mode,
+                        "ms_per_step": round(ms, 2),
+                        "img_per_s": round(config.batch / ms * 1e3, 1),
+                        **facts[mode],
+                    }
+                )
     return rows
 
 
@@ -262,32 +278,29 @@ def gpu(quick: bool) -> Results:
             return False
         return True
 
-    def reference_candidate() -> dict[str, Callable[[], None]]:
-        if reference.folder() is None:
-            results["skipped"]["reference"] = f"no checkout at {reference.DEFAULT_FOLDER}"
-            return {}
-        step = reference.reference_step(
-            config.netG, config.ngf, config.ndf, config.crop, config.batch, where
-        )
-        return {"reference fp32": step}
+    def candidate(mode: str) -> tuple[Callable[[], Any], Results]:
+        if mode == "reference fp32":
+            args = (config.netG, config.ngf, config.ndf, config.crop, config.batch, where)
+            return warmed(lambda: reference.reference_step(*args), where)
+        return warmed(lambda: step_candidate(config, frame_size, mode, where), where)
 
+    with_reference = ["reference fp32"] if reference.folder() else []
+    if not with_reference:
+        results["skipped"]["reference"] = f"no checkout at {reference.DEFAULT_FOLDER}"
     if fits("eager"):
-        candidates = reference_candidate()
-        candidates.update({m: step_candidate(config, frame_size, m, where) for m in EAGER_MODES})
+        candidates = {mode: candidate(mode) for mode in [*with_reference, *EAGER_MODES]}
         results["eager"] = time_steps(candidates, flops, matmul, where, quick)
         harness.partial(results)
     if fits("translate"):
         results["translate"] = translate_rows(quick, where)
         harness.partial(results)
     if fits("compiled"):
-        candidates = reference_candidate()
-        candidates["bf16"] = step_candidate(config, frame_size, "bf16", where)
-        for mode in COMPILED_MODES:
+        candidates = {mode: candidate(mode) for mode in [*with_reference, "bf16"]}
+        for mode in COMPILED_MODES:  # each compiles as it is warmed: check the time between
             if time.monotonic() + NEEDS_S["compiled"] / 3 > deadline:
                 results["skipped"][mode] = "budget"
                 continue
-            candidates[mode] = step_candidate(config, frame_size, mode, where)
-            cyclegan.warm(candidates[mode], 3)  # compiles now, so the next check sees the time
+            candidates[mode] = candidate(mode)
         results["compiled"] = time_steps(candidates, flops, matmul, where, quick)
         harness.partial(results)
     if fits("segmentation"):
@@ -301,8 +314,8 @@ def gpu(quick: bool) -> Results:
     if fits("profile_crop"):
         profile = dataclasses.replace(config, crop=(64, 64) if quick else (400, 400))
         mode = "bf16+graphs" if compiled_ok else "bf16"
-        step = step_candidate(profile, (64, 64) if quick else (512, 1024), mode, where)
-        cyclegan.warm(step, 3)
+        frames = (64, 64) if quick else (512, 1024)
+        step, _ = warmed(lambda: step_candidate(profile, frames, mode, where), where)
         seconds = median(interleaved({mode: step}, 3, 2 if quick else 20, where)[mode])
         results["profile_crop"] = {"mode": mode, "crop": list(profile.crop), "s_per_step": seconds}
     return results

@@ -403,7 +403,7 @@ def assemble_split(
     """Stack out_dir/images/<name>.png into out_dir/images.npy (N, H, W, 3) and names.json;
     return the frames' colour statistics."""
     out_dir = Path(out_dir)
-    with _Writer(workers) as writer, _assembled(out_dir, names, shape, True) as assembly:
+    with _assembled(out_dir, names, shape, True) as assembly, _Writer(workers) as writer:
         assert assembly is not None
         _fill_from_pngs(writer, out_dir / "images", names, range(len(names)), assembly, None)
     return writer.translated
