@@ -6,23 +6,22 @@ converged if any is) twice with params.yaml's train_seg settings: at `train_seg.
 times along the way. Converged, for issue 13, means: the default run's curve is flat over its last
 fifth, and the longer schedule gains under 2 mIoU.
 
-    python -m benchmarks.convergence --prepared data/prepared --out reports
+    python -m benchmarks convergence
 
-writes reports/convergence.json and reports/convergence.md (the two curves and the verdict).
+writes reports/convergence.json and reports/convergence.md (the two curves and the verdict), for
+the oracle variant, 3x as many iterations, torch's default threads.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.harness import Results, measurement, table
 from pipeline.config import load_params
 from pipeline.data.prepare import PreparedSplit
-from pipeline.io import write_json, write_text
 from pipeline.tracking import NullTracker
 from pipeline.train.segmentation import train_segmentation
 
@@ -62,29 +61,41 @@ def measure(prepared: Path, variant: str, factor: int, threads: int) -> dict:
     }
 
 
-def markdown(result: dict, command: str) -> str:
+@measurement("convergence", page="convergence", section=lambda r: markdown(r))
+def convergence(quick: bool) -> Results:
+    """Whether the oracle segmentation net converges: the default schedule against 3x as long."""
+    prepared = Path("data/prepared")
+    if not (prepared / "real_val").is_dir():
+        return {"skipped": f"needs {prepared}: run `dvc repro` first"}
+    return measure(prepared, "oracle", 3, 0)
+
+
+def markdown(result: Results) -> str:
+    if "skipped" in result:
+        return f"Skipped: {result['skipped']}.\n"
     default = result["runs"]["default"]
     longer_label = next(label for label in result["runs"] if label != "default")
     longer = result["runs"][longer_label]
     flat = abs(result["last_fifth_gain"]) < 0.02
     small = result["longer_gain"] < 0.02
-    lines = [
-        f"# Convergence of the `{result['variant']}` segmentation net",
-        "",
-        f"Command: `{command}`. mIoU (%) on the real val split at the working resolution, ten "
-        "times per run; params.yaml's train_seg settings, the longer run only multiplies iters.",
-        "",
-        "| step | " + " | ".join(f"{r['iters']} iters" for r in (default, longer)) + " |",
-        "|---:|---:|---:|",
+    runs = {"default": default, "longer": longer}
+    rows = [
+        {"step": int(step)}
+        | {
+            label: next(
+                (100 * row["monitor_miou"] for row in run["curve"] if row["step"] == step), None
+            )
+            for label, run in runs.items()
+        }
+        for step in sorted({row["step"] for run in runs.values() for row in run["curve"]})
     ]
-    steps = sorted({row["step"] for r in (default, longer) for row in r["curve"]})
-    for step in steps:
-        cells = []
-        for run in (default, longer):
-            value = next((row["monitor_miou"] for row in run["curve"] if row["step"] == step), None)
-            cells.append("" if value is None else f"{100 * value:.1f}")
-        lines.append(f"| {int(step)} | " + " | ".join(cells) + " |")
-    lines += [
+    columns = [("step", "step")] + [(label, f"{run['iters']} iters") for label, run in runs.items()]
+    lines = [
+        f"The `{result['variant']}` net: mIoU (%) on the real val split at the working "
+        "resolution, ten times per run; params.yaml's train_seg settings, the longer run only "
+        "multiplies iters.",
+        "",
+        table(rows, columns),
         "",
         f"- last fifth of the default run: {100 * result['last_fifth_gain']:+.1f} mIoU "
         f"({'flat' if flat else 'still rising'}: threshold 2.0)",
@@ -93,23 +104,3 @@ def markdown(result: dict, command: str) -> str:
         f"- wall time: {default['seconds']:.0f} s and {longer['seconds']:.0f} s",
     ]
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--variant", default="oracle")
-    parser.add_argument("--longer", type=int, default=3, help="iters multiplier of the 2nd run")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
-    parser.add_argument("--out", type=Path, default=Path("reports"))
-    args = parser.parse_args(argv)
-    result = measure(args.prepared, args.variant, args.longer, args.threads)
-    given = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python -m benchmarks.convergence", *given])
-    write_json(args.out / "convergence.json", result)
-    write_text(args.out / "convergence.md", markdown(result, command.strip()))
-    print((args.out / "convergence.md").read_text())
-
-
-if __name__ == "__main__":
-    main()

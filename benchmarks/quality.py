@@ -16,16 +16,14 @@ the prepared demo splits (run `dvc repro` first), through the real training func
 "Within noise" needs the noise: the default is also run with a second seed (`--seeds 0 1`), and
 the page compares |default - fp32| with |seed 0 - seed 1| of the default.
 
-`python -m benchmarks.quality --out reports/quality` (about 15 minutes on 2 cores) writes
-quality.json and quality.md.
+`python -m benchmarks quality` (about 15 minutes on 2 cores) writes reports/quality.json and
+reports/quality.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -35,21 +33,28 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.harness import Results, measurement, table
 from pipeline import runtime
 from pipeline.config import load_params
 from pipeline.data.prepare import PreparedSplit
 from pipeline.evaluate import evaluate_images, native_labels
-from pipeline.io import write_json, write_text
 from pipeline.segment import load_model
 from pipeline.tracking import NullTracker
 from pipeline.train.cyclegan import train_cyclegan
 from pipeline.train.segmentation import train_segmentation
-from pipeline.translate import domain_shift_report, load_trained_generator, translate_batch
+from pipeline.translate import (
+    channel_stats,
+    domain_shift_report,
+    load_trained_generator,
+    translate_batch,
+)
+
+PREPARED, ORACLE = Path("data/prepared"), Path("models/seg/oracle")
 
 CURVE_KEYS = ("loss_cycle_sim", "loss_cycle_real", "loss_gan_sim2real", "loss_disc_real")
 
 
-def _late_means(curves_csv: Path) -> dict[str, float]:
+def late_means(curves_csv: Path) -> dict[str, float]:
     """Mean of each loss over the last quarter of the logged steps."""
     with open(curves_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -75,7 +80,7 @@ def cyclegan_run(precision: str, seed: int, prepared: Path, oracle: Path) -> dic
             device=device,
         )
         seconds = time.perf_counter() - start
-        late = _late_means(Path(tmp) / "curves.csv")
+        late = late_means(Path(tmp) / "curves.csv")
         generator = load_trained_generator(Path(tmp) / "gen_sim2real.safetensors", device)
     batch = params.translate.batch
     translated = np.concatenate(
@@ -84,7 +89,9 @@ def cyclegan_run(precision: str, seed: int, prepared: Path, oracle: Path) -> dic
             for i in range(0, len(sim.images), batch)
         ]
     )
-    shift = domain_shift_report(sim.images, translated, real.images)
+    shift = domain_shift_report(
+        channel_stats(sim.images), channel_stats(translated), channel_stats(real.images)
+    )
     # The instrument: the pipeline's oracle net, at the evaluate stage's precision for every row.
     eval_precision = runtime.resolve_precision(params.evaluate.precision, device)
     fcn = evaluate_images(
@@ -141,39 +148,43 @@ def seg_run(precision: str, channels_last: bool, seed: int, prepared: Path) -> d
     }
 
 
-def _rows_table(rows: list[dict[str, Any]], keys: Sequence[str]) -> list[str]:
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(row.get(key, "")) for key in keys) + " |" for row in rows]
-    return lines
-
-
-def _noise_lines(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[str]:
+def noise_table(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[str]:
     """|default - fp32| (same seed 0) against |seed 0 - seed 1| of the default, per metric."""
     fp32 = next((r for r in rows if r["precision"] == "fp32" and r["seed"] == 0), None)
-    default = [r for r in rows if r["precision"] != "fp32"]
-    by_seed = {r["seed"]: r for r in default}
+    by_seed = {r["seed"]: r for r in rows if r["precision"] != "fp32"}
     if fp32 is None or 0 not in by_seed:
         return []
-    lines = ["", "| metric | fp32 | default | default - fp32 | seed-to-seed (default) |"]
-    lines.append("|---|---:|---:|---:|---:|")
+    cells = []
     for metric in metrics:
-        delta = by_seed[0][metric] - fp32[metric]
-        spread = abs(by_seed[0][metric] - by_seed[1][metric]) if 1 in by_seed else float("nan")
-        lines.append(
-            f"| {metric} | {fp32[metric]:.4f} | {by_seed[0][metric]:.4f} | {delta:+.4f} "
-            f"| {spread:.4f} |"
+        default = by_seed[0][metric]
+        spread = abs(default - by_seed[1][metric]) if 1 in by_seed else float("nan")
+        cells.append(
+            {
+                "metric": metric,
+                "fp32": f"{fp32[metric]:.4f}",
+                "default": f"{default:.4f}",
+                "delta": f"{default - fp32[metric]:+.4f}",
+                "spread": f"{spread:.4f}",
+            }
         )
-    return lines
+    columns = [
+        ("metric", "metric"),
+        ("fp32", "fp32"),
+        ("default", "default"),
+        ("delta", "default - fp32"),
+        ("spread", "seed-to-seed (default)"),
+    ]
+    return ["", table(cells, columns)]
 
 
 def markdown(results: dict[str, Any]) -> str:
+    if "skipped" in results:
+        return f"Skipped: {results['skipped']}.\n"
     cyclegan = [r for r in results["rows"] if r["part"] == "cyclegan"]
     seg = [r for r in results["rows"] if r["part"] == "seg"]
     lines = [
-        "# Quality of the fast defaults against fp32",
-        "",
-        f"Command: `{results['command']}`; demo data, torch {results['torch']}. Speed is "
-        "measured by benchmarks/run.py (reports/bench.md), not here.",
+        f"Demo data, torch {results['torch']}. Speed is measured by `python -m benchmarks` "
+        "(reports/bench.md), not here.",
         "",
         "## CycleGAN (params.yaml's cyclegan section)",
         "",
@@ -182,18 +193,16 @@ def markdown(results: dict[str, Any]) -> str:
         "closer). `late_*`: mean loss over the last quarter of training.",
         "",
     ]
-    lines += _rows_table(
-        cyclegan,
-        [
-            "precision",
-            "seed",
-            "hist_distance_after",
-            "fcn_miou",
-            "fcn_pixel_accuracy",
-            *(f"late_{key}" for key in CURVE_KEYS),
-        ],
-    )
-    lines += _noise_lines(
+    keys = [
+        "precision",
+        "seed",
+        "hist_distance_after",
+        "fcn_miou",
+        "fcn_pixel_accuracy",
+        *(f"late_{key}" for key in CURVE_KEYS),
+    ]
+    lines.append(table(cyclegan, [(key, key) for key in keys]))
+    lines += noise_table(
         cyclegan,
         ["hist_distance_after", "fcn_miou", "late_loss_cycle_sim", "late_loss_cycle_real"],
     )
@@ -202,49 +211,30 @@ def markdown(results: dict[str, Any]) -> str:
         "## Segmentation (oracle variant, scored on real val)",
         "",
     ]
-    lines += _rows_table(seg, ["precision", "seed", "final_loss", "miou", "pixel_accuracy"])
-    lines += _noise_lines(seg, ["final_loss", "miou", "pixel_accuracy"])
+    keys = ["precision", "seed", "final_loss", "miou", "pixel_accuracy"]
+    lines.append(table(seg, [(key, key) for key in keys]))
+    lines += noise_table(seg, ["final_loss", "miou", "pixel_accuracy"])
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--oracle", type=Path, default=Path("models/seg/oracle"))
-    parser.add_argument("--parts", nargs="+", default=["cyclegan", "seg"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="for the default")
-    parser.add_argument("--out", type=Path, help="folder for quality.json and quality.md")
-    args = parser.parse_args(argv)
+@measurement("quality", page="quality", section=lambda r: markdown(r))
+def quality(quick: bool) -> Results:
+    """The default precision against fp32, and the default's seed-to-seed spread, on the demo
+    data of the last `dvc repro` (quick: one CycleGAN run only)."""
+    if not (PREPARED / "sim").is_dir() or not ORACLE.is_dir():
+        return {"skipped": f"needs {PREPARED} and {ORACLE}: run `dvc repro` first", "rows": []}
     params = load_params()
     device = torch.device("cpu")
+    seeds = [0] if quick else [0, 1]
     rows: list[dict[str, Any]] = []
-    if "cyclegan" in args.parts:
-        default = runtime.resolve_precision(params.cyclegan.precision, device)
-        rows.append(cyclegan_run("fp32", 0, args.prepared, args.oracle))
+    default = runtime.resolve_precision(params.cyclegan.precision, device)
+    for precision, seed in [("fp32", 0), *((default, s) for s in seeds)][: 1 if quick else None]:
+        rows.append(cyclegan_run(precision, seed, PREPARED, ORACLE))
         print(rows[-1], flush=True)
-        for seed in args.seeds:
-            rows.append(cyclegan_run(default, seed, args.prepared, args.oracle))
-            print(rows[-1], flush=True)
-    if "seg" in args.parts:
+    if not quick:
         seg = params.train_seg
-        rows.append(seg_run("fp32", False, 0, args.prepared))
-        print(rows[-1], flush=True)
-        for seed in args.seeds:
-            rows.append(seg_run(seg.precision, seg.channels_last, seed, args.prepared))
+        rows.append(seg_run("fp32", False, 0, PREPARED))
+        for seed in seeds:
+            rows.append(seg_run(seg.precision, seg.channels_last, seed, PREPARED))
             print(rows[-1], flush=True)
-    results = {
-        "command": "python -m benchmarks.quality "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "torch": torch.__version__,
-        "rows": rows,
-    }
-    text = markdown(results)
-    print(text)
-    if args.out:
-        write_json(args.out / "quality.json", results)
-        write_text(args.out / "quality.md", text)
-    return results
-
-
-if __name__ == "__main__":
-    main()
+    return {"torch": torch.__version__, "rows": rows}

@@ -7,6 +7,11 @@ with a message that names the key (``cyclegan.crop``), the value and what is all
 Stages load the file once (``load_params``) and hand each pipeline function only the section it
 needs.
 
+A profile (``profiles/*.yaml``) is a set of changes to ``params.yaml`` in its own layout, such as
+the published-scale settings for the real sets. ``python -m pipeline.config --profile FILE``
+checks params.yaml with the profile applied and prints the profile as ``dvc exp run`` arguments
+(``-S key=value``), so DVC records it as an experiment's changed parameters.
+
 ``params.yaml`` is the one source of default values: the dataclasses give a default only where a
 key may be absent altogether (an optional list file, FDA off), never a second tunable value. A
 field marked ``runtime`` (``field(metadata=RUNTIME)``) is a knob that changes how fast or how
@@ -16,10 +21,13 @@ resumes. Every other field defines the run (``run_settings``).
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
+import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
@@ -146,7 +154,9 @@ class CycleGANConfig:
     precision: Precision
     seed: int
     channels_last: bool = field(metadata=RUNTIME)
-    compile: bool = field(metadata=RUNTIME)
+    # The step's two phases run "eager", or through torch.compile in its "default" mode
+    # (inductor: fused kernels) or "reduce-overhead" (also CUDA graphs; on the CPU = default).
+    compile: Literal["eager", "default", "reduce-overhead"] = field(metadata=RUNTIME)
     checkpoint_every: int = field(metadata=RUNTIME)
     log_every: int = field(metadata=RUNTIME)
     sample_every: int = field(metadata=RUNTIME)
@@ -191,10 +201,13 @@ class TranslateConfig:
     batch: int
     precision: Precision
     threads: int  # 0 = torch's default
+    # Threads that encode and write PNGs (and count colours) while the next batch translates.
+    workers: int
 
     def __post_init__(self) -> None:
         _check(self.batch > 0, "translate.batch", self.batch, "an integer > 0")
         _check(self.threads >= 0, "translate.threads", self.threads, "an integer >= 0")
+        _check(self.workers >= 1, "translate.workers", self.workers, "an integer >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -501,14 +514,7 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml; a missing or malformed file names itself in the error."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: parameters file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    return parse_params(raw or {})
+    return parse_params(read_yaml_mapping(path))
 
 
 def run_settings(config: Any) -> dict[str, Any]:
@@ -543,3 +549,65 @@ def flatten_mapping(mapping: Mapping[str, Any], prefix: str) -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; a missing or malformed file names itself."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameters file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    raw = raw or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return dict(raw)
+
+
+def apply_profile(raw: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any]:
+    """`raw` (params.yaml as read) with every value the profile sets replaced."""
+    merged = copy.deepcopy(dict(raw))
+    for key, value in flatten_mapping(profile, "").items():
+        *sections, leaf = key.split(".")
+        node = merged
+        for depth, section in enumerate(sections):
+            if not isinstance(node.get(section), Mapping):
+                where = ".".join(sections[: depth + 1])
+                raise ConfigError(f"profile key {key}: params.yaml has no section {where}")
+            node = node[section]
+        node[leaf] = value
+    return merged
+
+
+def profile_arguments(profile: str | Path, params: str | Path = PARAMS_FILE) -> list[str]:
+    """`dvc exp run` arguments (``-S key=value``) that apply `profile` over `params`, after
+    checking that params.yaml with the profile applied is valid."""
+    changes = read_yaml_mapping(profile)
+    try:
+        parse_params(apply_profile(read_yaml_mapping(params), changes))
+    except ConfigError as err:
+        raise ConfigError(f"{profile} applied over {params}: {err}") from err
+    arguments = []
+    for key, value in flatten_mapping(changes, "").items():
+        # JSON is YAML, the syntax DVC parses -S values with; no spaces, for xargs.
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        arguments.append(f"-S {key}={text}")
+    return arguments
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Check params.yaml (with a profile applied) and print the profile's DVC arguments."""
+    parser = argparse.ArgumentParser(description="Check params.yaml; print a profile's changes.")
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    parser.add_argument("--profile", type=Path, help="profile to apply: prints -S arguments")
+    args = parser.parse_args(argv)
+    if args.profile is None:
+        load_params(args.params)
+        return
+    print("\n".join(profile_arguments(args.profile, args.params)))
+
+
+if __name__ == "__main__":
+    main()

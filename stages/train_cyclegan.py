@@ -6,11 +6,12 @@ import argparse
 import time
 from pathlib import Path
 
-from pipeline import dist
+from pipeline import dist, runtime
 from pipeline.config import load_params, run_settings
 from pipeline.data.prepare import PreparedSplit
 from pipeline.io import write_json
 from pipeline.segment import load_model
+from pipeline.tracking import project_root
 from pipeline.train.cyclegan import train_cyclegan
 from pipeline.train.run import stage_run
 
@@ -22,7 +23,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="final metrics (JSON)")
     parser.add_argument("--curves", type=Path, required=True, help="loss curves (CSV)")
     parser.add_argument("--semantic-net", type=Path, help="CyCADA's frozen net (semantic_net)")
+    parser.add_argument(
+        "--compile-cache",
+        type=Path,
+        help="torch.compile's cache, relative to the repository root (shared by DVC's "
+        "experiment copies), kept between runs",
+    )
     args = parser.parse_args(argv)
+    if args.compile_cache:
+        runtime.use_compile_cache(project_root() / args.compile_cache)
     params, start = load_params(), time.perf_counter()
     splits = [args.prepared / "sim", args.prepared / "real_train"]
     sim, real = (PreparedSplit.open(split).images for split in splits)

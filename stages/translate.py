@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,12 @@ from pipeline.config import load_params
 from pipeline.data.prepare import PreparedSplit
 from pipeline.io import read_json, write_json
 from pipeline.tracking import open_tracker
-from pipeline.translate import domain_shift_report, load_trained_generator, translate_split
+from pipeline.translate import (
+    channel_stats,
+    domain_shift_report,
+    load_trained_generator,
+    translate_split,
+)
 from pipeline.weights import SUFFIX as WEIGHTS_SUFFIX
 
 # Frames shown side by side (sim over translated) in the MLflow run.
@@ -40,25 +46,32 @@ def main(argv: list[str] | None = None) -> None:
         device = runtime.pick_device()
         generator = load_trained_generator(args.generator / f"gen_sim2real{WEIGHTS_SUFFIX}", device)
         sim = PreparedSplit.open(args.prepared / "sim")
-        result = translate_split(
-            generator,
-            sim.images,
-            sim.names,
-            args.out,
-            config.batch,
-            config.precision,
-            device,
-            inputs=[args.prepared / "sim"],
-        )
+        real = PreparedSplit.open(args.prepared / "real_train")
+        with ThreadPoolExecutor(1) as background:
+            # Rank 0 counts the real frames' colours while the sim frames translate.
+            real_stats = background.submit(
+                channel_stats, real.images if dist.is_main() else real.images[:0], config.workers
+            )
+            result = translate_split(
+                generator,
+                sim.images,
+                sim.names,
+                args.out,
+                config.batch,
+                config.precision,
+                device,
+                inputs=[args.prepared / "sim"],
+                workers=config.workers,
+            )
+            start = time.perf_counter()
+            target = real_stats.result()
         if not dist.is_main():
             return
-        start = time.perf_counter()
         translated = PreparedSplit.open(args.out)
-        real = PreparedSplit.open(args.prepared / "real_train")
-        scores = domain_shift_report(sim.images, translated.images, real.images)
+        scores = domain_shift_report(result.source_stats, result.translated_stats, target)
         metrics = {
             **scores,
-            **result,
+            **result.summary(),
             "precision": runtime.resolve_precision(config.precision, device),
             "score_seconds": round(time.perf_counter() - start, 3),
         }

@@ -1,42 +1,101 @@
-"""The benchmark harness runs end to end in --quick mode (tiny sizes; numbers not asserted)."""
+"""The benchmark harness and its measurements, run end to end at tiny sizes (numbers are not
+asserted: a benchmark is a measurement, never a timed test)."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from benchmarks import run
+from benchmarks import profile, projection, quality, scaling
+from benchmarks.__main__ import main
+from benchmarks.cyclegan import against_reference
+from benchmarks.harness import add_ratios, interleaved, isolated, table
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
 
-def test_quick_harness_writes_json_and_markdown(tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO_ROOT)  # the harness reads params.yaml like the stages do
-    run.main(["--quick", "--out", str(tmp_path)])
-    results = json.loads((tmp_path / "bench_quick.json").read_text())
-    assert results["scoring"]["scores_match"] is True
-    assert {row["mode"] for row in results["cyclegan"]} >= {"fp32", "bf16"}
-    assert all("img_per_s" in row for row in results["segmentation"]), results["segmentation"]
-    assert results["cyclegan_flops"]["flops_per_step"] > 0
-    assert "exponent" in (tmp_path / "bench_quick.md").read_text()
+@pytest.fixture(autouse=True)
+def at_repo_root(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # measurements read params.yaml like the stages do
 
 
-def test_exponent_of_linear_and_quadratic_growth():
-    assert run._exponent([1, 2, 4], [3.0, 6.0, 12.0]) == pytest.approx(1.0)
-    assert run._exponent([1, 2, 4], [1.0, 4.0, 16.0]) == pytest.approx(2.0)
+def test_entry_point_runs_measurements_and_writes_their_page(tmp_path):
+    main(["--quick", "--out", str(tmp_path), "scoring", "cyclegan"])
+    bench = json.loads((tmp_path / "bench_quick.json").read_text())
+    assert bench["scoring"]["scores_match"] is True
+    rows = bench["cyclegan"]["rows"]
+    assert {(r["kind"], r["mode"]) for r in rows} == {
+        (kind, mode) for kind in ("train", "translate") for mode in ("fp32", "bf16")
+    }
+    assert all(r["img_per_s"] > 0 for r in rows) and bench["cyclegan"]["flops_per_step"] > 0
+    page = (tmp_path / "bench_quick.md").read_text()
+    assert page.startswith("# Benchmarks") and "## Scoring against cityscapesscripts" in page
+    assert "| tiny | train | fp32 |" in page
+
+
+def test_interleaved_timing_takes_every_candidate_in_turn():
+    calls: list[str] = []
+    samples = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, 2)
+    assert calls == ["a", "a", "b", "b"] * 3
+    assert all(len(seconds) == 3 and min(seconds) >= 0 for seconds in samples.values())
+
+
+def test_table_and_ratios():
+    rows = [{"mode": "fp32", "img_per_s": 2.0}, {"mode": "bf16", "img_per_s": 3.0}]
+    add_ratios(rows, "img_per_s", "fp32")
+    assert table(rows, [("mode", "mode"), ("img_per_s", "img/s"), ("speedup", "x fp32")]) == (
+        "| mode | img/s | x fp32 |\n|---|---:|---:|\n| fp32 | 2 | 1 |\n| bf16 | 3 | 1.5 |"
+    )
+
+
+def test_isolated_jobs_run_in_a_fresh_process_and_failures_are_named():
+    assert isolated("os:getpid") != os.getpid()
+    assert "StatisticsError" in isolated("statistics:median", data=[])["error"]
+
+
+def test_reference_comparison_is_skipped_without_a_checkout(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIM2REAL_REFERENCE", str(tmp_path))
+    assert "no reference checkout" in against_reference(True)["skipped"]
+
+
+def test_gpu_suite_runs_on_the_cpu_and_skips_what_is_not_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIM2REAL_GPU_PARTS", "eager,translate")
+    monkeypatch.setenv("SIM2REAL_REFERENCE", str(tmp_path))  # no reference: its row is skipped
+    main(["--quick", "--out", str(tmp_path), "gpu"])
+    results = json.loads((tmp_path / "gpu_quick.json").read_text())["gpu"]
+    assert [row["mode"] for row in results["eager"]] == ["fp32", "bf16", "bf16+cl", "bf16+host"]
+    assert all(row["share_of_bf16_matmul"] > 0 and row["peak_mb"] > 0 for row in results["eager"])
+    assert [row["size"] for row in results["translate"]] == ["32x64", "64x128"]
+    assert {"reference", "compiled", "segmentation"} <= results["skipped"].keys()
+    assert "## CycleGAN step, eager levers" in (tmp_path / "gpu_quick.md").read_text()
+
+
+def test_projection_of_the_real_data_profile():
+    results = projection.projection(True)
+    rows = {row["stage"]: row for row in results["rows"]}
+    assert list(rows) == ["prepare", "train_cyclegan", "translate", "train_seg", "evaluate"]
+    assert "8.0 GTA5 epochs" in rows["train_cyclegan"]["work"]
+    for stage in ("train_cyclegan", "train_seg"):
+        assert rows[stage]["hours_8"] < rows[stage]["hours_1"]
+    assert rows["prepare"]["hours_8"] == rows["prepare"]["hours_1"]  # CPU work
+    assert "PROJECTIONS" in projection.projection_section(results)
+
+
+def test_scaling_exponent_of_linear_and_quadratic_growth():
+    assert scaling.exponent([1, 2, 4], [3.0, 6.0, 12.0]) == pytest.approx(1.0)
+    assert scaling.exponent([1, 2, 4], [1.0, 4.0, 16.0]) == pytest.approx(2.0)
 
 
 def test_profile_categories_and_onednn_log_parsing():
-    from benchmarks import profile_step as prof
-
-    assert prof.categorise("aten::convolution_backward") == "conv backward"
-    assert prof.categorise("aten::mkldnn_convolution") == "conv forward"
-    assert prof.categorise("aten::native_group_norm_backward") == "norm backward"
-    assert prof.categorise("aten::native_group_norm") == "norm forward"
-    assert prof.categorise("aten::reflection_pad2d_backward") == "reflection pad"
-    assert prof.categorise("something::new") == "other"
+    assert profile.categorise("aten::convolution_backward") == "conv backward"
+    assert profile.categorise("aten::mkldnn_convolution") == "conv forward"
+    assert profile.categorise("aten::native_group_norm_backward") == "norm backward"
+    assert profile.categorise("aten::native_group_norm") == "norm forward"
+    assert profile.categorise("aten::reflection_pad2d_backward") == "reflection pad"
+    assert profile.categorise("something::new") == "other"
     log = [
         "onednn_verbose,v1,primitive,exec,cpu,convolution,jit_bf16:avx512_core_bf16,"
         "forward_training,src:bf16,attr,,1x64x18x34,2.5",
@@ -46,58 +105,29 @@ def test_profile_categories_and_onednn_log_parsing():
         "onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,x,y,z,a,,b,9.0",
         '{"ms_per_step": 1.0}',
     ]
-    summary = prof._onednn_summary(log, steps=2)
+    summary = profile.onednn_summary(log, steps=2)
     assert summary == {"convolution jit_bf16:avx512_core_bf16": 2.0, "reorder jit:uni": 0.25}
 
 
-@pytest.mark.parametrize(
-    ("model", "mode"), [("cyclegan", "fp32"), ("cyclegan", "bf16"), ("seg", "bf16+cl")]
-)
-def test_profile_job_runs_the_real_step(monkeypatch, model, mode):
-    from benchmarks import profile_step as prof
-
-    monkeypatch.chdir(REPO_ROOT)
-    job = {"model": model, "config": "demo", "mode": mode, "steps": 1, "warmup": 1, "threads": 1}
-    result = prof._run(job)
-    assert result["ms_per_step"] > 0
-    assert result["categories"]["conv backward"] > 0
+@pytest.mark.parametrize(("model", "mode"), [("cyclegan", "bf16"), ("seg", "bf16+cl")])
+def test_profile_of_the_real_step(model, mode):
+    result = profile.profile_mode(model, True, mode, steps=1, warmup=1)
+    assert result["ms_per_step"] > 0 and result["categories"]["conv backward"] > 0
     assert any(key.startswith("convolution ") for key in result["onednn"])
+    assert "## " in profile.model_section("x", {mode: result})
 
 
 def test_quality_page_compares_default_with_fp32_and_seed_noise(tmp_path):
-    from benchmarks import quality
-
     curves = tmp_path / "curves.csv"
     keys = ["step", *quality.CURVE_KEYS]
     lines = [",".join(keys)] + [",".join([str(s)] + [str(float(s))] * 4) for s in (1, 2, 3, 4)]
     curves.write_text("\n".join(lines) + "\n")
-    assert quality._late_means(curves)["loss_cycle_sim"] == pytest.approx(4.0)
-
+    assert quality.late_means(curves)["loss_cycle_sim"] == pytest.approx(4.0)
+    seg = {"part": "seg", "final_loss": 0.3, "pixel_accuracy": 0.9}
     rows = [
-        {
-            "part": "seg",
-            "precision": "fp32",
-            "seed": 0,
-            "miou": 0.50,
-            "final_loss": 0.3,
-            "pixel_accuracy": 0.9,
-        },
-        {
-            "part": "seg",
-            "precision": "bf16+cl",
-            "seed": 0,
-            "miou": 0.51,
-            "final_loss": 0.3,
-            "pixel_accuracy": 0.9,
-        },
-        {
-            "part": "seg",
-            "precision": "bf16+cl",
-            "seed": 1,
-            "miou": 0.48,
-            "final_loss": 0.3,
-            "pixel_accuracy": 0.9,
-        },
+        {**seg, "precision": "fp32", "seed": 0, "miou": 0.50},
+        {**seg, "precision": "bf16+cl", "seed": 0, "miou": 0.51},
+        {**seg, "precision": "bf16+cl", "seed": 1, "miou": 0.48},
     ]
-    page = quality.markdown({"command": "x", "torch": "t", "rows": rows})
+    page = quality.markdown({"torch": "t", "rows": rows})
     assert "| miou | 0.5000 | 0.5100 | +0.0100 | 0.0300 |" in page

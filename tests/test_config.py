@@ -9,7 +9,15 @@ import typing
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, Params, load_params, parse_params, run_settings
+from pipeline.config import (
+    ConfigError,
+    Params,
+    apply_profile,
+    load_params,
+    parse_params,
+    profile_arguments,
+    run_settings,
+)
 from tests.conftest import REPO_ROOT
 
 
@@ -63,6 +71,8 @@ BAD = [
     ("evaluate.classes", 17, "evaluate.classes"),
     ("evaluate.classes", "16", "evaluate.classes"),
     ("demo_data.synthia", "yes", "demo_data.synthia"),
+    ("cyclegan.compile", False, "cyclegan.compile"),  # YAML's bare `off`
+    ("translate.workers", 0, "translate.workers"),
     ("data.source.root", "", "data.source.root"),
     ("train_seg.optimizer", "lamb", "train_seg.optimizer"),
     ("train_seg.crop", [100, 256], "train_seg.crop"),
@@ -158,3 +168,30 @@ def test_run_settings_leave_out_runtime_knobs() -> None:
     assert cyclegan["crop"] == list(params.cyclegan.crop)  # comparable with a saved copy
     train_seg = run_settings(params.train_seg)
     assert "variants" not in train_seg and "lr" in train_seg
+
+
+def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> None:
+    """The published-scale profile applied over params.yaml passes the validator; its changes
+    come out as `dvc exp run -S` arguments, one per line, values in YAML flow syntax."""
+    profile = REPO_ROOT / "profiles" / "gta5_cityscapes.yaml"
+    arguments = profile_arguments(profile, REPO_ROOT / "params.yaml")
+    assert "-S cyclegan.netG=resnet_9blocks" in arguments
+    assert "-S cyclegan.crop=[400,400]" in arguments
+    assert "-S train_seg.crop=[512,1024]" in arguments
+    assert "-S train_seg.variants.fda.fda_beta=0.01" in arguments
+    assert all(" " not in argument.removeprefix("-S ") for argument in arguments)  # for xargs
+    changes = yaml.safe_load(profile.read_text())
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    merged = parse_params(apply_profile(params, changes))
+    assert (merged.cyclegan.ngf, merged.cyclegan.ndf, merged.data.size) == (64, 64, (512, 1024))
+    # Iterations are whole epochs of GTA5 (24,966 frames) at the profile's batch.
+    assert merged.cyclegan.iters * merged.cyclegan.batch == 8 * 24_966
+    assert merged.train_seg.iters * merged.train_seg.batch >= 5 * 24_966
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cyclegan: {crop: [400, 401]}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml applied over .*cyclegan\.crop"):
+        profile_arguments(bad, REPO_ROOT / "params.yaml")
+    bad.write_text("cyclegan: {ngf: 64}\nsegmentation: {crop: [1, 2]}\n")
+    with pytest.raises(ConfigError, match=r"segmentation\.crop: params\.yaml has no section"):
+        profile_arguments(bad, REPO_ROOT / "params.yaml")

@@ -14,6 +14,7 @@ from pipeline.data.prepare import PreparedSplit
 from pipeline.io import read_rgb, write_json, write_png
 from pipeline.models.cyclegan import build_generator
 from pipeline.translate import (
+    ColourStats,
     TranslateError,
     assemble_split,
     channel_stats,
@@ -51,13 +52,51 @@ def test_translated_split_keeps_names_order_and_shape(tmp_path: Path, split) -> 
     images, names = split
     generator = tiny_generator()
     result = translate_split(generator, images, names, tmp_path, 2, "fp32", CPU)
-    assert result["frames"] == 5 and result["translated"] == 5
+    assert result.frames == 5 and result.translated == 5
     opened = PreparedSplit.open(tmp_path)
     assert opened.names == names
     assert opened.images.shape == images.shape and opened.images.dtype == np.uint8
     expected = translate_batch(generator, images, "fp32", CPU)
     np.testing.assert_array_equal(opened.images, expected)
     assert sorted(p.stem for p in (tmp_path / "images").iterdir()) == names
+
+
+def test_writer_threads_change_no_byte_and_count_every_colour(tmp_path: Path, split) -> None:
+    """Three threads write the same PNG bytes as one; the colour statistics gathered on them
+    (partly on a resumed run) equal one pass over the source and the translated frames."""
+    images, names = split
+    generator = tiny_generator()
+    translate_split(generator, images, names, tmp_path / "one", 2, "fp32", CPU, workers=1)
+    partial = translate_split(
+        generator, images[:3], names[:3], tmp_path / "three", 1, "fp32", CPU, workers=3
+    )
+    assert partial.translated == 3
+    result = translate_split(
+        generator, images, names, tmp_path / "three", 1, "fp32", CPU, workers=3
+    )
+    assert result.translated == 2  # frames 0-2 were on disk: only read back
+    for name in names:
+        png = f"images/{name}.png"
+        assert (tmp_path / "one" / png).read_bytes() == (tmp_path / "three" / png).read_bytes()
+    translated = PreparedSplit.open(tmp_path / "three").images
+    assert np.array_equal(translated, PreparedSplit.open(tmp_path / "one").images)
+    assert np.array_equal(result.source_stats.counts, channel_stats(images).counts)
+    assert np.array_equal(result.translated_stats.counts, channel_stats(translated).counts)
+
+
+def test_colour_stats_are_exact_counts() -> None:
+    frames = np.random.default_rng(3).integers(0, 256, (5, 6, 7, 3), dtype=np.uint8)
+    whole = ColourStats.of(frames)
+    assert whole.counts.sum() == 3 * 5 * 6 * 7
+    assert np.array_equal(
+        whole.counts, (ColourStats.of(frames[:2]) + ColourStats.of(frames[2:])).counts
+    )
+    assert np.array_equal(whole.counts, channel_stats(frames, workers=2, chunk=2).counts)
+    pixels = frames.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(whole.mean, pixels.mean(axis=0))
+    np.testing.assert_allclose(whole.std, pixels.std(axis=0))
+    bins = np.stack([np.bincount(pixels[:, c].astype(int) // 8, minlength=32) for c in range(3)])
+    np.testing.assert_allclose(whole.hist, bins / len(pixels))
 
 
 def test_rerun_skips_finished_frames(tmp_path: Path, split) -> None:
@@ -69,7 +108,7 @@ def test_rerun_skips_finished_frames(tmp_path: Path, split) -> None:
     (tmp_path / "images" / "frame_03.png").unlink()
 
     result = translate_split(generator, images, names, tmp_path, 2, "fp32", CPU)
-    assert result["translated"] == 1
+    assert result.translated == 1
     np.testing.assert_array_equal(read_rgb(tmp_path / "images" / "frame_01.png"), sentinel)
     opened = PreparedSplit.open(tmp_path)
     np.testing.assert_array_equal(opened.images[1], sentinel)
@@ -92,7 +131,7 @@ def test_another_run_discards_earlier_translations(
     result = translate_split(
         tiny_generator(weights_seed), images, names, tmp_path, 8, precision, CPU
     )
-    assert result["translated"] == 5
+    assert result.translated == 5
     assert read_rgb(tmp_path / "images" / "frame_00.png").any()
 
 
@@ -202,5 +241,5 @@ def test_domain_distance_by_hand() -> None:
     stats = channel_stats(
         np.random.default_rng(0).integers(0, 256, (7, 5, 6, 3), dtype=np.uint8), chunk=3
     )
-    assert stats["hist"].shape == (3, 32)
-    np.testing.assert_allclose(stats["hist"].sum(axis=1), 1.0)
+    assert stats.hist.shape == (3, 32)
+    np.testing.assert_allclose(stats.hist.sum(axis=1), 1.0)

@@ -15,10 +15,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def to_gan_input(images: np.ndarray, device: torch.device) -> Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1] on `device`."""
-    # Read-only inputs (memmaps, decoded files) are copied: torch wants writable memory.
-    batch = torch.from_numpy(np.require(images, np.uint8, ("C", "W"))).to(device)
+def to_gan_input(images: np.ndarray | Tensor, device: torch.device) -> Tensor:
+    """(N, H, W, 3) uint8 (an array, or a tensor on any device) -> (N, 3, H, W) float32 in
+    [-1, 1] on `device`, laid out channels-last (the uint8 frames' own order)."""
+    if isinstance(images, np.ndarray):
+        # Read-only inputs (memmaps, decoded files) are copied: torch wants writable memory.
+        images = torch.from_numpy(np.require(images, np.uint8, ("C", "W")))
+    if images.device.type == "cpu" and device.type == "cuda":
+        # From page-locked memory the copy runs asynchronously, beside the device's work.
+        images = images.pin_memory()
+    batch = images.to(device, non_blocking=True)
     return batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 

@@ -19,7 +19,6 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import kornia.augmentation as K
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -63,8 +62,18 @@ def lr_factor(step: int, iters: int, decay_from: int) -> float:
 class UnpairedSampler:
     """Random, independent batches from the two image sets: unpaired, as CycleGAN needs.
 
-    Frame indices come from `generator`; the crops and flips are kornia's, which draw from
-    torch's global RNG (seeded and checkpointed per rank by the run).
+    Each batch draws, in this order, frame rows, crop offsets and (with `flip`) horizontal
+    flips from `generator`, a stream the run checkpoints, so a resumed run draws the same
+    batches. `frames_on_device` decides where the frames live and so where `generator` must:
+
+    - True (`generator` on `device`): the frames are uploaded once and each batch is one gather
+      on the device (rows, crop window and flip together); nothing waits for the host or makes
+      the host wait.
+    - False (`generator` on the CPU): each crop window is read from the (memory-mapped) host
+      arrays, flipped there and copied over, from page-locked memory on CUDA. Only the window
+      is read, which matters for full-size frames that do not fit on the device.
+
+    Both give the same batches for the same draws.
     """
 
     def __init__(
@@ -77,6 +86,7 @@ class UnpairedSampler:
         generator: torch.Generator,
         device: torch.device,
         channels_last: bool,
+        frames_on_device: bool,
     ):
         for name, images in (("sim", sim), ("real", real)):
             if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
@@ -86,24 +96,81 @@ class UnpairedSampler:
                     f"cyclegan.crop {list(crop)} is larger than the {name} frames "
                     f"({images.shape[1]}x{images.shape[2]}); lower the crop or data.size"
                 )
-        self.sim, self.real = sim, real
-        self.batch = batch
+        draws_on = device if frames_on_device else torch.device("cpu")
+        if generator.device.type != draws_on.type:
+            raise ValueError(f"the sampler's generator must be on {draws_on}")
+        self.batch, self.crop, self.flip = batch, crop, flip
         self.generator = generator
         self.device = device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        augmentations: list[nn.Module] = [K.RandomCrop(tuple(crop))]
-        if flip:
-            augmentations.append(K.RandomHorizontalFlip())
-        self.augment = nn.Sequential(*augmentations)
+        self.frames_on_device = frames_on_device
+        # (N, H, W, 3) uint8: tensors on the device, or the host arrays as given.
+        self.sim: np.ndarray | Tensor = self._place(sim)
+        self.real: np.ndarray | Tensor = self._place(real)
 
-    def _draw(self, images: np.ndarray) -> Tensor:
-        rows = torch.randint(len(images), (self.batch,), generator=self.generator)
-        batch = to_gan_input(images[rows.numpy()], self.device)  # (B, 3, H, W) in [-1, 1]
-        return self.augment(batch).contiguous(memory_format=self.memory_format)  # (B, 3, h, w)
+    def _place(self, images: np.ndarray) -> np.ndarray | Tensor:
+        if not self.frames_on_device:
+            return images
+        frames = torch.empty(images.shape, dtype=torch.uint8, device=self.device)
+        for first in range(0, len(images), 256):  # in chunks: no second host copy of the set
+            chunk = np.ascontiguousarray(images[first : first + 256], dtype=np.uint8)
+            frames[first : first + 256].copy_(torch.from_numpy(chunk))
+        return frames
+
+    def _draw(self, images: np.ndarray | Tensor) -> Tensor:
+        """(B, 3, crop_h, crop_w) in [-1, 1] from one image set."""
+        count, height, width = images.shape[:3]
+        crop_h, crop_w = self.crop
+        where = {"generator": self.generator, "device": self.generator.device}
+        rows = torch.randint(count, (self.batch,), **where)
+        tops = torch.randint(height - crop_h + 1, (self.batch,), **where)
+        lefts = torch.randint(width - crop_w + 1, (self.batch,), **where)
+        if self.flip:
+            flips = torch.rand(self.batch, **where) < 0.5
+        else:
+            flips = torch.zeros(self.batch, dtype=torch.bool, device=self.generator.device)
+        if isinstance(images, Tensor):
+            crops = _gather_crops(images, rows, tops, lefts, flips, self.crop)
+        else:
+            windows = [
+                images[row, top : top + crop_h, left : left + crop_w]
+                for row, top, left in zip(rows.tolist(), tops.tolist(), lefts.tolist())
+            ]
+            crops = torch.from_numpy(
+                np.stack([w[:, ::-1] if f else w for w, f in zip(windows, flips.tolist())])
+            )
+        batch = to_gan_input(crops, self.device)  # (B, 3, crop_h, crop_w)
+        return batch.contiguous(memory_format=self.memory_format)
 
     def next(self) -> tuple[Tensor, Tensor]:
         """(sim, real) batches, each (batch, 3, crop_h, crop_w) in [-1, 1]."""
         return self._draw(self.sim), self._draw(self.real)
+
+
+def _gather_crops(
+    frames: Tensor,
+    rows: Tensor,
+    tops: Tensor,
+    lefts: Tensor,
+    flips: Tensor,
+    crop: tuple[int, int],
+) -> Tensor:
+    """(B, crop_h, crop_w, 3) windows of (N, H, W, 3) `frames`, each mirrored left-right where
+    `flips` says so, as one indexing kernel; `rows`, `tops`, `lefts`, `flips` are (B,)."""
+    crop_h, crop_w = crop
+    ys = tops[:, None, None] + torch.arange(crop_h, device=frames.device)[None, :, None]
+    xs = torch.arange(crop_w, device=frames.device)
+    xs = torch.where(flips[:, None, None], crop_w - 1 - xs, xs) + lefts[:, None, None]
+    return frames[rows[:, None, None], ys, xs]  # (B, h, 1) and (B, 1, w) broadcast to (B, h, w)
+
+
+def frames_fit_on_device(device: torch.device, *image_sets: np.ndarray) -> bool:
+    """Whether the image sets may live on `device` for the whole run: CUDA, and together at
+    most a quarter of its memory (the rest is for the nets, their activations and the pools)."""
+    if device.type != "cuda":
+        return False
+    total = torch.cuda.get_device_properties(device).total_memory
+    return sum(images.nbytes for images in image_sets) <= total // 4
 
 
 @dataclasses.dataclass
@@ -235,17 +302,29 @@ class CycleGANTrainer:
     pool_fake_sim: ImagePool
     precision: str
     device: torch.device
+    compile: str = "eager"  # set by `wrap`
 
-    def wrap(self, compile: bool) -> None:
-        """DDP-wrap (several ranks) and compile (if asked), once the weights are final."""
+    def wrap(self, compile: str) -> None:
+        """DDP-wrap the nets (several ranks) once the weights are final; with `compile` other
+        than "eager", compile each phase of the step (the generators' losses, the
+        discriminators' losses) into one graph, its backward into another.
 
-        def runner(net: nn.Module) -> nn.Module:
-            net = dist.wrap(net, self.device)
-            return torch.compile(net) if compile else net
-
+        Crop and batch are fixed, so the graphs are static (no shape guards, no recompiles);
+        inductor fuses each norm with its activation and padding. "reduce-overhead" also
+        replays every graph as a CUDA graph: one launch per phase and direction instead of
+        hundreds of kernel launches (on the CPU it equals "default").
+        """
         self.runners = CycleGANNets(
-            **{name: runner(net) for name, net in self.nets.named().items()}
+            **{name: dist.wrap(net, self.device) for name, net in self.nets.named().items()}
         )
+        self.compile = compile
+        if compile != "eager":
+            self._generator_phase = torch.compile(  # type: ignore[method-assign]
+                self._generator_phase, mode=compile, dynamic=False
+            )
+            self._discriminator_phase = torch.compile(  # type: ignore[method-assign]
+                self._discriminator_phase, mode=compile, dynamic=False
+            )
 
     def lr(self) -> float:
         """The learning rate of the next update."""
@@ -254,29 +333,31 @@ class CycleGANTrainer:
     def step(self, sim: Tensor, real: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """One generator + discriminator update on (B, 3, h, w) batches.
 
-        Returns the losses (device scalars) and whether the update was applied (a device bool,
-        equal on every rank): when any loss on any rank is NaN/inf, nothing is updated.
+        Returns the losses (device scalars, valid until the next step) and whether the update
+        was applied (a device bool, equal on every rank): when any loss on any rank is
+        NaN/inf, nothing is updated.
         """
-        nets = self.runners
+        if self.compile == "reduce-overhead":
+            # The last step's graph outputs (losses, fakes) are consumed: their memory may be
+            # reused by this step's replays.
+            torch.compiler.cudagraph_mark_step_begin()
         self.opt_gen.zero_grad(set_to_none=True)
         self.opt_disc.zero_grad(set_to_none=True)
 
         # Generators, with the discriminators frozen so the adversarial terms move only G.
         self._discriminators_learn(False)
-        with runtime.autocast(self.precision, self.device):
-            gen_losses, fake_real, fake_sim = self.objective.generator_losses(nets, sim, real)
-        self.scaler.scale(sum(gen_losses.values())).backward()
+        gen_losses, gen_total, fake_real, fake_sim = self._generator_phase(sim, real)
+        self.scaler.scale(gen_total).backward()
         gen_ok = torch.isfinite(torch.stack([v.detach() for v in gen_losses.values()])).all()
 
         # Discriminators, on pooled detached fakes: no gradient of theirs reaches G.
         self._discriminators_learn(True)
         pooled_fake_real = self.pool_fake_real.query(fake_real.detach(), accept=gen_ok)
         pooled_fake_sim = self.pool_fake_sim.query(fake_sim.detach(), accept=gen_ok)
-        with runtime.autocast(self.precision, self.device):
-            disc_losses = self.objective.discriminator_losses(
-                nets, sim, real, pooled_fake_real, pooled_fake_sim
-            )
-        self.scaler.scale(sum(disc_losses.values())).backward()
+        disc_losses, disc_total = self._discriminator_phase(
+            sim, real, pooled_fake_real, pooled_fake_sim
+        )
+        self.scaler.scale(disc_total).backward()
 
         values = {name: loss.detach() for name, loss in {**gen_losses, **disc_losses}.items()}
         bad = (~torch.isfinite(torch.stack(list(values.values())))).any().float()
@@ -295,6 +376,24 @@ class CycleGANTrainer:
         self.schedule_gen.step()
         self.schedule_disc.step()
         return values, bad == 0
+
+    def _generator_phase(
+        self, sim: Tensor, real: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
+        """The generators' losses, their sum, and the fakes (fake_real, fake_sim)."""
+        with runtime.autocast(self.precision, self.device):
+            losses, fake_real, fake_sim = self.objective.generator_losses(self.runners, sim, real)
+        return losses, sum(losses.values()), fake_real, fake_sim
+
+    def _discriminator_phase(
+        self, sim: Tensor, real: Tensor, pooled_fake_real: Tensor, pooled_fake_sim: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """The discriminators' losses and their sum."""
+        with runtime.autocast(self.precision, self.device):
+            losses = self.objective.discriminator_losses(
+                self.runners, sim, real, pooled_fake_real, pooled_fake_sim
+            )
+        return losses, sum(losses.values())
 
     def _discriminators_learn(self, on: bool) -> None:
         self.nets.disc_real.requires_grad_(on)
@@ -390,15 +489,17 @@ def train_cyclegan(
         config, "cyclegan", out_dir / "checkpoints", run_settings(config), curves, "cyclegan."
     )
     run = Run(spec, tracker, device)
+    frames_on_device = frames_fit_on_device(device, sim, real)
     sampler = UnpairedSampler(
         sim,
         real,
         config.batch,
         config.crop,
         config.flip,
-        run.generator("sampler"),
+        run.generator("sampler", device if frames_on_device else None),
         device,
         config.channels_last,
+        frames_on_device,
     )
     run.hold(
         **trainer.nets.named(),

@@ -419,3 +419,77 @@ def test_semantic_loss_moves_the_generators_never_the_frozen_net(frames) -> None
     assert not torch.equal(grads[0.0], grads[1.0])
     with pytest.raises(ValueError, match="lambda_semantic"):
         build_trainer(tiny_config(lambda_semantic=1.0), CPU, "fp32")
+
+
+def test_sampler_draws_the_same_windows_on_the_device_and_from_the_host() -> None:
+    """The device path (frames uploaded, one gather) and the host path (windows read from the
+    arrays) cut the same crops for the same draws; each crop is a window of one frame, mirrored
+    or not, and both happen."""
+    height, width = 12, 20
+    # Every pixel says where it is: channel 0 its row, 1 its column, 2 its frame.
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    frames = np.stack(
+        [np.stack([rows, cols, np.full_like(rows, i)], axis=-1) for i in range(5)]
+    ).astype(np.uint8)  # (5, 12, 20, 3)
+
+    def sampler(on_device: bool) -> loop.UnpairedSampler:
+        return loop.UnpairedSampler(
+            frames, frames, 3, (4, 6), True, torch.Generator().manual_seed(1), CPU, False,
+            on_device,
+        )  # fmt: skip
+
+    device_path, host_path = sampler(True), sampler(False)
+    mirrored = straight = 0
+    for _ in range(6):
+        for a, b in zip(device_path.next(), host_path.next()):
+            assert torch.equal(a, b)
+            pixels = ((a + 1) * 127.5).round().long()  # (3, 3, 4, 6) back to 0..255
+            for crop in pixels:
+                row, col, frame = crop[0], crop[1], crop[2]
+                assert (frame == frame[0, 0]).all()
+                assert (row == row[:, :1]).all() and (col == col[:1]).all()
+                assert torch.equal(row[:, 0], row[0, 0] + torch.arange(4))
+                steps = col[0, 1:] - col[0, :-1]
+                assert (steps == 1).all() or (steps == -1).all()
+                mirrored += int(steps[0] == -1)
+                straight += int(steps[0] == 1)
+    assert mirrored and straight
+    with pytest.raises(ValueError, match="generator must be on"):
+        loop.UnpairedSampler(
+            frames, frames, 1, (4, 6), True, torch.Generator(), torch.device("meta"), False, True
+        )
+
+
+def test_compiled_phases_compute_the_eager_step(frames, monkeypatch) -> None:
+    """The compiled path (graph capture of both phases and their backward, as inductor and CUDA
+    graphs get them) gives the eager step's losses and weights, and compiles each phase once.
+    AOTAutograd's eager backend stands in for inductor, whose C++ build takes minutes here."""
+    real_compile = torch.compile
+    compiled_modes = []
+
+    def aot_eager(function, mode, dynamic):
+        compiled_modes.append(mode)
+        return real_compile(function, backend="aot_eager", dynamic=dynamic)
+
+    monkeypatch.setattr(loop.torch, "compile", aot_eager)
+    trainers = {}
+    for compile in ("eager", "reduce-overhead"):
+        torch.manual_seed(0)
+        trainers[compile] = build_trainer(tiny_config(pool_size=2), CPU, "fp32")
+        trainers[compile].wrap(compile)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for seed in range(4):
+            batch = crops(frames, seed)
+            eager, _ = trainers["eager"].step(*batch)
+            compiled, applied = trainers["reduce-overhead"].step(*batch)
+            assert bool(applied)
+            for name, value in eager.items():
+                torch.testing.assert_close(compiled[name], value, msg=name)
+    assert compiled_modes == ["reduce-overhead", "reduce-overhead"]
+    for name in NET_NAMES:
+        for a, b in zip(
+            getattr(trainers["eager"].nets, name).parameters(),
+            getattr(trainers["reduce-overhead"].nets, name).parameters(),
+        ):
+            torch.testing.assert_close(a, b)

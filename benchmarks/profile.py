@@ -1,0 +1,222 @@
+"""Where a training step spends its time, per mode (torch.profiler + oneDNN's own log).
+
+The real CycleGAN step (benchmarks.cyclegan.step_function) and the real segmentation step
+(benchmarks.segmentation.train_step) on random frames, each mode in a fresh process. Every
+operator's *self* CPU time is grouped into categories (convolutions forward / backward,
+normalisation, padding, dtype casts and layout copies, optimizer, ...), so the page says which
+part a lever speeds up and which it does not. A second pass over as many steps with oneDNN's
+verbose log on says which kernel each convolution ran (AMX or AVX512-BF16) and how long the
+layout reorders around it took.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from benchmarks.harness import Results, isolated, measurement, use_threads
+
+MODES = ("fp32", "bf16", "bf16+cl")
+CPU = torch.device("cpu")
+
+# (category, substrings of aten op names), first match wins: backward names before forward.
+CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("conv backward", ("convolution_backward",)),
+    ("norm backward", ("group_norm_backward", "batch_norm_backward")),
+    ("conv forward", ("mkldnn_convolution", "_convolution", "conv2d", "conv_transpose")),
+    ("norm forward", ("group_norm", "batch_norm", "instance_norm")),
+    ("pooling and upsampling", ("max_pool", "upsample", "interpolate", "avg_pool")),
+    ("reflection pad", ("reflection_pad",)),
+    ("optimizer (Adam)", ("_foreach", "adam")),
+    ("dtype casts and copies", ("copy_", "_to_copy", "aten::to", "clone", "contiguous")),
+    ("activations", ("relu", "leaky_relu", "tanh", "threshold_backward")),
+    (
+        "losses and reductions",
+        ("mse_loss", "l1_loss", "nll_loss", "log_softmax", "abs", "mean", "sum", "sgn", "sign"),
+    ),
+    (
+        "allocation, views, concatenation",
+        ("empty", "zeros", "fill_", "zero_", "view", "reshape", "as_strided", "aten::cat"),
+    ),
+    ("elementwise", ("add", "mul", "sub", "div", "where", "neg")),
+)
+
+
+def categorise(op_name: str) -> str:
+    name = op_name.lower()
+    for category, needles in CATEGORIES:
+        if any(needle in name for needle in needles):
+            return category
+    return "other"
+
+
+def onednn_summary(lines: list[str], steps: int) -> dict[str, float]:
+    """ms per step of each oneDNN (primitive, implementation), from its verbose exec lines:
+    ``onednn_verbose,v1,primitive,exec,cpu,<primitive>,<implementation>,...,<ms>``."""
+    totals: dict[str, float] = defaultdict(float)
+    for line in lines:
+        fields = line.split(",")
+        if len(fields) > 7 and fields[:4] == ["onednn_verbose", "v1", "primitive", "exec"]:
+            totals[f"{fields[5]} {fields[6]}"] += float(fields[-1]) / steps
+    return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def profile_mode(model: str, quick: bool, mode: str, steps: int, warmup: int) -> Results:
+    """One model and mode, in this process: ms per step by category, top operators, oneDNN."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from benchmarks import cyclegan, segmentation
+
+    if model == "cyclegan":
+        config, size, _ = next(iter(cyclegan.configs(quick).values()))
+        use_threads(config.threads)
+        step = cyclegan.step_function(cyclegan.with_mode(config, mode), size, CPU)
+    else:
+        seg_config, size, _ = next(iter(segmentation.configs(quick).values()))
+        use_threads(seg_config.threads)
+        split = segmentation.fake_split(Path(tempfile.mkdtemp()), 8, size)
+        step = segmentation.train_step(seg_config, mode, split, CPU)
+    for _ in range(warmup):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    per_category: dict[str, float] = defaultdict(float)
+    per_op: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        # Self time only, so nested ops (conv2d -> convolution -> mkldnn_convolution) count once.
+        ms = event.self_cpu_time_total / 1000 / steps
+        per_category[categorise(event.key)] += ms
+        per_op[event.key] += ms
+    # oneDNN writes its log to the process's stdout: send that to a file while it is on.
+    with tempfile.TemporaryFile("w+") as log:
+        saved = os.dup(1)
+        os.dup2(log.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                for _ in range(steps):
+                    step()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        onednn = onednn_summary(log.read().splitlines(), steps)
+    return {
+        "ms_per_step": round(sum(per_category.values()), 2),
+        "categories": {k: round(v, 2) for k, v in per_category.items()},
+        "top_ops": [[k, round(v, 2)] for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])][
+            :12
+        ],
+        "onednn": onednn,
+        "threads": torch.get_num_threads(),
+    }
+
+
+@measurement("profile", page="profile", section=lambda r: profile_page(r))
+def step_profiles(quick: bool) -> Results:
+    """Where each training step's time goes, by operator category and oneDNN kernel."""
+    results: Results = {"cpu": cpu_facts(), "models": {}}
+    for model, steps in (("cyclegan", 20), ("seg", 10)):
+        steps = 1 if quick else steps
+        results["models"][model] = {
+            mode: isolated(
+                "benchmarks.profile:profile_mode",
+                model=model,
+                quick=quick,
+                mode=mode,
+                steps=steps,
+                warmup=1 if quick else 5,
+            )
+            for mode in (MODES[:2] if quick else MODES)
+        }
+    return results
+
+
+def cpu_facts() -> str:
+    """CPU model and its bf16 matrix features, from /proc/cpuinfo (Linux)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "CPU: unknown (no /proc/cpuinfo)"
+    names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    model = names[0] if names else "unknown"
+    flags = set(next((line for line in info if line.startswith("flags")), "").split())
+    features = ", ".join(
+        f"{flag} {'yes' if flag in flags else 'no'}"
+        for flag in ("avx512_bf16", "amx_bf16", "amx_tile")
+    )
+    return f"CPU: {model}, {os.cpu_count()} cores; {features}"
+
+
+def profile_page(results: Results) -> str:
+    sections = [
+        f"torch {torch.__version__}, ATen CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}. {results['cpu']}.",
+        "",
+    ]
+    titles = {"cyclegan": "CycleGAN", "seg": "Segmentation"}
+    for model, by_mode in results["models"].items():
+        failed = {mode: r["error"] for mode, r in by_mode.items() if "error" in r}
+        if failed:
+            sections += [f"## {titles[model]}: failed: {failed}", ""]
+            continue
+        sections.append(model_section(titles[model], by_mode))
+    return "\n".join(sections)
+
+
+def model_section(title: str, results: dict[str, Results]) -> str:
+    modes = list(results)
+    base = modes[0]
+    threads = results[base]["threads"]
+
+    def ms(mode: str, category: str) -> float:
+        if category == "total":
+            return results[mode]["ms_per_step"]
+        return results[mode]["categories"].get(category, 0.0)
+
+    categories = sorted(
+        {c for r in results.values() for c in r["categories"]}, key=lambda c: -ms(base, c)
+    )
+    lines = [
+        f"## {title} training step, {threads} thread(s)",
+        "",
+        "Self CPU time per step by operator category (ms), from torch.profiler; "
+        f"'x {base}' is the {base} time over the mode's time (above 1: faster).",
+        "",
+        "| category | "
+        + " | ".join(f"{m} ms | share" for m in modes)
+        + " | "
+        + " | ".join(f"x {base} ({m})" for m in modes[1:])
+        + " |",
+        "|---|" + "---:|---:|" * len(modes) + "---:|" * (len(modes) - 1),
+    ]
+    for category in [*categories, "total"]:
+        cells = [f"{ms(m, category):.1f} | {ms(m, category) / ms(m, 'total'):.0%}" for m in modes]
+        ratios = [
+            f"{ms(base, category) / ms(m, category):.2f}" if ms(m, category) > 0 else "-"
+            for m in modes[1:]
+        ]
+        lines.append(f"| {category} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    for mode in modes:
+        lines += ["", f"Top operators, {mode} (ms per step, self time):", ""]
+        lines += [f"- `{name}` {value:.1f}" for name, value in results[mode]["top_ops"]]
+    lines += [
+        "",
+        "oneDNN primitives by kernel (ms per step, from ONEDNN_VERBOSE on the same number of "
+        "steps; 'reorder' is converting tensors between torch's layout and oneDNN's blocked one):",
+        "",
+        "| primitive and kernel | " + " | ".join(modes) + " |",
+        "|---|" + "---:|" * len(modes),
+    ]
+    kernels = sorted(
+        {k for r in results.values() for k in r["onednn"]},
+        key=lambda k: -max(r["onednn"].get(k, 0.0) for r in results.values()),
+    )
+    for kernel in kernels:
+        cells = [f"{results[m]['onednn'].get(kernel, 0.0):.1f}" for m in modes]
+        lines.append(f"| `{kernel}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
