@@ -516,18 +516,26 @@ def train_cyclegan(
         {"precision": precision, "channels_last": config.channels_last, "compile": config.compile}
     )
 
+    def write_sample() -> None:
+        grid = sample_grid(trainer.nets, sim[0], real[0], precision, device)
+        tracker.log_image("samples", grid, step=run.step)
+        write_png(out_dir / "samples" / f"step_{run.step:08d}.png", grid)
+
     for _ in run:
         lr = trainer.lr()
         sim_batch, real_batch = sampler.next()
         losses, applied = trainer.step(sim_batch, real_batch)
         run.log(losses, applied, lr)
         if dist.is_main() and run.due(config.sample_every):
-            grid = sample_grid(trainer.nets, sim[0], real[0], precision, device)
-            tracker.log_image("samples", grid, step=run.step)
-            write_png(out_dir / "samples" / f"step_{run.step:08d}.png", grid)
+            write_sample()
 
     summary = {**run.finish(), "precision": precision}
     if dist.is_main():
+        # A rerun of a finished run (DVC deletes the samples before it reruns a stage, the
+        # persisted checkpoints stay) resumes at the last step and trains nothing: the final
+        # sample is still part of the outputs.
+        if not (out_dir / "samples" / f"step_{run.step:08d}.png").is_file():
+            write_sample()
         save_generators(out_dir, trainer.nets, config)
         example = np.zeros((1, 3, *config.crop), dtype=np.float32)
         generator = build_generator(config.netG, config.ngf, config.norm)

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,6 +189,17 @@ def test_kill_and_resume_is_bit_identical(tmp_path: Path, frames) -> None:
     for name in ("gen_sim2real.safetensors", "gen_real2sim.safetensors"):
         assert (whole / name).read_bytes() == (pieces / name).read_bytes()
     assert (whole / "curves.csv").read_text() == (pieces / "curves.csv").read_text()
+
+    # A rerun of the finished run (as `dvc repro` does after deleting the stage's outputs but
+    # not its persisted checkpoints) trains nothing and writes every output again.
+    shutil.rmtree(pieces / "samples")
+    for name in ("gen_sim2real.safetensors", "gen_real2sim.safetensors", "generator.json"):
+        (pieces / name).unlink()
+    metrics = train_cyclegan(config, sim, real, pieces, NullTracker(), device=CPU)
+    assert metrics["steps"] == config.iters
+    assert (pieces / "samples" / "step_00000010.png").is_file()
+    for name in ("gen_sim2real.safetensors", "gen_real2sim.safetensors"):
+        assert (whole / name).read_bytes() == (pieces / name).read_bytes()
 
 
 @pytest.mark.parametrize("max_bad_steps", [0, 2])
