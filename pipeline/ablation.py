@@ -176,8 +176,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = dvc.api.exp_show(force=True)
     if args.command == "seeds":
         from pipeline.config import load_params
+        from pipeline.data.identity import read_identity
 
-        write_json(args.out, seed_spread(rows, list(load_params().train_seg.variants)))
+        spread = seed_spread(rows, list(load_params().train_seg.variants))
+        # The spread belongs to one dataset: the report uses it only for that one.
+        spread["dataset"] = read_identity(Path("data/prepared")).label
+        write_json(args.out, spread)
     else:
         write_text(args.out, ablation_markdown(rows))
     print(args.out.read_text())

@@ -148,13 +148,16 @@ COMPARISONS = (
 )
 
 
-def load_seed_spread(path: str | Path) -> pd.DataFrame | None:
+def load_seed_spread(path: str | Path, dataset: str | None = None) -> pd.DataFrame | None:
     """`pipeline.ablation seeds` output as a table: one row per variant, the spread (max - min
-    over seeds) of mIoU and pixel accuracy and how many runs it spans; None without the file."""
+    over seeds) of mIoU and pixel accuracy and how many runs it spans; None without the file, or
+    when it was measured on another dataset than `dataset` (a label, as the report prints it)."""
     path = Path(path)
     if not path.is_file():
         return None
     data = read_json(path)
+    if dataset is not None and data.get("dataset") != dataset:
+        return None
     rows = {
         variant: {
             "miou_spread": _number(entry.get("miou_spread")),
@@ -172,8 +175,8 @@ def differences_markdown(table: pd.DataFrame, spread: pd.DataFrame | None) -> li
     lines = ["", "## Differences between variants", ""]
     if spread is None:
         lines.append(
-            "No seed spread measured for these defaults (`python -m pipeline.ablation queue "
-            "--seeds`); differences below are single runs."
+            "No seed spread measured for these defaults on this dataset (`python -m "
+            "pipeline.ablation queue --seeds`); differences below are single runs."
         )
     else:
         runs = int(spread["runs"].max())
@@ -532,7 +535,7 @@ def write_report(
         "classes": classes,
         "source_missing": source_missing_classes(read_json(reports / "data.json")),
         "source_kind": source_kind,
-        "spread": load_seed_spread(reports / "seeds.json"),
+        "spread": load_seed_spread(reports / "seeds.json", identity.label),
     }
     cities = load_city_metrics(reports / "metrics", variants)
     write_text(

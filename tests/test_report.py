@@ -288,4 +288,9 @@ def test_differences_are_marked_when_smaller_than_the_seed_spread(tmp_path):
     assert "| cyclegan_st vs cyclegan | +2.0 (within spread) | +20.0 |" in lines
     assert "over 3 runs" in " ".join(lines)
     assert report.load_seed_spread(tmp_path / "missing.json") is None
+    # Stamped with its dataset, the spread is used for that dataset only.
+    stamped = json.loads((tmp_path / "seeds.json").read_text()) | {"dataset": "demo (abc)"}
+    (tmp_path / "seeds.json").write_text(json.dumps(stamped))
+    assert report.load_seed_spread(tmp_path / "seeds.json", "demo (abc)") is not None
+    assert report.load_seed_spread(tmp_path / "seeds.json", "elsewhere (def)") is None
     assert "single runs" in " ".join(report.differences_markdown(table, None))
