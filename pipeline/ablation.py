@@ -47,6 +47,7 @@ SEEDS: dict[str, tuple[str, ...]] = {
     f"seed-{seed}": (f"cyclegan.seed={seed}", f"train_seg.seed={seed}") for seed in (1, 2)
 }
 SEED_SCORES = ("miou", "pixel_accuracy")
+RECENT_COMMITS = 20
 
 # (column label, metrics file, key, shown in %). The histogram distance shows whether the output
 # *looks* real (GAN alone gets there too); the FCN-score whether the content survived the trip;
@@ -65,9 +66,9 @@ COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
         "translated.pixel_accuracy",
         True,
     ),
-    ("cyclegan variant mIoU", "reports/metrics/cyclegan.json", "miou", True),
-    ("cyclegan variant pixel acc.", "reports/metrics/cyclegan.json", "pixel_accuracy", True),
-    ("source_only mIoU (control)", "reports/metrics/source_only.json", "miou", True),
+    ("cyclegan variant mIoU", "metrics/cyclegan.json", "miou", True),
+    ("cyclegan variant pixel acc.", "metrics/cyclegan.json", "pixel_accuracy", True),
+    ("source_only mIoU (control)", "metrics/source_only.json", "miou", True),
 )
 
 
@@ -86,7 +87,7 @@ def _rows_by_name(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> di
         if row.get("typ") == "baseline" or row.get("Experiment") in (None, "", "workspace"):
             by_name.setdefault("baseline", row)
         if row.get("Experiment") in names:
-            by_name[row["Experiment"]] = row
+            by_name.setdefault(row["Experiment"], row)  # rows run newest commit first
     return by_name
 
 
@@ -96,7 +97,7 @@ def seed_spread(rows: Sequence[Mapping[str, Any]], variants: Sequence[str]) -> d
     runs = [name for name in ("baseline", *SEEDS) if name in by_name]
     result: dict[str, Any] = {"runs": runs, "variants": {}}
     for variant in variants:
-        path = f"reports/metrics/{variant}.json"
+        path = f"metrics/{variant}.json"
         entry: dict[str, Any] = {}
         for key in SEED_SCORES:
             values = [_value(by_name[run], path, key) for run in runs]
@@ -173,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     import dvc.api
 
-    rows = dvc.api.exp_show(force=True)
+    # Experiments stay attached to the commit they were queued on; commits that only add
+    # reports (the usual next step) must not hide them, so look back over recent commits.
+    rows = dvc.api.exp_show(num=RECENT_COMMITS, force=True)
     if args.command == "seeds":
         from pipeline.config import load_params
         from pipeline.data.identity import read_identity

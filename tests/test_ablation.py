@@ -21,16 +21,16 @@ def test_markdown_takes_baseline_and_named_experiments_with_either_column_style(
             "Experiment": None,
             "typ": "baseline",
             "reports/fcn_score.json:translated.miou": 0.257,
-            "reports/metrics/cyclegan.json:miou": 0.187,
+            "metrics/cyclegan.json:miou": 0.187,
             "pixel_accuracy": 0.495,
             "hist_distance_after": 0.5379,
-            "reports/metrics/source_only.json:miou": 0.09,
+            "metrics/source_only.json:miou": 0.09,
         },
         {
             "Experiment": "gan-only",
             "typ": "branch_commit",
             "reports/fcn_score.json:translated.miou": 0.05,
-            "reports/metrics/cyclegan.json:miou": 0.06,
+            "metrics/cyclegan.json:miou": 0.06,
         },
         {"Experiment": "unrelated", "typ": "branch_commit"},
     ]
@@ -44,10 +44,10 @@ def test_markdown_takes_baseline_and_named_experiments_with_either_column_style(
 
 def test_seed_spread_per_variant_from_baseline_and_seed_runs():
     rows = [
-        {"typ": "baseline", "reports/metrics/cyclegan.json:miou": 0.30, "pixel_accuracy": 0.7},
-        {"Experiment": "seed-1", "reports/metrics/cyclegan.json:miou": 0.26},
-        {"Experiment": "seed-2", "reports/metrics/cyclegan.json:miou": 0.33},
-        {"Experiment": "gan-only", "reports/metrics/cyclegan.json:miou": 0.01},
+        {"typ": "baseline", "metrics/cyclegan.json:miou": 0.30, "pixel_accuracy": 0.7},
+        {"Experiment": "seed-1", "metrics/cyclegan.json:miou": 0.26},
+        {"Experiment": "seed-2", "metrics/cyclegan.json:miou": 0.33},
+        {"Experiment": "gan-only", "metrics/cyclegan.json:miou": 0.01},
     ]
     spread = ablation.seed_spread(rows, ["cyclegan"])
     assert spread["runs"] == ["baseline", "seed-1", "seed-2"]
