@@ -15,6 +15,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -56,19 +57,24 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(path)
         except (SafetensorError, OSError) as err:
             raise WeightsError(f"{path}: not a readable safetensors file ({err})") from err
-    # As train.checkpoint reads checkpoints; not shared with it, since the training layer builds
-    # on this module and not the other way round.
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise WeightsError(
-            f"{path}: refused to load; it holds objects other than tensors (possibly a pickled "
-            f"code payload)"
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise WeightsError(f"{path}: unreadable weights file ({err})") from err
+    loaded = load_weights_only(path, WeightsError, "weights file")
     if not isinstance(loaded, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in loaded.values()
     ):
         raise WeightsError(f"{path}: expected a state dict of tensors, got {type(loaded).__name__}")
     return dict(loaded)
+
+
+def load_weights_only(path: str | Path, error: type[Exception], what: str) -> Any:
+    """`torch.load(weights_only=True)` onto the CPU: tensors and plain values only. A pickled
+    payload or an unreadable file raises `error` naming `path` (and `what` it should have been).
+    train.checkpoint reads its checkpoints through this too."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise error(
+            f"{path}: refused to load; it holds objects other than tensors and plain values "
+            f"(possibly a pickled code payload). Only weights-only files are accepted."
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise error(f"{path}: unreadable {what} ({err})") from err

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-import pickle
 import random
 import re
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from pipeline.io import OutputError, atomic_path, remove_orphan_temps, write_json
+from pipeline.weights import load_weights_only
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -59,16 +59,7 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint with `weights_only=True`; refuse anything else with a clear error."""
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to load; it holds objects other than tensors and plain values "
-            f"(possibly a pickled code payload). Only weights-only checkpoints are accepted."
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from err
+    return load_weights_only(Path(path), CheckpointError, "checkpoint")
 
 
 def latest_checkpoint(folder: str | Path) -> dict[str, Any] | None:
