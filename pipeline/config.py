@@ -16,7 +16,9 @@ checks params.yaml with the profile applied and prints the profile as ``dvc exp 
 key may be absent altogether (an optional list file, FDA off), never a second tunable value. A
 field marked ``runtime`` (``field(metadata=RUNTIME)``) is a knob that changes how fast or how
 loudly a run goes, not what it computes: a checkpoint written under other runtime values still
-resumes. Every other field defines the run (``run_settings``).
+resumes, and no stage's outputs depend on it. Every other field defines the run
+(``run_settings``) and is a DVC param of each stage that reads it, no more, no less
+(tests/test_dvc_yaml.py derives the lists from these marks).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class DemoDataConfig:
     n_target_train: int
     n_target_val: int
     size: tuple[int, int]  # native size the generator draws at (H, W)
-    workers: int
+    workers: int = field(metadata=RUNTIME)
     # Also write the sim frames in the SYNTHIA layout (data/demo/synthia), for
     # data.source.kind=synthia; off, the demo output is unchanged.
     synthia: bool
@@ -118,7 +120,7 @@ class DemoDataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
-    workers: int
+    workers: int = field(metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         _check(self.workers >= 1, "prepare.workers", self.workers, "an integer >= 1")
@@ -200,9 +202,9 @@ class CycleGANConfig:
 class TranslateConfig:
     batch: int
     precision: Precision
-    threads: int  # 0 = torch's default
+    threads: int = field(metadata=RUNTIME)  # 0 = torch's default
     # Threads that encode and write PNGs (and count colours) while the next batch translates.
-    workers: int
+    workers: int = field(metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         _check(self.batch > 0, "translate.batch", self.batch, "an integer > 0")
@@ -396,8 +398,9 @@ class Params:
     train_seg: TrainSegConfig
     evaluate: EvaluateConfig
     report: ReportConfig
-    tracking: TrackingConfig
-    distributed: DistributedConfig
+    # Where runs are logged and how many processes train: neither changes an output.
+    tracking: TrackingConfig = field(metadata=RUNTIME)
+    distributed: DistributedConfig = field(metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         # Crops are cut from images at the working resolution, so they must fit inside it.
@@ -611,3 +614,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def check_paths(params: Params, generated: Path) -> None:
+    """The files and folders params.yaml names that must exist before the chain starts: the
+    two dataset roots (and a frame list), and a local encoder weights file; roots inside
+    `generated` (the demo data, which a stage writes) need not exist yet. ConfigError names the
+    key and the path."""
+    for key, spec in (("data.source", params.data.source), ("data.target", params.data.target)):
+        if not Path(spec.root).is_dir() and not Path(spec.root).is_relative_to(generated):
+            _fail(f"{key}.root", spec.root, "an existing folder in the dataset's layout")
+        if spec.list_file is not None and not Path(spec.list_file).is_file():
+            _fail(f"{key}.list_file", spec.list_file, "an existing file of frame names, or null")
+    weights = params.train_seg.encoder_weights
+    if weights is not None and not Path(weights).is_file():
+        _fail("train_seg.encoder_weights", weights, "an existing local weights file, or null")

@@ -22,17 +22,28 @@ import torch
 from torch import nn
 
 from pipeline import dist
+from pipeline.config import EvaluateConfig, Precision
 from pipeline.data.labels import CLASS_NAMES, NUM_CLASSES
 from pipeline.data.prepare import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.io import atomic_path, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, protocol_mious, scores, scores_to_json
-from pipeline.runtime import autocast
+from pipeline.runtime import autocast, pick_device, resolve_precision
 from pipeline.segment import upsampled_argmax
+from pipeline.tracking import NullTracker, Tracker
 
 # Scalar scores logged as "val_<name>" for every variant, so runs compare column by column.
 SUMMARY_SCORES = ("pixel_accuracy", "mean_class_accuracy", "miou", "fwiou")
 PROTOCOL_SCORES = ("miou19", "miou16", "miou13")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationOutputs:
+    """Where `evaluate_variant` writes, as dvc.yaml declares it."""
+
+    metrics: Path  # every score (JSON)
+    confusion: Path  # the confusion matrix (CSV)
+    predictions: Path  # the kept predictions (.npy)
 
 
 @dataclasses.dataclass
@@ -237,4 +248,71 @@ def fcn_score(
         evaluation = evaluate_images(oracle, split.images, sim.labels, batch, precision, device)
         scores = evaluation.confusion.scores()
         result[name] = {key: scores[key] for key in FCN_SCORES}
+    return result
+
+
+def evaluate_variant(
+    config: EvaluateConfig,
+    model: nn.Module,
+    val_root: Path,
+    outputs: EvaluationOutputs,
+    tracker: Tracker | NullTracker,
+    title: str,
+) -> dict[str, Any] | None:
+    """Score `model` on the prepared real val split at label resolution (sharded under torchrun),
+    write the scores, the confusion matrix and the kept predictions (rank 0), then log them to
+    `tracker` (the variant's training run). Files come first: a tracking failure must not lose
+    the scores. Returns the scores on rank 0, None elsewhere."""
+    device = pick_device()
+    val = PreparedSplit.open(val_root)
+    evaluation = evaluate_images(
+        model,
+        val.images,
+        native_labels(val_root),
+        config.batch,
+        resolve_precision(config.precision, device),
+        device,
+        keep=config.saved_predictions,
+        cities=val.cities,
+    )
+    if not dist.is_main():
+        return None
+    result = write_evaluation(
+        evaluation, outputs.metrics, outputs.confusion, outputs.predictions, config.classes
+    )
+    print(
+        f"{title}: mIoU ({config.classes} classes) {result['miou']:.4f}, pixel accuracy "
+        f"{result['pixel_accuracy']:.4f} on {result['n_images']} frames -> {outputs.metrics}"
+    )
+    matrix = evaluation.confusion.matrix.cpu().numpy()
+    tracker.log_data({"evaluation": [val_root]})
+    tracker.log_metrics(tracking_metrics(result))
+    tracker.log_metrics({"val_n_images": result["n_images"]})
+    tracker.log_table(class_table(result, matrix), "val_per_class")
+    tracker.log_table(confusion_frame(matrix).reset_index(), "val_confusion")
+    return result
+
+
+def score_translation(
+    batch: int,
+    precision: Precision,
+    oracle: nn.Module,
+    sim: PreparedSplit,
+    translated: PreparedSplit,
+    out: Path,
+    tracker: Tracker | NullTracker,
+) -> dict[str, dict[str, float]]:
+    """The FCN-score (`fcn_score`) of a translation, written to `out` and logged as
+    fcn_<split>_<score> to `tracker` (the translator's training run)."""
+    device = pick_device()
+    result = fcn_score(oracle, sim, translated, batch, resolve_precision(precision, device), device)
+    write_json(out, result)
+    print(result)
+    tracker.log_metrics(
+        {
+            f"fcn_{name}_{key}": value
+            for name, scores in result.items()
+            for key, value in scores.items()
+        }
+    )
     return result

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from pipeline.data.tensors import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.io import (
     ImageReadError,
     InputError,
+    atomic_path,
     image_files,
     read_json,
     read_rgb,
@@ -265,3 +267,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def copy_semantic_net(weight: float, model_dir: Path, out_dir: Path) -> None:
+    """The semantic_net stage: `model_dir`'s model files copied to a fresh `out_dir` when
+    CyCADA's semantic loss is on (`weight` > 0), else only a constant marker there."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    if weight == 0:
+        write_json(out_dir / "disabled.json", {"lambda_semantic": 0.0})
+        return
+    for name in (MODEL_WEIGHTS, MODEL_SPEC):
+        with atomic_path(out_dir / name) as tmp:
+            shutil.copyfile(model_dir / name, tmp)

@@ -36,6 +36,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pipeline import dist, runtime
+from pipeline.config import TranslateConfig
+from pipeline.data.prepare import PreparedSplit
 from pipeline.data.tensors import from_gan_output, to_gan_input
 from pipeline.fingerprint import run_fingerprint
 from pipeline.io import (
@@ -55,6 +57,7 @@ from pipeline.models.cyclegan import (
     build_generator,
     load_reference_generator_state,
 )
+from pipeline.tracking import NullTracker, Tracker
 
 # Written by the training stage beside the generator weights: netG, ngf, norm.
 GENERATOR_SETTINGS = "generator.json"
@@ -491,6 +494,65 @@ def translate_folder(
         "seconds": round(seconds, 3),
         "img_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
     }
+
+
+# Frames shown side by side (sim over translated) in the translator's MLflow run.
+SHOWN_FRAMES = 4
+
+
+def translate_prepared(
+    config: TranslateConfig,
+    generator_dir: Path,
+    sim_root: Path,
+    real_root: Path,
+    out_dir: Path,
+    metrics_path: Path,
+    tracker: Tracker | NullTracker,
+) -> dict[str, Any] | None:
+    """The translate stage: every frame of the prepared sim split through the generator in
+    `generator_dir` into `out_dir` (`translate_split`), then on rank 0 the colour-statistics
+    distance to the real split before and after (written to `metrics_path`) and a strip of
+    sim-over-translated frames, logged to `tracker` (the translator's training run)."""
+    runtime.set_threads(config.threads)
+    device = runtime.pick_device()
+    generator = load_trained_generator(generator_dir / "gen_sim2real.safetensors", device)
+    sim, real = PreparedSplit.open(sim_root), PreparedSplit.open(real_root)
+    with ThreadPoolExecutor(1) as background:
+        # Rank 0 counts the real frames' colours while the sim frames translate.
+        real_stats = background.submit(
+            channel_stats, real.images if dist.is_main() else real.images[:0], config.workers
+        )
+        result = translate_split(
+            generator,
+            sim.images,
+            sim.names,
+            out_dir,
+            config.batch,
+            config.precision,
+            device,
+            inputs=[sim_root],
+            workers=config.workers,
+        )
+        start = time.perf_counter()
+        target = real_stats.result()
+    if not dist.is_main():
+        return None
+    metrics = {
+        **domain_shift_report(result.source_stats, result.translated_stats, target),
+        **result.summary(),
+        "precision": runtime.resolve_precision(config.precision, device),
+        "score_seconds": round(time.perf_counter() - start, 3),
+    }
+    write_json(metrics_path, metrics)
+    print(", ".join(f"{k}: {v}" for k, v in metrics.items()))
+    tracker.log_metrics(
+        {f"translate_{k}": v for k, v in metrics.items() if isinstance(v, float | int)}
+    )
+    shown = min(SHOWN_FRAMES, len(sim.names))
+    translated = PreparedSplit.open(out_dir)
+    rows = [np.concatenate(list(split.images[:shown]), axis=1) for split in (sim, translated)]
+    tracker.log_image("translate_samples", np.concatenate(rows, axis=0))
+    return metrics
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,11 +4,10 @@ and real (Cityscapes) sets."""
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
-from pipeline.config import load_params
-from pipeline.data.demo import DemoSpec, generate
+from pipeline.data.demo import write_demo_data
+from stages.door import open_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,24 +15,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for gta5/, cityscapes/ (and synthia/)"
     )
+    parser.add_argument("--log", type=Path, help="copy of the stage's output")
     args = parser.parse_args(argv)
-    config = load_params().demo_data
-    # A fresh folder, so a smaller n_* leaves no stale frames from an earlier run.
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    counts = generate(
-        DemoSpec(
-            seed=config.seed,
-            n_source=config.n_source,
-            n_target_train=config.n_target_train,
-            n_target_val=config.n_target_val,
-            size=config.size,
-            synthia=config.synthia,
-        ),
-        args.out,
-        workers=config.workers,
-    )
-    print(f"demo data written to {args.out}: {counts}")
+    with open_stage("demo_data", log=args.log) as door:
+        write_demo_data(door.params.demo_data, args.out)
 
 
 if __name__ == "__main__":

@@ -5,19 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline import dist
-from pipeline.config import load_params
-from pipeline.data.identity import identity_of_split
-from pipeline.data.prepare import PreparedSplit
-from pipeline.evaluate import (
-    evaluate_images,
-    native_labels,
-    write_evaluation,
-)
-from pipeline.report import log_evaluation
-from pipeline.runtime import pick_device, resolve_precision
+from pipeline.evaluate import EvaluationOutputs, evaluate_variant
 from pipeline.segment import load_model
-from pipeline.tracking import reopen_run
+from stages.door import open_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,44 +18,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="scores (JSON)")
     parser.add_argument("--confusion", type=Path, required=True, help="confusion matrix (CSV)")
     parser.add_argument("--predictions", type=Path, required=True, help="kept predictions (.npy)")
+    parser.add_argument("--log", type=Path, help="copy of the stage's output")
     args = parser.parse_args(argv)
-    params = load_params()
-    config = params.evaluate
-
-    dist.init()
-    try:
-        device = pick_device()
-        val = PreparedSplit.open(args.val)
-        evaluation = evaluate_images(
-            load_model(args.model),
-            val.images,
-            native_labels(args.val),
-            config.batch,
-            resolve_precision(config.precision, device),
-            device,
-            keep=config.saved_predictions,
-            cities=val.cities,
-        )
-        if not dist.is_main():
-            return
-        # Files first: a tracking failure below must not lose the scores.
-        result = write_evaluation(
-            evaluation, args.metrics, args.confusion, args.predictions, config.classes
-        )
-        print(
-            f"{args.variant}: mIoU ({config.classes} classes) {result['miou']:.4f}, pixel "
-            f"accuracy {result['pixel_accuracy']:.4f} on {result['n_images']} frames -> "
-            f"{args.metrics}"
-        )
-        tracking = params.tracking
-        tracker = reopen_run(tracking.enabled, tracking.experiment, args.model / "run.json")
-        tracker.log_data({"evaluation": [args.val]})
-        found = identity_of_split(args.val)
-        title = f"{args.variant}: real val" + (f", dataset {found[0].label}" if found else "")
-        log_evaluation(tracker, result, evaluation.confusion.matrix.cpu().numpy(), title)
-        tracker.finish()
-    finally:
-        dist.cleanup()
+    outputs = EvaluationOutputs(args.metrics, args.confusion, args.predictions)
+    with open_stage(
+        "evaluate", log=args.log, distributed=True, reopen=args.model / "run.json"
+    ) as door:
+        model = load_model(args.model)
+        evaluate_variant(door.params.evaluate, model, args.val, outputs, door.tracker, args.variant)
 
 
 if __name__ == "__main__":

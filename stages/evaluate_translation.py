@@ -1,18 +1,15 @@
 """dvc stage `evaluate_translation`: the CycleGAN paper's FCN-score for sim -> real translation
-(pipeline.evaluate.fcn_score), logged to the CycleGAN training run."""
+(pipeline.evaluate.fcn_score), logged to the translator's training run."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from pipeline.config import load_params
 from pipeline.data.prepare import PreparedSplit
-from pipeline.evaluate import fcn_score
-from pipeline.io import write_json
-from pipeline.runtime import pick_device, resolve_precision
+from pipeline.evaluate import score_translation
 from pipeline.segment import load_model
-from pipeline.tracking import reopen_run
+from stages.door import open_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,32 +17,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--oracle", type=Path, required=True, help="models/seg/oracle")
     parser.add_argument("--sim", type=Path, required=True, help="prepared sim split (labels)")
     parser.add_argument("--translated", type=Path, required=True, help="translated sim split")
+    parser.add_argument("--translator", type=Path, required=True, help="models/cyclegan")
     parser.add_argument("--out", type=Path, required=True, help="scores (JSON)")
-    parser.add_argument("--cyclegan-run", type=Path, default=Path("models/cyclegan/run.json"))
+    parser.add_argument("--log", type=Path, help="copy of the stage's output")
     args = parser.parse_args(argv)
-    params = load_params()
-    device = pick_device()
-    sim = PreparedSplit.open(args.sim, need_labels=True)
-    precision = resolve_precision(params.evaluate.precision, device)
-    result = fcn_score(
-        load_model(args.oracle),
-        sim,
-        PreparedSplit.open(args.translated),
-        params.evaluate.batch,
-        precision,
-        device,
-    )
-    write_json(args.out, result)
-    print(result)
-    tracker = reopen_run(params.tracking.enabled, params.tracking.experiment, args.cyclegan_run)
-    tracker.log_metrics(
-        {
-            f"fcn_{name}_{key}": value
-            for name, scores in result.items()
-            for key, value in scores.items()
-        }
-    )
-    tracker.finish()
+    with open_stage(
+        "evaluate_translation", log=args.log, reopen=args.translator / "run.json"
+    ) as door:
+        sim = PreparedSplit.open(args.sim, need_labels=True)
+        translated = PreparedSplit.open(args.translated)
+        oracle = load_model(args.oracle)
+        batch, precision = door.params.evaluate.batch, door.params.evaluate.precision
+        score_translation(batch, precision, oracle, sim, translated, args.out, door.tracker)
 
 
 if __name__ == "__main__":

@@ -8,28 +8,20 @@ retrain CycleGAN; above 0 it is source_only's net, and CycleGAN retrains when th
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
-from pipeline.config import load_params
-from pipeline.io import atomic_path, write_json
-from pipeline.segment import MODEL_SPEC, MODEL_WEIGHTS
+from pipeline.segment import copy_semantic_net
+from stages.door import open_stage
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="models/seg/source_only")
     parser.add_argument("--out", type=Path, required=True, help="models/semantic_net")
+    parser.add_argument("--log", type=Path, help="copy of the stage's output")
     args = parser.parse_args(argv)
-    weight = load_params().cyclegan.lambda_semantic
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    if weight == 0:
-        write_json(args.out / "disabled.json", {"lambda_semantic": 0.0})
-        return
-    for name in (MODEL_WEIGHTS, MODEL_SPEC):
-        with atomic_path(args.out / name) as tmp:
-            shutil.copyfile(args.model / name, tmp)
+    with open_stage("semantic_net", log=args.log) as door:
+        copy_semantic_net(door.params.cyclegan.lambda_semantic, args.model, args.out)
 
 
 if __name__ == "__main__":

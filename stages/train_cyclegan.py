@@ -6,14 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
-from pipeline import dist, runtime
-from pipeline.config import load_params, run_settings
+from pipeline import runtime
+from pipeline.config import run_settings
 from pipeline.data.prepare import PreparedSplit
 from pipeline.io import write_json
 from pipeline.segment import load_model
 from pipeline.tracking import project_root
 from pipeline.train.cyclegan import train_cyclegan
-from pipeline.train.run import stage_run
+from stages.door import Training, open_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,40 +22,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="model folder")
     parser.add_argument("--metrics", type=Path, required=True, help="final metrics (JSON)")
     parser.add_argument("--curves", type=Path, required=True, help="loss curves (CSV)")
-    parser.add_argument("--semantic-net", type=Path, help="CyCADA's frozen net (semantic_net)")
+    parser.add_argument("--semantic-net", type=Path, required=True, help="the semantic_net stage")
     parser.add_argument(
         "--compile-cache",
         type=Path,
         help="torch.compile's cache, relative to the repository root (shared by DVC's "
         "experiment copies), kept between runs",
     )
+    parser.add_argument("--log", type=Path, help="copy of the stage's output")
     args = parser.parse_args(argv)
     if args.compile_cache:
         runtime.use_compile_cache(project_root() / args.compile_cache)
-    params, start = load_params(), time.perf_counter()
-    splits = [args.prepared / "sim", args.prepared / "real_train"]
-    sim, real = (PreparedSplit.open(split).images for split in splits)
-    settings, semantic = run_settings(params.cyclegan), None
-    if params.cyclegan.lambda_semantic > 0:
-        if args.semantic_net is None:
-            parser.error(
-                "cyclegan.lambda_semantic > 0 needs --semantic-net (the semantic_net stage)"
-            )
-        semantic = load_model(args.semantic_net)
-        splits.append(args.semantic_net)  # its weights define the run too
-    with stage_run(
+    splits = [args.prepared / "sim", args.prepared / "real_train", args.semantic_net]
+    with open_stage(
         "train_cyclegan",
-        params.tracking,
+        log=args.log,
+        distributed=True,
         run_name="train_cyclegan",
-        out_dir=args.out,
-        settings=settings,
-        inputs=splits,
         tags={"variant": "cyclegan"},
-    ) as tracker:
+        training=Training(
+            args.out,
+            settings_of=lambda params: run_settings(params.cyclegan),
+            inputs_of=lambda params: splits,
+        ),
+    ) as door:
+        config, start = door.params.cyclegan, time.perf_counter()
+        sim, real = (PreparedSplit.open(split).images for split in splits[:2])
+        semantic = load_model(args.semantic_net) if config.lambda_semantic > 0 else None
         metrics = train_cyclegan(
-            params.cyclegan, sim, real, args.out, tracker, args.curves, semantic_net=semantic
+            config, sim, real, args.out, door.tracker, args.curves, semantic_net=semantic
         )
-        if dist.is_main():
+        if door.is_main:
             write_json(args.metrics, {**metrics, "wall_seconds": time.perf_counter() - start})
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.config import load_params
 from pipeline.data.prepare import PreparedSplit
-from pipeline.train.run import stage_run
 from pipeline.train.segmentation import train_segmentation, variant_settings
 from pipeline.train.self_training import train_self_training
+from stages.door import Training, open_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,27 +16,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", required=True, help="a key of train_seg.variants")
     parser.add_argument("--out", type=Path, required=True, help="model folder, models/seg/NAME")
     parser.add_argument("--val", type=Path, help="prepared split scored every train_seg.val_every")
+    parser.add_argument("--log", type=Path, help="copy of the stage's output")
     args = parser.parse_args(argv)
-    params = load_params()
-    config, variant = params.train_seg, args.variant
-    spec = config.variant(variant)
-    images, labels = PreparedSplit.open(spec.images), PreparedSplit.open(spec.labels, True)
-    style = PreparedSplit.open(spec.fda_style) if spec.fda_beta > 0 else None
-    target = PreparedSplit.open(spec.self_training.target) if spec.self_training else None
-    val = PreparedSplit.open(args.val, True) if args.val and config.val_every > 0 else None
-    with stage_run(
+    variant = args.variant
+    with open_stage(
         "train_seg",
-        params.tracking,
+        log=args.log,
+        distributed=True,
         run_name=variant,
-        out_dir=args.out,
-        settings=variant_settings(config, variant),
-        inputs=spec.inputs(),
         tags={"variant": variant},
-    ) as tracker:
+        training=Training(
+            args.out,
+            settings_of=lambda params: variant_settings(params.train_seg, variant),
+            inputs_of=lambda params: params.train_seg.variant(variant).inputs(),
+        ),
+    ) as door:
+        config = door.params.train_seg
+        spec = config.variant(variant)
+        images, labels = PreparedSplit.open(spec.images), PreparedSplit.open(spec.labels, True)
+        style = PreparedSplit.open(spec.fda_style) if spec.fda_beta > 0 else None
+        target = PreparedSplit.open(spec.self_training.target) if spec.self_training else None
+        val = PreparedSplit.open(args.val, True) if args.val and config.val_every > 0 else None
         if target is None:
-            train_segmentation(config, variant, images, labels, style, args.out, tracker, val)
+            train_segmentation(config, variant, images, labels, style, args.out, door.tracker, val)
         else:
-            train_self_training(config, variant, images, labels, target, args.out, tracker, val)
+            train_self_training(
+                config, variant, images, labels, target, args.out, door.tracker, val
+            )
 
 
 if __name__ == "__main__":

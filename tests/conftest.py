@@ -23,6 +23,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The settings tests run with (not the working tree's params.yaml, which a team edits).
+TEST_PARAMS = REPO_ROOT / "tests" / "params.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +99,7 @@ def tiny_workspace(root: Path, spec: DemoSpec, overrides: dict) -> Path:
         max_skipped=0,
     )
     prepare_all(data, 1, root / "data" / "prepared", root / "data.json")
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(TEST_PARAMS.read_text())
     for section, values in overrides.items():
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -105,7 +107,5 @@ def tiny_workspace(root: Path, spec: DemoSpec, overrides: dict) -> Path:
 
 
 def params_section(section: str, **overrides: Any) -> Any:
-    """params.yaml's `section` (the one source of defaults), with `overrides` applied."""
-    return dataclasses.replace(
-        getattr(load_params(REPO_ROOT / "params.yaml"), section), **overrides
-    )
+    """tests/params.yaml's `section`, with `overrides` applied."""
+    return dataclasses.replace(getattr(load_params(TEST_PARAMS), section), **overrides)

@@ -18,16 +18,16 @@ from pipeline.config import (
     profile_arguments,
     run_settings,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, TEST_PARAMS
 
 
 @pytest.fixture(scope="module")
 def raw() -> dict:
-    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    return yaml.safe_load(TEST_PARAMS.read_text())
 
 
 def test_repo_params_load():
-    params = load_params(REPO_ROOT / "params.yaml")
+    params = load_params(TEST_PARAMS)
     assert params.data.size == (128, 256)
     assert list(params.train_seg.variants) == [
         "source_only",
@@ -161,7 +161,7 @@ def test_params_yaml_is_the_one_source_of_defaults() -> None:
 
 
 def test_run_settings_leave_out_runtime_knobs() -> None:
-    params = load_params(REPO_ROOT / "params.yaml")
+    params = load_params(TEST_PARAMS)
     cyclegan = run_settings(params.cyclegan)
     assert {"lr", "netG", "crop", "precision", "seed"} <= cyclegan.keys()
     assert not {"threads", "log_every", "checkpoint_every", "compile"} & cyclegan.keys()
@@ -174,14 +174,14 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     """The published-scale profile applied over params.yaml passes the validator; its changes
     come out as `dvc exp run -S` arguments, one per line, values in YAML flow syntax."""
     profile = REPO_ROOT / "profiles" / "gta5_cityscapes.yaml"
-    arguments = profile_arguments(profile, REPO_ROOT / "params.yaml")
+    arguments = profile_arguments(profile, TEST_PARAMS)
     assert "-S cyclegan.netG=resnet_9blocks" in arguments
     assert "-S cyclegan.crop=[400,400]" in arguments
     assert "-S train_seg.crop=[512,1024]" in arguments
     assert "-S train_seg.variants.fda.fda_beta=0.01" in arguments
     assert all(" " not in argument.removeprefix("-S ") for argument in arguments)  # for xargs
     changes = yaml.safe_load(profile.read_text())
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(TEST_PARAMS.read_text())
     merged = parse_params(apply_profile(params, changes))
     assert (merged.cyclegan.ngf, merged.cyclegan.ndf, merged.data.size) == (64, 64, (512, 1024))
     # Iterations are whole epochs of GTA5 (24,966 frames) at the profile's batch.
@@ -191,7 +191,7 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     bad = tmp_path / "bad.yaml"
     bad.write_text("cyclegan: {crop: [400, 401]}\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml applied over .*cyclegan\.crop"):
-        profile_arguments(bad, REPO_ROOT / "params.yaml")
+        profile_arguments(bad, TEST_PARAMS)
     bad.write_text("cyclegan: {ngf: 64}\nsegmentation: {crop: [1, 2]}\n")
     with pytest.raises(ConfigError, match=r"segmentation\.crop: params\.yaml has no section"):
-        profile_arguments(bad, REPO_ROOT / "params.yaml")
+        profile_arguments(bad, TEST_PARAMS)

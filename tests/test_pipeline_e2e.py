@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipeline.train.cyclegan import LOSS_NAMES
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, TEST_PARAMS
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def repo(tmp_path_factory):
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, root / name)
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(TEST_PARAMS.read_text())
     (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
     bin_dir = str(Path(sys.executable).parent)
     env = {
@@ -109,8 +109,12 @@ def test_every_stage_writes_its_outputs(repo):
     assert all(f"| {v} |" in comparison for v in variants)
     assert (root / "reports" / "figures" / "per_class_iou.png").stat().st_size > 0
     assert (root / "mlflow.db").is_file()
-    readme = (root / "README.md").read_text()
-    assert "| oracle |" in readme
+    # Every stage kept its output in a log, without progress-bar refreshes.
+    log = (root / "logs" / "train_seg_oracle.log").read_text()
+    assert log and "\r" not in log
+    assert "oracle: mIoU" in (root / "logs" / "evaluate_oracle.log").read_text()
+    # README is no output of the pipeline: the stages leave it as it was.
+    assert (root / "README.md").read_text() == (REPO_ROOT / "README.md").read_text()
 
 
 def test_mlflow_has_one_run_per_variant_with_scores(repo):
@@ -138,7 +142,10 @@ def test_second_repro_does_nothing_and_one_setting_reruns_only_its_stages(repo):
         json.loads(_run([sys.executable, "-m", "dvc", "status", "--json"], root, env).stdout)
     )
     stale = {name.split(":")[-1] for name in changed}
-    assert stale == {f"train_seg@{v}" for v in VARIANTS}
+    assert stale == {f"train_seg@{v}" for v in VARIANTS} | {"check_params"}
+    params["train_seg"]["lr"] = params["train_seg"]["lr"] * 2
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run([sys.executable, "-m", "dvc", "repro", "check_params"], root, env)
 
 
 def _python(code: str, root: Path, env: dict) -> str:
@@ -226,3 +233,48 @@ def test_push_then_a_fresh_clone_pulls_the_models_and_data(repo, tmp_path_factor
         assert (clone / path).read_bytes() == (root / path).read_bytes(), path
     demo = sorted(p.relative_to(root) for p in (root / "data" / "demo").rglob("*.png"))
     assert demo and all((clone / p).read_bytes() == (root / p).read_bytes() for p in demo)
+
+
+def test_a_bad_setting_stops_repro_before_any_output_is_deleted(repo):
+    root, env, _ = repo
+    original = (root / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["train_seg"]["iters"] = -5
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    kept = ["models/seg/oracle/run.json", "models/seg/oracle/curve.csv", "reports/data.json"]
+    before = {path: (root / path).read_bytes() for path in kept}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        (root / "params.yaml").write_text(original)
+    assert result.returncode != 0
+    assert "train_seg.iters = -5 is not allowed" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert {path: (root / path).read_bytes() for path in kept} == before
+    _run([sys.executable, "-m", "dvc", "repro", "check_params"], root, env)
+
+
+def test_a_forced_rerun_trains_again_and_the_new_run_is_scored(repo):
+    root, env, _ = repo
+    dvc = [sys.executable, "-m", "dvc"]
+    first = json.loads((root / "models/seg/oracle/run.json").read_text())["run_id"]
+    forced = _run([*dvc, "repro", "-f", "-s", "train_seg@oracle"], root, env)
+    assert "resuming" not in forced.stderr and "training starts over" in forced.stderr
+    second = json.loads((root / "models/seg/oracle/run.json").read_text())["run_id"]
+    assert second != first
+    changed = set(json.loads(_run([*dvc, "status", "--json"], root, env).stdout))
+    assert "evaluate@oracle" in {name.split(":")[-1] for name in changed}
+    _run([*dvc, "repro"], root, env)
+    code = (
+        "import json, mlflow; mlflow.set_tracking_uri('sqlite:///mlflow.db');"
+        f"run = mlflow.get_run('{second}');"
+        "print(json.dumps([run.info.status, run.data.metrics.get('val_miou')]))"
+    )
+    status, miou = json.loads(_python(code, root, env))
+    assert status == "FINISHED" and miou is not None

@@ -14,7 +14,7 @@ from pipeline import report
 from pipeline.config import DataConfig, DatasetSpec
 from pipeline.data.identity import SplitHasher, build_identity, write_identity
 from pipeline.data.labels import CLASS_NAMES
-from tests.conftest import REPO_ROOT
+from tests.conftest import TEST_PARAMS
 
 VARIANTS = ["source_only", "fda", "cyclegan", "source_st", "cyclegan_st", "oracle"]
 
@@ -173,7 +173,7 @@ def work(metrics_dir, tmp_path, monkeypatch):
     work = tmp_path / "work"
     reports = work / "reports"
     shutil.copytree(metrics_dir, reports / "metrics")
-    shutil.copy(REPO_ROOT / "params.yaml", work / "params.yaml")
+    shutil.copy(TEST_PARAMS, work / "params.yaml")
     for variant in VARIANTS:
         confusion = pd.DataFrame(
             rng.integers(0, 100, (19, 19)), index=CLASS_NAMES, columns=CLASS_NAMES

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from pipeline.config import DemoDataConfig
 from pipeline.data.labels import CLASS_NAMES, TRAIN_ID_TO_ID
 from pipeline.data.synthia import SYNTHIA_CLASSES
 from pipeline.io import atomic_path, write_png, write_png_16bit
@@ -435,3 +437,21 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: tuple[int, in
     coarse = rng.uniform(0, 255, size=cells).astype(np.uint8)
     up = Image.fromarray(coarse).resize((w, h), Image.BICUBIC)
     return np.asarray(up, dtype=np.float32) / 127.5 - 1.0
+
+
+def write_demo_data(config: DemoDataConfig, out_dir: Path) -> dict[str, int]:
+    """The demo_data stage: a fresh `out_dir` (a smaller n_* leaves no stale frames of an
+    earlier run) holding the frames `config` describes; returns the counts."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    spec = DemoSpec(
+        seed=config.seed,
+        n_source=config.n_source,
+        n_target_train=config.n_target_train,
+        n_target_val=config.n_target_val,
+        size=config.size,
+        synthia=config.synthia,
+    )
+    counts = generate(spec, out_dir, workers=config.workers)
+    print(f"demo data written to {out_dir}: {counts}")
+    return counts

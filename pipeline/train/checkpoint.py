@@ -108,27 +108,30 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str) 
 
 
 # The record beside a checkpoint folder: the fingerprint (pipeline.fingerprint) of the run that
-# wrote it and that run's MLflow run id, so a resumed run logs into the run it started.
+# wrote it, that run's MLflow run id (so a resumed run logs into the run it started) and whether
+# the run finished.
 RUN_RECORD = "run_record.json"
 
 
 def claim_checkpoint_folder(folder: str | Path, fingerprint: str) -> str | None:
-    """Keep `folder`'s checkpoints when they belong to this run, else clear them.
+    """Keep `folder`'s checkpoints when they belong to an interrupted run of this fingerprint,
+    else clear them.
 
-    Returns the MLflow run id recorded for this run (so a resumed run logs into the same run),
-    or None for a fresh start.
+    A finished run is never resumed: DVC reruns a finished stage only when forced (`dvc repro
+    -f`) or when an output went missing, and both ask for the run to be made again. Returns the
+    MLflow run id recorded for the interrupted run (a resumed run logs into the same run), or
+    None for a fresh start.
     """
     folder = Path(folder)
     record_path = folder / RUN_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
-    if record is not None and record.get("fingerprint") == fingerprint:
+    same = record is not None and record.get("fingerprint") == fingerprint
+    if same and not record.get("finished", False):
         return record.get("run_id")
     stale = list_checkpoints(folder)
     if stale:
-        print(
-            f"{folder}: checkpoints come from other settings, code or data; starting over",
-            file=sys.stderr,
-        )
+        why = "a finished run" if same else "other settings, code or data"
+        print(f"{folder}: checkpoints come from {why}; training starts over", file=sys.stderr)
     for path in stale:
         path.unlink()
     record_path.unlink(missing_ok=True)
@@ -137,3 +140,13 @@ def claim_checkpoint_folder(folder: str | Path, fingerprint: str) -> str | None:
 
 def record_run(folder: str | Path, fingerprint: str, run_id: str | None) -> None:
     write_json(Path(folder) / RUN_RECORD, {"fingerprint": fingerprint, "run_id": run_id})
+
+
+def finish_run_record(folder: str | Path) -> None:
+    """Mark the run recorded in `folder` finished and drop its checkpoints: they served only a
+    resume, which a finished run never gets (optimizer state makes them large)."""
+    folder = Path(folder)
+    record = json.loads((folder / RUN_RECORD).read_text())
+    write_json(folder / RUN_RECORD, {**record, "finished": True})
+    for path in list_checkpoints(folder):
+        path.unlink()

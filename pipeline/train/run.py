@@ -24,9 +24,8 @@ Between two steps the run does everything else, the same way for every loop:
   counts for nothing; more than `max_bad_steps` bad steps in a row raise `TrainingDiverged`, and
   no checkpoint is written past the step where that happened.
 
-`stage_run` is the door every training stage goes through: process group, tracking check,
-checkpoint-folder claim (stale checkpoints of other settings, code or data are cleared), the MLflow
-run (reopened when resuming) and its final status.
+Stages open a run through their door (stages/door.py), which claims the checkpoint folder for
+this run's fingerprint (settings, code, data) and gives the run its MLflow status.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,16 +45,13 @@ import torch
 from tqdm import tqdm
 
 from pipeline import dist, runtime
-from pipeline.config import TrackingConfig, flatten_mapping
-from pipeline.fingerprint import run_fingerprint
-from pipeline.io import atomic_path, write_json
-from pipeline.tracking import NullTracker, Tracker, check_tracking, open_tracker
+from pipeline.config import flatten_mapping
+from pipeline.io import atomic_path
+from pipeline.tracking import NullTracker, Tracker
 from pipeline.train.checkpoint import (
     check_compatible,
-    claim_checkpoint_folder,
     latest_checkpoint,
     list_checkpoints,
-    record_run,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -317,7 +313,9 @@ class Run:
             desc=spec.name,
             unit="it",
             dynamic_ncols=True,
-            disable=not dist.is_main(),
+            # On a terminal only: in a log or a pipe, refreshes are noise (the interval
+            # logging reports progress there).
+            disable=not dist.is_main() or not sys.stderr.isatty(),
         )
         self._bar = bar
         self._interval_start, self._excluded = time.perf_counter(), 0.0
@@ -470,62 +468,3 @@ class Run:
             last = self.history[-1]
             summary.update({k: _significant(v) for k, v in last.items() if k != "step"})
         return summary
-
-
-@contextlib.contextmanager
-def stage_run(
-    stage: str,
-    tracking: TrackingConfig,
-    *,
-    run_name: str,
-    out_dir: Path,
-    settings: Mapping[str, Any],
-    inputs: Sequence[str | Path],
-    tags: Mapping[str, str] | None = None,
-) -> Iterator[Tracker | NullTracker]:
-    """The door of a training stage; yields the tracker the loop logs to.
-
-    Joins the process group (under torchrun), checks the tracking store before any work, claims
-    `out_dir/checkpoints` for this run (its fingerprint: `settings`, the pipeline's code and
-    `inputs`; a folder of another run is cleared) and opens the MLflow run, the one it started
-    when resuming. On the way out the run gets its status: FINISHED, KILLED (signal: the
-    process exits with 128 + the signal number, checkpoint kept) or FAILED; a finished run
-    writes `out_dir/run.json` ({"run_id"}) for the stages that add scores to it.
-    """
-    dist.init()
-    try:
-        main = dist.is_main()
-        if tracking.enabled and main:
-            check_tracking()
-        checkpoints = Path(out_dir) / "checkpoints"
-        fingerprint = run_fingerprint(dict(settings), inputs)
-        run_id = claim_checkpoint_folder(checkpoints, fingerprint) if main else None
-        dist.barrier()
-        tracker = open_tracker(
-            tracking.enabled,
-            tracking.experiment,
-            run_name=run_name,
-            tags={"stage": stage, **(tags or {})},
-            run_id=run_id,
-            is_main=main,
-        )
-        if main:
-            record_run(checkpoints, fingerprint, tracker.run_id)
-        tracker.log_data({"training": list(inputs)})
-        status = "FAILED"
-        try:
-            yield tracker
-            status = "FINISHED"
-        except Interrupted as stopped:
-            status = "KILLED"
-            print(f"{stopped}; rerun the stage to resume", file=sys.stderr)
-            raise SystemExit(128 + stopped.signum) from None
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            tracker.finish(status)
-        if main:
-            write_json(Path(out_dir) / "run.json", {"run_id": tracker.run_id})
-    finally:
-        dist.cleanup()

@@ -13,11 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import TrackingConfig
-from pipeline.io import read_json
-from pipeline.tracking import NullTracker, search_runs
+from pipeline.tracking import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints
-from pipeline.train.run import Interrupted, Run, RunSpec, TrainingDiverged, stage_run
+from pipeline.train.run import Interrupted, Run, RunSpec, TrainingDiverged
 
 CPU = torch.device("cpu")
 
@@ -165,42 +163,3 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path) -> None:
     toy(tmp_path, iters=3)
     with pytest.raises(CheckpointError, match=r"lr: 0.1 -> 0.2"):
         toy(tmp_path, iters=3, settings={"lr": 0.2})
-
-
-TRACKING = TrackingConfig(experiment="run_layer", enabled=True)
-
-
-def _status(run_id: str) -> str:
-    runs = search_runs("run_layer")
-    return runs.set_index("run_id").loc[run_id, "status"]
-
-
-def test_stage_run_claims_the_folder_and_records_the_mlflow_run(tmp_path) -> None:
-    out, inputs = tmp_path / "model", [tmp_path / "data.bin"]
-    inputs[0].write_bytes(b"frames")
-    door = dict(run_name="toy", out_dir=out, settings={"lr": 0.1}, inputs=inputs)
-
-    with (
-        pytest.raises(SystemExit) as stopped,
-        stage_run("toy_stage", TRACKING, **door) as tracker,
-    ):
-        toy(out, tracker=tracker, signal_at=1)
-    assert stopped.value.code == 128 + signal.SIGTERM
-    first = tracker.run_id
-    assert _status(first) == "KILLED" and not (out / "run.json").exists()
-
-    with stage_run("toy_stage", TRACKING, **door) as tracker:
-        summary, _, _ = toy(out, tracker=tracker)
-    assert tracker.run_id == first and summary["resumed_from"] == 2  # same run, resumed
-    assert _status(first) == "FINISHED"
-    assert read_json(out / "run.json") == {"run_id": first}
-
-    # Other data: the finished checkpoints belong to another run and are cleared.
-    inputs[0].write_bytes(b"other frames")
-    with (
-        pytest.raises(RuntimeError, match="power cut"),
-        stage_run("toy_stage", TRACKING, **door) as tracker,
-    ):
-        assert list_checkpoints(out / "checkpoints") == []
-        toy(out, tracker=tracker, crash_at=0)
-    assert tracker.run_id != first and _status(tracker.run_id) == "FAILED"

@@ -1,0 +1,103 @@
+"""The stage door: MLflow run status, resume only of an interrupted run, one-line user errors,
+and the stage's output kept in its log."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline.io import read_json
+from pipeline.tracking import search_runs
+from pipeline.train.checkpoint import list_checkpoints
+from stages.door import Training, open_stage
+from tests.conftest import REPO_ROOT, TEST_PARAMS
+from tests.train.test_run import toy
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder with tests/params.yaml (experiment "door") as the stage's working directory."""
+    params = yaml.safe_load(TEST_PARAMS.read_text())
+    params["tracking"]["experiment"] = "door"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _status(run_id: str) -> str:
+    return search_runs("door").set_index("run_id").loc[run_id, "status"]
+
+
+def _training(workdir, data=b"frames") -> Training:
+    (workdir / "data.bin").write_bytes(data)
+    return Training(
+        workdir / "model",
+        settings_of=lambda params: {"lr": 0.1},
+        inputs_of=lambda params: [workdir / "data.bin"],
+    )
+
+
+def test_a_killed_run_resumes_in_its_mlflow_run_and_a_finished_one_starts_over(workdir) -> None:
+    out = workdir / "model"
+    door = dict(run_name="toy", training=_training(workdir))
+    with pytest.raises(SystemExit) as stopped, open_stage("toy_stage", **door) as opened:
+        toy(out, tracker=opened.tracker, signal_at=1)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    first = opened.tracker.run_id
+    assert _status(first) == "KILLED" and not (out / "run.json").exists()
+
+    with open_stage("toy_stage", **door) as opened:
+        summary, weights, _ = toy(out, tracker=opened.tracker)
+    assert opened.tracker.run_id == first and summary["resumed_from"] == 2  # same run, resumed
+    assert _status(first) == "FINISHED" and read_json(out / "run.json") == {"run_id": first}
+    # A finished run keeps no checkpoint: it is never resumed.
+    assert list_checkpoints(out / "checkpoints") == []
+
+    # DVC reruns a finished stage when forced: the run is made again, in a new MLflow run.
+    with open_stage("toy_stage", **door) as opened:
+        again, weights_again, _ = toy(out, tracker=opened.tracker)
+    assert opened.tracker.run_id != first and again["resumed_from"] == 0
+    assert all((weights[k] == weights_again[k]).all() for k in weights)
+
+    # Other data: a crash leaves the new run FAILED.
+    door["training"] = _training(workdir, b"other frames")
+    with pytest.raises(RuntimeError, match="power cut"), open_stage("toy_stage", **door) as opened:
+        toy(out, tracker=opened.tracker, crash_at=0)
+    assert _status(opened.tracker.run_id) == "FAILED"
+
+
+def test_sigterm_outside_the_training_loop_ends_the_run_killed(workdir) -> None:
+    with pytest.raises(SystemExit) as stopped, open_stage("toy_stage", run_name="toy") as opened:
+        signal.raise_signal(signal.SIGTERM)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert _status(opened.tracker.run_id) == "KILLED"
+
+
+def test_a_bad_setting_is_one_line_without_a_traceback(tmp_path) -> None:
+    params = yaml.safe_load(TEST_PARAMS.read_text())
+    params["train_seg"]["iters"] = -5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.prepare", "--out", "p", "--report", "r.json"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "prepare: params.yaml: train_seg.iters = -5 is not allowed; expected an integer > 0"
+    ]
+
+
+def test_the_stage_output_is_kept_in_its_log(workdir) -> None:
+    log = workdir / "logs" / "toy.log"
+    with open_stage("toy_stage", log=log):
+        print("a line the user should find later")
+        sys.stderr.write("\rprogress 10%")
+        print("done", file=sys.stderr)
+    assert log.read_text() == "a line the user should find later\ndone\n"

@@ -1,0 +1,189 @@
+"""dvc.yaml says what each stage reads, so `dvc repro` reruns exactly what a change touches.
+
+The code deps of a stage are derived from its script's imports (within pipeline/ and stages/):
+every file that can change the stage's outputs must be declared, and no other code file. Its
+params are derived from what the script reads of params.yaml and config.py's runtime marks.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+import typing
+
+import yaml
+
+from pipeline.config import Params
+from tests.conftest import REPO_ROOT
+
+# Files that cannot change any output, so a change to them must not rerun stages (imports made
+# only through them are not followed either):
+NOT_OUTPUT_CODE = {
+    "stages/door.py",  # params loading, logs, tracker and status: no output is written there
+    "stages/launch.py",  # how the stage's processes start (one, or torchrun)
+    "pipeline/tracking.py",  # the MLflow door: what is logged, never what is written
+    "pipeline/fingerprint.py",  # whether a checkpoint resumes, not what the run computes
+    "pipeline/dist.py",  # process-group plumbing; the process count is a runtime setting
+}
+# Settings a stage reads that are runtime-marked for the runs but still shape its outputs.
+EXTRA_PARAMS = {
+    "report": {"train_seg.variants"},  # which variants the comparison lists
+}
+
+
+def _stages() -> dict[str, dict]:
+    return yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _body(stage: dict) -> dict:
+    return stage["do"] if "foreach" in stage else stage
+
+
+def _script(stage: dict) -> str:
+    """The stage module the command runs: `stages.X` (behind stages.launch when present)."""
+    modules = [m for m in re.findall(r"\bstages\.\w+", _body(stage)["cmd"]) if m != "stages.launch"]
+    assert len(modules) == 1, _body(stage)["cmd"]
+    return modules[0].replace(".", "/") + ".py"
+
+
+def _module_file(module: str) -> str | None:
+    path = REPO_ROOT / module.replace(".", "/")
+    if path.with_suffix(".py").is_file():
+        return str(path.with_suffix(".py").relative_to(REPO_ROOT))
+    if (path / "__init__.py").is_file():
+        return str((path / "__init__.py").relative_to(REPO_ROOT))
+    return None
+
+
+def _imports(file: str) -> set[str]:
+    """Project files `file` imports anywhere in its body (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse((REPO_ROOT / file).read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from pipeline.data import prepare` imports the module pipeline/data/prepare.py.
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name.split(".")[0] in ("pipeline", "stages"):
+                parts = name.split(".")
+                # Packages on the way in run their __init__ too.
+                for depth in range(1, len(parts) + 1):
+                    target = _module_file(".".join(parts[:depth]))
+                    if target is not None:
+                        found.add(target)
+    return found
+
+
+def code_deps(script: str) -> set[str]:
+    """Every project file `script` runs, minus NOT_OUTPUT_CODE and package __init__ files that
+    hold no code (only a docstring)."""
+    seen, todo = set(), [script]
+    while todo:
+        file = todo.pop()
+        if file in seen or file in NOT_OUTPUT_CODE:
+            continue
+        seen.add(file)
+        todo.extend(_imports(file))
+    return {file for file in seen if not _docstring_only(file)}
+
+
+def _docstring_only(file: str) -> bool:
+    body = ast.parse((REPO_ROOT / file).read_text()).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _field_type(cls: type, name: str) -> typing.Any:
+    tp = typing.get_type_hints(cls)[name]
+    options = [t for t in typing.get_args(tp) if t is not type(None)] or [tp]
+    return options[0]
+
+
+def params_read(script: str) -> set[str]:
+    """The params.yaml keys a stage script reads: `params.<section>[.<field>...]`, a section or
+    a field handed on whole counting as all of its non-runtime fields."""
+    keys: set[str] = set()
+    source = (REPO_ROOT / script).read_text()
+    for chain in re.findall(r"\bparams((?:\.\w+)+)", source):
+        cls, path, runtime = Params, [], False
+        for name in chain.strip(".").split("."):
+            if not (dataclasses.is_dataclass(cls) and name in _fields(cls)):
+                break
+            runtime |= bool(_fields(cls)[name].metadata.get("runtime"))
+            path.append(name)
+            cls = _field_type(cls, name)
+        if not path or runtime:
+            continue
+        if dataclasses.is_dataclass(cls) and len(path) == 1:
+            keys |= {
+                f"{path[0]}.{f.name}"
+                for f in dataclasses.fields(cls)
+                if not f.metadata.get("runtime")
+            }
+        else:
+            keys.add(".".join(path))
+    return keys
+
+
+def test_every_stage_declares_exactly_the_code_it_runs() -> None:
+    wrong = {}
+    for name, stage in _stages().items():
+        declared = {d for d in _body(stage).get("deps", []) if str(d).endswith(".py")}
+        expected = code_deps(_script(stage))
+        if declared != expected:
+            wrong[name] = {
+                "undeclared": sorted(expected - declared),
+                "not run": sorted(declared - expected),
+            }
+    assert not wrong, wrong
+
+
+def test_every_stage_depends_on_exactly_the_settings_that_change_its_outputs() -> None:
+    wrong = {}
+    for name, stage in _stages().items():
+        body = _body(stage)
+        declared = {str(p) for p in body.get("params", []) if isinstance(p, str)}
+        if name == "check_params":
+            assert body["params"] == [{"params.yaml": None}]  # every key of the file
+            continue
+        expected = params_read(_script(stage)) | EXTRA_PARAMS.get(name, set())
+        if "foreach" in stage and stage["foreach"] == "${train_seg.variants}":
+            # Each variant's own entry (the variants list as a whole is runtime-marked).
+            expected |= {"train_seg.variants.${key}"} if name == "train_seg" else set()
+        if declared != expected:
+            wrong[name] = {
+                "missing": sorted(expected - declared),
+                "extra": sorted(declared - expected),
+            }
+    assert not wrong, wrong
+
+
+def test_every_stage_runs_after_the_settings_check() -> None:
+    stages = _stages()
+    (marker,) = _body(stages["check_params"])["outs"][0]
+    for name, stage in stages.items():
+        if name != "check_params":
+            assert marker in _body(stage)["deps"], name
+
+
+def test_the_dependency_scan_sees_a_library_file_a_stage_imports() -> None:
+    """The scan itself: train_seg runs the input normalisation and config, evaluate the model
+    factory; the tracking door is not followed."""
+    assert {"pipeline/data/tensors.py", "pipeline/config.py"} <= code_deps("stages/train_seg.py")
+    assert "pipeline/models/segmentation.py" in code_deps("stages/evaluate.py")
+    assert "pipeline/tracking.py" not in code_deps("stages/evaluate.py")
+
+
+if __name__ == "__main__":
+    # What dvc.yaml should declare, for a maintainer updating it: python -m tests.test_dvc_yaml
+    for name, stage in _stages().items():
+        if name != "check_params":
+            script = _script(stage)
+            print(f"{name}:\n  deps: {sorted(code_deps(script))}")
+            print(f"  params: {sorted(params_read(script))}")
