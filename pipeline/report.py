@@ -24,7 +24,7 @@ import pandas as pd
 
 from pipeline.data.identity import read_identity
 from pipeline.data.labels import CLASS_COLORS, CLASS_NAMES, PROTOCOL_CLASSES, colorize
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.evaluate import class_table, tracking_metrics
 from pipeline.io import atomic_path, read_json, write_json, write_text
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline import dist
 from pipeline.config import load_params
 from pipeline.data.identity import identity_of_split
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.evaluate import (
     evaluate_images,
     native_labels,

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.evaluate import fcn_score
 from pipeline.io import write_json
 from pipeline.runtime import pick_device, resolve_precision

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.train.run import stage_run
 from pipeline.train.segmentation import train_segmentation, variant_settings
 from pipeline.train.self_training import train_self_training

@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline import dist, runtime
 from pipeline.config import load_params
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.io import read_json, write_json
 from pipeline.tracking import open_tracker
 from pipeline.translate import (

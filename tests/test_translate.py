@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.io import read_rgb, write_json, write_png
 from pipeline.models.cyclegan import build_generator
 from pipeline.translate import (
