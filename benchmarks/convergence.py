@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.harness import Results, measurement, table
 from pipeline.config import load_params
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.tracking import NullTracker
 from pipeline.train.segmentation import train_segmentation
 

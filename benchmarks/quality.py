@@ -36,7 +36,7 @@ import torch
 from benchmarks.harness import Results, measurement, table
 from pipeline import runtime
 from pipeline.config import load_params
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.evaluate import evaluate_images, native_labels
 from pipeline.segment import load_model
 from pipeline.tracking import NullTracker

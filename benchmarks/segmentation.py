@@ -35,7 +35,7 @@ from benchmarks.harness import (
 )
 from pipeline.config import TrainSegConfig, load_params
 from pipeline.data.augment import PairedAugment
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.data.tensors import normalize
 from pipeline.models.segmentation import build_segmentation_model
 from pipeline.runtime import autocast

@@ -24,7 +24,7 @@ from torch import nn
 from pipeline import dist
 from pipeline.config import EvaluateConfig, Precision
 from pipeline.data.labels import CLASS_NAMES, NUM_CLASSES
-from pipeline.data.prepare import PreparedSplit, check_same_frames
+from pipeline.data.split import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.io import atomic_path, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, protocol_mious, scores, scores_to_json

@@ -24,7 +24,7 @@ import pandas as pd
 
 from pipeline.data.identity import read_identity
 from pipeline.data.labels import CLASS_COLORS, CLASS_NAMES, PROTOCOL_CLASSES, colorize
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import IMAGES, LABELS_NATIVE, PreparedSplit
 from pipeline.evaluate import class_table, tracking_metrics
 from pipeline.io import atomic_path, read_json, write_json, write_text
 
@@ -473,16 +473,34 @@ def prediction_grid(
 
 
 def curves_figure(curves: pd.DataFrame, title: str, ylabel: str = "loss") -> plt.Figure:
-    """Line plot of every non-`step` column against `step`."""
-    figure, axes = plt.subplots(figsize=(9, 4))
-    for column in curves.columns:
-        if column != "step":
-            axes.plot(curves["step"], curves[column], label=column, linewidth=1)
-    axes.set_xlabel("training step")
+    """Every loss column of a training curves table (the run layer's CSV) against `step`.
+
+    The learning rate (column `lr`), when present, gets its own panel below: on the losses'
+    axis its 1e-4 scale would draw a flat line at zero.
+    """
+    losses = [column for column in curves.columns if column not in ("step", "lr")]
+    has_lr = "lr" in curves.columns
+    figure, panels = plt.subplots(
+        2 if has_lr else 1,
+        1,
+        sharex=True,
+        squeeze=False,
+        figsize=(9, 5.5 if has_lr else 4),
+        height_ratios=(3, 1) if has_lr else None,
+    )
+    axes = panels[0, 0]
+    for column in losses:
+        axes.plot(curves["step"], curves[column], label=column, linewidth=1)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, ncols=2)
+    if has_lr:
+        lr_axes = panels[1, 0]
+        lr_axes.plot(curves["step"], curves["lr"], color="black", linewidth=1)
+        lr_axes.set_ylabel("learning rate")
+        lr_axes.grid(alpha=0.3)
+    panels[-1, 0].set_xlabel("training step")
     return figure
 
 
@@ -585,7 +603,7 @@ def _figures(
             f"{variant}: confusion on real val (row-normalized)\ndataset {dataset}",
         )
     val = PreparedSplit.open(prepared / "real_val")
-    labels = np.load(prepared / "real_val" / "labels_native.npy", mmap_mode="r")
+    labels = np.load(prepared / "real_val" / LABELS_NATIVE, mmap_mode="r")
     predictions = {v: np.load(reports / "predictions" / f"{v}.npy")[:n] for v in variants}
     k = min(n, *(len(p) for p in predictions.values()))
     written["predictions"] = prediction_grid(
@@ -594,7 +612,7 @@ def _figures(
         {v: p[:k] for v, p in predictions.items()},
         f"Predictions on real val, dataset {dataset}",
     )
-    if (inputs.translated / "images.npy").is_file():
+    if (inputs.translated / IMAGES).is_file():
         sim = PreparedSplit.open(prepared / "sim")
         translated = PreparedSplit.open(inputs.translated)
         real = PreparedSplit.open(prepared / "real_train")

@@ -1,14 +1,18 @@
-"""Device, precision and determinism choices shared by the training and inference stages."""
+"""Device, precision and determinism choices shared by the training and inference stages, and
+the progress bar every long loop shows."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import random
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 
 def pick_device() -> torch.device:
@@ -51,6 +55,32 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    desc: str,
+    total: int | None = None,
+    unit: str = "img",
+    initial: int = 0,
+    enabled: bool = True,
+) -> tqdm:
+    """A tqdm progress bar on stderr, drawn only when stderr is a terminal.
+
+    Under DVC, CI or a redirect to a file the redraws are carriage-return noise in the log, so
+    the bar stays silent there (tqdm's `disable=None`). `enabled=False` silences it everywhere,
+    e.g. on every rank but the main one. Iterate it, or call `update` on it, as on any tqdm.
+    """
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        unit=unit,
+        initial=initial,
+        dynamic_ncols=True,
+        disable=None if enabled else True,
+    )
 
 
 def seed_everything(seed: int) -> None:

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from pipeline import dist, runtime
 from pipeline.config import TranslateConfig
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.data.tensors import from_gan_output, to_gan_input
 from pipeline.fingerprint import run_fingerprint
 from pipeline.io import (
@@ -398,18 +398,6 @@ def _discard_foreign_translations(out_dir: Path, run_hash: str) -> None:
     if (out_dir / "images").exists():
         shutil.rmtree(out_dir / "images")
     write_json(marker, {"run": run_hash})
-
-
-def assemble_split(
-    out_dir: str | Path, names: Sequence[str], shape: Sequence[int], workers: int = 1
-) -> ColourStats:
-    """Stack out_dir/images/<name>.png into out_dir/images.npy (N, H, W, 3) and names.json;
-    return the frames' colour statistics."""
-    out_dir = Path(out_dir)
-    with _assembled(out_dir, names, shape, True) as assembly, _Writer(workers) as writer:
-        assert assembly is not None
-        _fill_from_pngs(writer, out_dir / "images", names, range(len(names)), assembly, None)
-    return writer.translated
 
 
 def channel_stats(images: np.ndarray, workers: int = 1, chunk: int = 16) -> ColourStats:

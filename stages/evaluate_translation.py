@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.evaluate import score_translation
 from pipeline.segment import load_model
 from stages.door import open_stage

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline import runtime
 from pipeline.config import run_settings
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.io import write_json
 from pipeline.segment import load_model
 from pipeline.tracking import project_root

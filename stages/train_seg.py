@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.train.segmentation import train_segmentation, variant_settings
 from pipeline.train.self_training import train_self_training
 from stages.door import Training, open_stage

@@ -192,7 +192,7 @@ def test_bad_inputs_are_counted_or_named(tmp_path):
     write_image(gta / "images" / "00006.png", good[6][0][..., 0].astype(np.uint16) * 257)  # 16-bit
     ids = good[7][1].copy()
     ids[:2] = 200
-    write_palette_label(gta / "labels" / "00007.png", ids)  # ids outside the table: counted
+    write_palette_label(gta / "labels" / "00007.png", ids)  # ids outside the table
     write_palette_label(gta / "labels" / "00008.png", good[8][1][:-3])  # size mismatch
     (gta / "labels" / "00009.png").unlink()  # missing label
     shutil.copy(gta / "images" / "00010.png", gta / "images" / "00010.jpg")  # duplicate name
@@ -221,6 +221,7 @@ def test_bad_inputs_are_counted_or_named(tmp_path):
         "00001.png",
         "00002.png",
         "00003.png",
+        "00007.png",
         "00008.png",
         "00009.png",
         "00010.png",
@@ -228,8 +229,8 @@ def test_bad_inputs_are_counted_or_named(tmp_path):
     }
     assert "empty" in reasons["00001.png"] and "unreadable" in reasons["00002.png"]
     assert "duplicate" in reasons["00010.png"] and "blank" in reasons["00011.png"]
-    assert report["splits"]["sim"]["kept"] == 5  # 4, 5, 6, 7 (unknown ids ignored), 10 (.png)
-    assert report["splits"]["sim"]["unknown_label_pixels"] == 2 * 40
+    assert reasons["00007.png"] == "label ids outside the label table: 200 (80 px)"
+    assert report["splits"]["sim"]["kept"] == 4  # 4, 5, 6, 10 (.png)
     empty = tmp_path / "empty"
     (empty / "images").mkdir(parents=True)
     (empty / "labels").mkdir()
@@ -245,7 +246,7 @@ def test_bad_inputs_are_counted_or_named(tmp_path):
 
 
 def test_translated_folder_missing_frames_is_named(work, tmp_path):
-    from pipeline.data.prepare import PreparedSplit, check_same_frames
+    from pipeline.data.split import PreparedSplit, check_same_frames
 
     sim = work / "data" / "prepared" / "sim"
     partial = tmp_path / "translated"

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -203,6 +204,33 @@ def work(metrics_dir, tmp_path, monkeypatch):
     )
     monkeypatch.chdir(work)
     return work
+
+
+def test_curves_figure_draws_only_losses_on_the_loss_panel():
+    """The learning rate of the run layer's CSV gets its own panel, not a line among losses."""
+    curves = pd.DataFrame(
+        {
+            "step": [25, 50, 75],
+            "loss_gan_sim2real": [0.6, 0.5, 0.4],
+            "loss_cycle_sim": [5.0, 3.7, 3.1],
+            "lr": [2e-4, 2e-4, 1e-4],
+        }
+    )
+    figure = report.curves_figure(curves, "CycleGAN")
+    try:
+        loss_axes, lr_axes = figure.axes
+        assert [line.get_label() for line in loss_axes.get_lines()] == [
+            "loss_gan_sim2real",
+            "loss_cycle_sim",
+        ]
+        assert [list(line.get_ydata()) for line in lr_axes.get_lines()] == [[2e-4, 2e-4, 1e-4]]
+    finally:
+        plt.close(figure)
+    figure = report.curves_figure(curves.drop(columns="lr"), "no lr column")
+    try:
+        assert len(figure.axes) == 1 and len(figure.axes[0].get_lines()) == 2
+    finally:
+        plt.close(figure)
 
 
 def test_report_stage_writes_table_and_figures(work):

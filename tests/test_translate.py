@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.prepare import PreparedSplit
+from pipeline import dist
+from pipeline.data.split import PreparedSplit
 from pipeline.io import read_rgb, write_json, write_png
 from pipeline.models.cyclegan import build_generator
 from pipeline.translate import (
     ColourStats,
     TranslateError,
-    assemble_split,
     channel_stats,
     domain_distance,
     main,
@@ -135,12 +135,15 @@ def test_another_run_discards_earlier_translations(
     assert read_rgb(tmp_path / "images" / "frame_00.png").any()
 
 
-def test_assembly_names_a_missing_frame(tmp_path: Path, split) -> None:
+def test_assembly_names_a_frame_another_rank_left_missing(
+    tmp_path: Path, split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0 of 2 assembles images.npy from the PNGs the other rank wrote; one it did not
+    write is named."""
     images, names = split
-    translate_split(tiny_generator(), images, names, tmp_path, 8, "fp32", CPU)
-    (tmp_path / "images" / "frame_02.png").unlink()
-    with pytest.raises(TranslateError, match=r"frame_02\.png is missing"):
-        assemble_split(tmp_path, names, images.shape[1:])
+    monkeypatch.setattr(dist, "shard", lambda count: range(0, count, 2))  # frames 0, 2, 4
+    with pytest.raises(TranslateError, match=r"frame_01\.png is missing"):
+        translate_split(tiny_generator(), images, names, tmp_path, 8, "fp32", CPU)
 
 
 def test_size_multiple_follows_the_architecture() -> None:

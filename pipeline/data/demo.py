@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm import tqdm
 
 from pipeline.config import DemoDataConfig
 from pipeline.data.labels import CLASS_NAMES, TRAIN_ID_TO_ID
 from pipeline.data.synthia import SYNTHIA_CLASSES
 from pipeline.io import atomic_path, write_png, write_png_16bit
+from pipeline.runtime import progress
 
 T = {name: train_id for train_id, name in enumerate(CLASS_NAMES)}
 
@@ -139,15 +139,14 @@ def generate(spec: DemoSpec, out_dir: str | Path, workers: int = 1) -> dict[str,
         counts["synthia"] = spec.n_source
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for _ in tqdm(
+            for _ in progress(
                 pool.imap_unordered(_write_frame, jobs, chunksize=8),
                 total=len(jobs),
                 desc="demo_data",
-                unit="img",
             ):
                 pass
     else:
-        for job in tqdm(jobs, desc="demo_data", unit="img"):
+        for job in progress(jobs, desc="demo_data"):
             _write_frame(job)
     return counts
 

@@ -76,9 +76,11 @@ class LabelIds:
         """(H, W) ids -> (H, W) uint8 train ids, 255 for ignored and unknown ids."""
         return self.to_train_id[ids]
 
-    def unknown_pixels(self, ids: np.ndarray) -> int:
-        """How many pixels carry an id outside the dataset's label table."""
-        return int((~self.known[ids]).sum())
+    def unknown_ids(self, ids: np.ndarray) -> dict[int, int]:
+        """Each id of (H, W) `ids` outside the dataset's label table, ascending, with how many
+        pixels carry it; empty when every id is in the table."""
+        values, pixels = np.unique(ids[~self.known[ids]], return_counts=True)
+        return dict(zip(values.tolist(), pixels.tolist()))
 
 
 def _known_mask(ids: frozenset[int], size: int) -> np.ndarray:

@@ -37,18 +37,6 @@ from pipeline.weights import SUFFIX as WEIGHTS_SUFFIX
 from pipeline.weights import save_weights
 
 NET_NAMES = ("gen_sim2real", "gen_real2sim", "disc_real", "disc_sim")
-LOSS_NAMES = (
-    "loss_gan_sim2real",  # gen_sim2real fooling disc_real
-    "loss_gan_real2sim",
-    "loss_cycle_sim",  # sim -> real -> sim
-    "loss_cycle_real",
-    "loss_idt_sim2real",  # gen_sim2real(real) kept equal to real
-    "loss_idt_real2sim",
-    "loss_sem_sim2real",  # the frozen net labels fake_real as it labels sim (CyCADA)
-    "loss_sem_real2sim",
-    "loss_disc_real",
-    "loss_disc_sim",
-)
 
 
 def lr_factor(step: int, iters: int, decay_from: int) -> float:

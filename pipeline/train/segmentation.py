@@ -28,7 +28,7 @@ from pipeline.adapt.fda import fda_transfer
 from pipeline.config import TrainSegConfig, run_settings
 from pipeline.data.augment import PairedAugment
 from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
-from pipeline.data.prepare import PreparedSplit, check_same_frames
+from pipeline.data.split import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.evaluate import evaluate_images
 from pipeline.io import atomic_path

@@ -28,7 +28,7 @@ from pipeline import runtime
 from pipeline.config import SelfTrainingSpec, TrainSegConfig
 from pipeline.data.augment import PairedAugment
 from pipeline.data.labels import IGNORE_INDEX
-from pipeline.data.prepare import PreparedSplit, check_same_frames
+from pipeline.data.split import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.train.segmentation import SegmentationLoss, start_run
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -12,9 +14,11 @@ from PIL import Image
 
 from pipeline.config import DataConfig, DatasetSpec
 from pipeline.data.demo import DemoSpec, generate, render_frame
+from pipeline.data.gta5 import index_gta5
 from pipeline.data.index import DatasetError
 from pipeline.data.labels import to_train_ids
-from pipeline.data.prepare import PreparedSplit, prepare_all
+from pipeline.data.prepare import prepare_all, prepare_split
+from pipeline.data.split import PreparedSplit
 
 SPEC = DemoSpec(seed=3, n_source=6, n_target_train=5, n_target_val=4, size=(64, 128))
 
@@ -130,3 +134,19 @@ def test_prepare_stops_past_max_skipped_and_keeps_report(demo, tmp_path):
     report = json.loads((tmp_path / "data.json").read_text())
     assert report["skipped"][0]["file"].endswith("00001.png")
     assert PreparedSplit.open(tmp_path / "prepared" / "sim").images.shape[0] == 5
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_prepare_draws_its_progress_bar_only_on_a_terminal(demo, tmp_path, monkeypatch):
+    """A log file (DVC, CI, a redirect) gets no carriage-return redraws; a terminal gets the bar."""
+    index = index_gta5(demo / "gta5")
+    log, terminal = io.StringIO(), _Terminal()
+    for stderr in (log, terminal):
+        monkeypatch.setattr(sys, "stderr", stderr)
+        prepare_split(index, tmp_path / "sim", (16, 32), workers=1, desc="sim", kind="gta5")
+    assert log.getvalue() == ""
+    assert "sim: 100%" in terminal.getvalue()

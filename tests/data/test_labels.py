@@ -30,7 +30,8 @@ def test_round_trip_train_id_to_label_id():
     assert np.array_equal(labels.to_train_ids(labels.TRAIN_ID_TO_ID[train_ids]), train_ids)
 
 
-def test_unknown_ids_are_counted():
+def test_unknown_ids_are_listed_with_their_pixels():
     ids = np.array([[7, 8, 34], [200, 0, 33]], dtype=np.uint8)
-    assert labels.CITYSCAPES_LABEL_IDS.unknown_pixels(ids) == 2
+    assert labels.CITYSCAPES_LABEL_IDS.unknown_ids(ids) == {34: 1, 200: 1}
+    assert labels.CITYSCAPES_LABEL_IDS.unknown_ids(ids[:1, :2]) == {}
     assert list(labels.to_train_ids(ids).ravel()) == [0, 1, 255, 255, 255, 18]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from pipeline.config import DataConfig, DatasetSpec
 from pipeline.data.cityscapes import index_cityscapes
 from pipeline.data.gta5 import index_gta5
-from pipeline.data.index import DatasetError
-from pipeline.data.prepare import PreparedSplit, decode_sample, prepare_split
+from pipeline.data.index import DatasetError, Sample
+from pipeline.data.prepare import decode_sample, prepare_all, prepare_split
+from pipeline.data.split import PreparedSplit
 from tests.conftest import random_frame, write_image, write_palette_label
 
 
@@ -86,12 +90,9 @@ def test_decode_defects_are_skipped_with_reasons(gta5_root, tmp_path):
     assert "empty file" in reasons["00006"]
 
 
-def test_decode_converts_grey_rgba_and_16bit_and_counts_unknown_ids(tmp_path):
-    from pipeline.data.index import Sample
-
+def test_decode_converts_grey_rgba_and_16bit(tmp_path):
     rng = np.random.default_rng(3)
     _, ids = random_frame(rng)
-    ids[0, :5] = 250  # outside the Cityscapes table
     label = write_palette_label(tmp_path / "l.png", ids)
     grey = write_image(tmp_path / "g.png", rng.integers(0, 256, (24, 40), dtype=np.uint8))
     rgba = write_image(tmp_path / "a.png", rng.integers(0, 256, (24, 40, 4), dtype=np.uint8))
@@ -100,8 +101,42 @@ def test_decode_converts_grey_rgba_and_16bit_and_counts_unknown_ids(tmp_path):
         decoded = decode_sample(Sample("x", path, label), (12, 20))
         assert decoded.skipped is None, decoded.skipped
         assert decoded.image.shape == (12, 20, 3) and decoded.image.dtype == np.uint8
-        assert decoded.unknown_ids == 5
         assert set(np.unique(decoded.label)) <= {0, 1, 2, 13, 255}
+
+
+def test_a_label_with_ids_outside_the_table_skips_its_frame_and_is_listed(gta5_root, tmp_path):
+    """The frame is left out of the split and the data report names the label file and its
+    unknown ids; like any skipped file it counts toward data.max_skipped."""
+    _, ids = random_frame(np.random.default_rng(4))
+    ids[0, :3] = 250
+    ids[1, :2] = 34  # 34 is one past the table's last id (33)
+    bad = write_palette_label(gta5_root / "labels" / "00002.png", ids)
+    city = tmp_path / "cs"
+    _cityscapes(city, "train", "ulm", ["ulm_000000_000019"], with_labels=False)
+    _cityscapes(city, "val", "ulm", ["ulm_000001_000019"])
+
+    def run(max_skipped: int, out: str) -> dict:
+        data = DataConfig(
+            DatasetSpec("gta5", str(gta5_root)),
+            DatasetSpec("cityscapes", str(city)),
+            (12, 20),
+            max_skipped,
+        )
+        prepare_all(data, 1, tmp_path / out, tmp_path / f"{out}.json")
+        return json.loads((tmp_path / f"{out}.json").read_text())
+
+    report = run(1, "prepared")
+    assert report["skipped"] == [
+        {
+            "split": "sim",
+            "file": str(bad),
+            "reason": "label ids outside the label table: 34 (2 px), 250 (3 px)",
+        }
+    ]
+    assert report["splits"]["sim"]["kept"] == 2 and report["splits"]["sim"]["skipped"] == 1
+    assert PreparedSplit.open(tmp_path / "prepared" / "sim").names == ["00001", "00003"]
+    with pytest.raises(DatasetError, match=r"00002\.png: label ids outside"):
+        run(0, "strict")
 
 
 def _cityscapes(root, split, city, stems, with_labels=True):

@@ -12,7 +12,8 @@ from pipeline.config import DataConfig, DatasetSpec
 from pipeline.data.demo import DemoSpec, generate
 from pipeline.data.index import DatasetError, Sample
 from pipeline.data.labels import to_train_ids
-from pipeline.data.prepare import PreparedSplit, decode_sample, prepare_all, prepare_split
+from pipeline.data.prepare import decode_sample, prepare_all, prepare_split
+from pipeline.data.split import PreparedSplit
 from pipeline.data.synthia import SYNTHIA_LABEL_IDS, index_synthia
 from pipeline.io import read_first_channel_16bit
 from tests.conftest import write_image, write_png16
@@ -72,8 +73,9 @@ def test_label_table_is_the_usual_synthia_to_cityscapes_mapping():
     expected = np.full(2**16, 255, dtype=np.uint8)
     expected[list(EXPECTED_TRAIN_ID)] = list(EXPECTED_TRAIN_ID.values())
     assert np.array_equal(SYNTHIA_LABEL_IDS.train_ids(np.arange(2**16, dtype=np.uint16)), expected)
-    # Ids 0..22 are SYNTHIA's table; anything else is counted as unknown.
-    assert SYNTHIA_LABEL_IDS.unknown_pixels(np.array([0, 13, 22, 23, 300, 65535])) == 3
+    # Ids 0..22 are SYNTHIA's table; anything else is unknown.
+    ids = np.array([0, 13, 22, 23, 300, 65535, 300], dtype=np.uint16)
+    assert SYNTHIA_LABEL_IDS.unknown_ids(ids) == {23: 1, 300: 2, 65535: 1}
 
 
 def test_index_pairs_by_stem(synthia_root):
@@ -117,11 +119,10 @@ def test_missing_and_empty_roots(tmp_path):
         index_synthia(tmp_path / "empty")
 
 
-def test_decode_maps_ids_counts_unknown_and_skips_defects(synthia_root):
+def test_decode_maps_ids_and_skips_defects(synthia_root):
     rng = np.random.default_rng(2)
     labels, images = synthia_root / "GT" / "LABELS", synthia_root / "RGB"
     image, ids = _frame(rng)
-    ids[0, :5] = 40  # outside SYNTHIA's table
     write_png16(labels / "0000000.png", _label(ids))
     write_png16(labels / "0000001.png", _label(ids[:-4]))  # size mismatch
     data = (labels / "0000002.png").read_bytes()
@@ -134,13 +135,17 @@ def test_decode_maps_ids_counts_unknown_and_skips_defects(synthia_root):
     data = (images / "0000005.png").read_bytes()
     (images / "0000005.png").write_bytes(data[: len(data) // 2])  # truncated image
     write_png16(labels / "0000005.png", _label(ids))
+    write_image(images / "0000006.png", image)
+    unknown = ids.copy()
+    unknown[0, :5] = 40  # outside SYNTHIA's table
+    write_png16(labels / "0000006.png", _label(unknown))
 
     decoded = {
         s.name: decode_sample(s, (12, 20), keep_native=True, label_ids=SYNTHIA_LABEL_IDS)
         for s in index_synthia(synthia_root).samples
     }
     good = decoded["0000000"]
-    assert good.skipped is None and good.unknown_ids == 5
+    assert good.skipped is None
     expected = np.vectorize(lambda v: EXPECTED_TRAIN_ID.get(int(v), 255))(ids).astype(np.uint8)
     assert np.array_equal(good.label_native, expected)
     assert set(np.unique(good.label)) <= {0, 1, 2, 13, 255}
@@ -150,6 +155,8 @@ def test_decode_maps_ids_counts_unknown_and_skips_defects(synthia_root):
     assert "blank" in reasons["0000003"]
     assert "empty file" in reasons["0000004"]
     assert "unreadable" in reasons["0000005"]
+    assert reasons["0000006"] == "label ids outside the label table: 40 (5 px)"
+    assert decoded["0000006"].skipped.file.endswith("GT/LABELS/0000006.png")
     assert decoded["0000002"].skipped.file.endswith("GT/LABELS/0000002.png")
 
 
@@ -188,7 +195,7 @@ def test_prepare_with_a_synthia_source(tmp_path):
         assert np.array_equal(sim.labels[row], expected)
     report = json.loads((tmp_path / "data.json").read_text())["splits"]["sim"]
     assert report["class_pixels"]["terrain"] == 0 and report["class_pixels"]["road"] > 0
-    assert report["unknown_label_pixels"] == 0 and report["kept"] == 4
+    assert report["skipped"] == 0 and report["kept"] == 4
 
 
 def test_prepare_split_reads_synthia_labels_with_workers(synthia_root, tmp_path):
@@ -200,7 +207,7 @@ def test_prepare_split_reads_synthia_labels_with_workers(synthia_root, tmp_path)
     index = index_synthia(synthia_root)
     report = prepare_split(index, tmp_path / "sim", (12, 20), workers=2, kind="synthia")
     split = PreparedSplit.open(tmp_path / "sim", need_labels=True)
-    assert report.kept == 9 and report.unknown_label_pixels == 0
+    assert report.kept == 9 and report.skipped == []
     for row, sample in enumerate(index.samples):
         single = decode_sample(sample, (12, 20), label_ids=SYNTHIA_LABEL_IDS)
         assert np.array_equal(split.labels[row], single.label)

@@ -16,7 +16,7 @@ import torch
 from pipeline.config import TrainSegConfig, VariantSpec
 from pipeline.data.demo import render_frame
 from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.tracking import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints
 from pipeline.train.run import Interrupted

@@ -16,7 +16,7 @@ from torch import nn
 from pipeline.config import SelfTrainingSpec, VariantSpec
 from pipeline.data.demo import render_frame
 from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
-from pipeline.data.prepare import PreparedSplit
+from pipeline.data.split import PreparedSplit
 from pipeline.tracking import NullTracker
 from pipeline.train.run import Interrupted
 from pipeline.train.self_training import (
