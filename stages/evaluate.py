@@ -14,9 +14,9 @@ from pipeline.evaluate import (
     native_labels,
     write_evaluation,
 )
+from pipeline.models.model_folder import load_model
 from pipeline.report import log_evaluation
 from pipeline.runtime import pick_device, resolve_precision
-from pipeline.segment import load_model
 from pipeline.tracking import reopen_run
 
 

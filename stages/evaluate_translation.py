@@ -10,8 +10,8 @@ from pipeline.config import load_params
 from pipeline.data.prepare import PreparedSplit
 from pipeline.evaluate import fcn_score
 from pipeline.io import write_json
+from pipeline.models.model_folder import load_model
 from pipeline.runtime import pick_device, resolve_precision
-from pipeline.segment import load_model
 from pipeline.tracking import reopen_run
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.io import atomic_path, write_json
-from pipeline.segment import MODEL_SPEC, MODEL_WEIGHTS
+from pipeline.models.model_folder import MODEL_SPEC, MODEL_WEIGHTS
 
 
 def main(argv: list[str] | None = None) -> None:

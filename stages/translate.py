@@ -18,13 +18,9 @@ from pipeline import dist, runtime
 from pipeline.config import load_params
 from pipeline.data.prepare import PreparedSplit
 from pipeline.io import read_json, write_json
+from pipeline.models.generator_folder import load_trained_generator
 from pipeline.tracking import open_tracker
-from pipeline.translate import (
-    channel_stats,
-    domain_shift_report,
-    load_trained_generator,
-    translate_split,
-)
+from pipeline.translate import channel_stats, domain_shift_report, translate_split
 from pipeline.weights import SUFFIX as WEIGHTS_SUFFIX
 
 # Frames shown side by side (sim over translated) in the MLflow run.

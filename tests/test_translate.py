@@ -1,4 +1,5 @@
-"""Translation of prepared splits and plain folders, resuming, and the domain-shift scores."""
+"""Translation of prepared splits and plain folders (the sim2real-translate command), resuming,
+and the domain-shift scores."""
 
 from __future__ import annotations
 
@@ -10,21 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.cli.translate import main
 from pipeline.data.prepare import PreparedSplit
-from pipeline.io import read_rgb, write_json, write_png
-from pipeline.models.cyclegan import build_generator
+from pipeline.io import read_rgb, write_png
+from pipeline.models.cyclegan import build_generator, size_multiple, translate_batch
+from pipeline.models.generator_folder import write_generators
 from pipeline.translate import (
     ColourStats,
     TranslateError,
     assemble_split,
     channel_stats,
     domain_distance,
-    main,
-    size_multiple,
-    translate_batch,
     translate_split,
 )
-from pipeline.weights import save_weights
 
 CPU = torch.device("cpu")
 
@@ -149,12 +148,25 @@ def test_size_multiple_follows_the_architecture() -> None:
     assert size_multiple(build_generator("unet_256", ngf=4)) == 256
 
 
+def generator_folder(root: Path, seed: int = 0) -> Path:
+    """A trained-generator folder as the train_cyclegan stage writes it; its gen_sim2real file."""
+    generator = tiny_generator(seed)
+    write_generators(root, generator, generator, "resnet_6blocks", 4, "instance")
+    return root / "gen_sim2real.safetensors"
+
+
+def image_folder(folder: Path, sizes: dict[str, tuple[int, int]], seed: int = 1) -> None:
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for stem, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            folder / f"{stem}.png"
+        )
+
+
 def test_folder_mode_keeps_odd_sizes_and_skips_finished_files(tmp_path: Path, capsys) -> None:
     generator = tiny_generator()
-    weights = tmp_path / "model" / "gen_sim2real.safetensors"
-    save_weights(weights, generator.state_dict())
-    settings = {"netG": "resnet_6blocks", "ngf": 4, "norm": "instance"}
-    write_json(weights.parent / "generator.json", settings)
+    weights = generator_folder(tmp_path / "model")
     rng = np.random.default_rng(1)
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
@@ -208,7 +220,7 @@ def test_folder_mode_loads_a_reference_checkpoint(tmp_path: Path) -> None:
 def test_trained_weights_without_settings_file_are_explained(tmp_path: Path) -> None:
     torch.save(tiny_generator().state_dict(), tmp_path / "gen.pt")
     (tmp_path / "in").mkdir()
-    with pytest.raises(TranslateError, match=r"generator\.json: not found.*--reference-netG"):
+    with pytest.raises(SystemExit, match=r"generator\.json: not found.*--reference-netG"):
         main(
             [
                 "--generator",
