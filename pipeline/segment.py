@@ -133,7 +133,8 @@ def segment_folder(
     """Segment every image file in `input_dir` at its own size into `output_dir`.
 
     Frames whose mask and overlay both exist are skipped (resume). Consecutive files of the same
-    size share a forward pass, up to `batch` of them. Returns files, segmented, seconds.
+    size share a forward pass, up to `batch` of them, and are written as soon as it ends.
+    Returns files, segmented, seconds.
     """
     input_dir, output_dir, model_dir = Path(input_dir), Path(output_dir), Path(model_dir)
     files = image_files(input_dir)
@@ -163,9 +164,11 @@ def segment_folder(
             if pending:
                 flush()
             raise
-        if pending and (len(pending) == batch or pending[0][1].shape != image.shape):
+        if pending and pending[0][1].shape != image.shape:
             flush()
         pending.append((path, image))
+        if len(pending) == batch:
+            flush()
     if pending:
         flush()
     return {

@@ -11,7 +11,9 @@ and the segmentation stage pairs it with the source labels by name:
 
 A translated folder (`translate_folder`, behind the ``sim2real-translate`` command of
 pipeline.cli.translate) holds OUTPUT/<name>.png for every image file of the input folder, at
-that image's own size.
+that image's own size, and translate.json naming the generator that wrote them. Each PNG is
+written atomically as soon as its batch is translated; a rerun skips finished frames, and a
+folder that another generator wrote is refused rather than mixed into.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tqdm import tqdm
 from pipeline import dist, runtime
 from pipeline.fingerprint import run_fingerprint
 from pipeline.io import (
+    ImageReadError,
     atomic_path,
     image_files,
     read_json,
@@ -47,6 +50,8 @@ from pipeline.models.cyclegan import translate_batch
 
 # Written into a translated split: the sha256 of the weights that translated it.
 SOURCE_MARKER = "source.json"
+# Written into a translated folder (`translate_folder`): which generator made its PNGs.
+OUTPUT_MARKER = "translate.json"
 HIST_BINS = 32
 
 
@@ -379,8 +384,30 @@ def domain_shift_report(
     return report
 
 
+def claim_output(output_dir: Path, generator: nn.Module, weights: str | Path) -> None:
+    """Mark `output_dir` as the translations of `generator` (loaded from `weights`), or refuse
+    it when another generator's PNGs are there: a rerun would otherwise skip them as done."""
+    marker = output_dir / OUTPUT_MARKER
+    digest = fingerprint(generator)
+    if marker.is_file():
+        if read_json(marker).get("generator_sha256") == digest:
+            return
+        raise TranslateError(
+            f"{output_dir} holds translations of another generator ({marker} names "
+            f"{read_json(marker).get('generator')}); pick another --output folder, or delete "
+            f"that one to redo it with {weights}"
+        )
+    if output_dir.is_dir() and any(output_dir.glob("*.png")):
+        raise TranslateError(
+            f"{output_dir} holds PNGs but no {OUTPUT_MARKER} says which generator made them; "
+            f"pick another --output folder"
+        )
+    write_json(marker, {"generator": str(weights), "generator_sha256": digest})
+
+
 def translate_folder(
     generator: nn.Module,
+    weights: str | Path,
     input_dir: str | Path,
     output_dir: str | Path,
     batch: int,
@@ -389,12 +416,17 @@ def translate_folder(
 ) -> dict[str, Any]:
     """Translate every image file in `input_dir` at its own size to output_dir/<stem>.png.
 
-    Existing outputs are kept. Consecutive files of the same size are batched together.
+    `weights` is the file `generator` was loaded from, recorded in translate.json. Consecutive
+    files of the same size share a forward pass, up to `batch` of them, and are written as soon
+    as it ends. Existing outputs are kept (resume); an output folder of another generator is
+    refused (TranslateError). An unreadable image raises ImageReadError after every frame read
+    before it is written. Returns files, translated, seconds, img_per_s.
     """
     output_dir = Path(output_dir)
     files = image_files(input_dir)
     precision = runtime.resolve_precision(precision, device)
     generator = generator.to(device).eval()
+    claim_output(output_dir, generator, weights)
     todo = [p for p in files if not (output_dir / f"{p.stem}.png").is_file()]
 
     start = time.perf_counter()
@@ -409,10 +441,18 @@ def translate_folder(
         pending.clear()
 
     for path in tqdm(todo, desc="translate", unit="img", dynamic_ncols=True):
-        image = read_rgb(path)
-        if pending and (len(pending) == batch or pending[0][1].shape != image.shape):
+        try:
+            image = read_rgb(path)
+        except (ImageReadError, OSError):
+            # Frames read before the bad one are finished first, so a rerun starts after them.
+            if pending:
+                flush()
+            raise
+        if pending and pending[0][1].shape != image.shape:
             flush()
         pending.append((path, image))
+        if len(pending) == batch:
+            flush()
     if pending:
         flush()
     seconds = time.perf_counter() - start

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             generator = load_trained_generator(args.generator, device)
         result = translate_folder(
-            generator, args.input, args.output, args.batch, args.precision, device
+            generator, args.generator, args.input, args.output, args.batch, args.precision, device
         )
     except (TranslateError, GeneratorFolderError, InputError, ImageReadError) as err:
         sys.exit(f"sim2real-translate: {err}")
