@@ -1,12 +1,12 @@
 """CycleGAN ablations and seed reruns as DVC experiments, and the pages that compare them.
 
-`python -m pipeline.ablation queue` queues one DVC experiment per ablation of the paper's Table 4
-(GAN alone, no identity loss, U-Net generator, vanilla GAN loss); `dvc queue start` runs them; then
-`python -m pipeline.ablation report` reads every experiment's metrics back with `dvc.api.exp_show`
-and writes `reports/ablation.md`.
+`python -m pipeline.cli.ablation queue` queues one DVC experiment per ablation of the paper's
+Table 4 (GAN alone, no identity loss, U-Net generator, vanilla GAN loss); `dvc queue start` runs
+them; then `python -m pipeline.cli.ablation report` reads every experiment's metrics back with
+`dvc.api.exp_show` and writes `reports/ablation.md`.
 
-`python -m pipeline.ablation queue --seeds` queues the whole chain again under other seeds
-(CycleGAN and segmentation); `python -m pipeline.ablation seeds` then writes
+`python -m pipeline.cli.ablation queue --seeds` queues the whole chain again under other seeds
+(CycleGAN and segmentation); `python -m pipeline.cli.ablation seeds` then writes
 `reports/seeds.json`: every variant's scores per seed and their spread (max - min), which the
 report stage shows beside each variant and uses to mark differences smaller than it.
 
@@ -19,7 +19,6 @@ Running `dvc exp run -S ...` one at a time in the workspace instead reruns only 
 
 from __future__ import annotations
 
-import argparse
 import math
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import load_params
+from pipeline.data.identity import read_identity
 from pipeline.io import write_json, write_text
 
 # name -> params overrides (`dvc exp run -S key=value`); the baseline is params.yaml as committed.
@@ -135,8 +136,8 @@ def ablation_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         "reruns are deterministic. One seed per row: reports/quality.md gives the baseline's "
         "seed-to-seed spread.",
         "",
-        "Commands: `python -m pipeline.ablation queue && dvc queue start -j 1`, then "
-        "`python -m pipeline.ablation report`.",
+        "Commands: `python -m pipeline.cli.ablation queue && dvc queue start -j 1`, then "
+        "`python -m pipeline.cli.ablation report`.",
         "",
         "| experiment | settings | " + " | ".join(column[0] for column in COLUMNS) + " |",
         "|---|---|" + "---:|" * len(COLUMNS),
@@ -157,38 +158,30 @@ def ablation_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    queue = sub.add_parser("queue", help="queue the experiments (then: dvc queue start -j 1)")
-    queue.add_argument("--seeds", action="store_true", help="the seed reruns, not the ablations")
-    report = sub.add_parser("report", help="write the ablation page from finished experiments")
-    report.add_argument("--out", type=Path, default=Path("reports/ablation.md"))
-    seeds = sub.add_parser("seeds", help="write the seed spread from finished seed reruns")
-    seeds.add_argument("--out", type=Path, default=Path("reports/seeds.json"))
-    args = parser.parse_args(argv)
-    if args.command == "queue":
-        for command in queue_commands(SEEDS if args.seeds else ABLATIONS):
-            print(" ".join(command))
-            subprocess.run(command, check=True)
-        return
+def queue(family: Mapping[str, Sequence[str]]) -> None:
+    """Queue one DVC experiment per entry of `family` (ABLATIONS or SEEDS)."""
+    for command in queue_commands(family):
+        print(" ".join(command))
+        subprocess.run(command, check=True)
+
+
+def experiment_rows() -> list[dict[str, Any]]:
+    """`dvc.api.exp_show` rows of the workspace's recent commits and their experiments."""
     import dvc.api
 
     # Experiments stay attached to the commit they were queued on; commits that only add
     # reports (the usual next step) must not hide them, so look back over recent commits.
-    rows = dvc.api.exp_show(num=RECENT_COMMITS, force=True)
-    if args.command == "seeds":
-        from pipeline.config import load_params
-        from pipeline.data.identity import read_identity
-
-        spread = seed_spread(rows, list(load_params().train_seg.variants))
-        # The spread belongs to one dataset: the report uses it only for that one.
-        spread["dataset"] = read_identity(Path("data/prepared")).label
-        write_json(args.out, spread)
-    else:
-        write_text(args.out, ablation_markdown(rows))
-    print(args.out.read_text())
+    return dvc.api.exp_show(num=RECENT_COMMITS, force=True)
 
 
-if __name__ == "__main__":
-    main()
+def write_ablation_page(out: Path) -> None:
+    """The ablation page of the finished experiments, at `out`."""
+    write_text(out, ablation_markdown(experiment_rows()))
+
+
+def write_seed_spread(out: Path) -> None:
+    """The seed spread of the finished seed reruns, for the prepared dataset, at `out`."""
+    spread = seed_spread(experiment_rows(), list(load_params().train_seg.variants))
+    # The spread belongs to one dataset: the report uses it only for that one.
+    spread["dataset"] = read_identity(Path("data/prepared")).label
+    write_json(out, spread)

@@ -1,6 +1,6 @@
 """Compare segmentation variants from MLflow: one table per dataset, variants in chain order.
 
-`python -m pipeline.compare` (or `sim2real-compare`) takes, for each dataset, the newest
+The `sim2real-compare` command (pipeline.cli.compare) takes, for each dataset, the newest
 finished train_seg run of every variant among the runs that match the filters, and prints the
 scores in % with the share of the source-only -> oracle gap each variant closes:
 
@@ -16,10 +16,8 @@ is another row of another table.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
@@ -114,43 +112,3 @@ def format_table(table: pd.DataFrame) -> str:
 
 def _percent(value: float, digits: int) -> str:
     return f"{100 * value:.{digits}f}" if math.isfinite(value) else "-"
-
-
-def _declared_variants() -> list[str]:
-    from pipeline.config import PARAMS_FILE, load_params
-
-    return list(load_params().train_seg.variants) if Path(PARAMS_FILE).is_file() else []
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Compare segmentation variants from MLflow, one table per dataset.",
-        epilog="Scores in %% on the target validation split; gap closed = (variant - "
-        "source_only) / (oracle - source_only).",
-    )
-    parser.add_argument("--experiment", default=None, help="defaults to tracking.experiment")
-    parser.add_argument("--dataset", help="dataset name, or the start of its digest")
-    parser.add_argument("--commit", help="git commit (a prefix is enough)")
-    parser.add_argument("--dvc-exp", help="DVC experiment name")
-    parser.add_argument("--pipeline-run", help="pipeline_run tag of one dvc repro")
-    args = parser.parse_args(argv)
-    experiment = args.experiment
-    if experiment is None:
-        from pipeline.config import load_params
-
-        experiment = load_params().tracking.experiment
-    runs = finished_variant_runs(
-        experiment, args.dataset, args.commit, args.dvc_exp, args.pipeline_run
-    )
-    tables = tables_by_dataset(runs, _declared_variants())
-    if not tables:
-        print(f"no finished train_seg runs in MLflow experiment {experiment!r} match")
-        return
-    for label, table in tables.items():
-        print(f"dataset {label}, experiment {experiment}: scores in % on real val")
-        print(format_table(table))
-        print()
-
-
-if __name__ == "__main__":
-    main()

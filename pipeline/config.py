@@ -8,7 +8,7 @@ Stages load the file once (``load_params``) and hand each pipeline function only
 needs.
 
 A profile (``profiles/*.yaml``) is a set of changes to ``params.yaml`` in its own layout, such as
-the published-scale settings for the real sets. ``python -m pipeline.config --profile FILE``
+the published-scale settings for the real sets. ``python -m pipeline.cli.profile --profile FILE``
 checks params.yaml with the profile applied and prints the profile as ``dvc exp run`` arguments
 (``-S key=value``), so DVC records it as an experiment's changed parameters.
 
@@ -23,13 +23,12 @@ resumes, and no stage's outputs depend on it. Every other field defines the run
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
@@ -598,22 +597,6 @@ def profile_arguments(profile: str | Path, params: str | Path = PARAMS_FILE) -> 
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
         arguments.append(f"-S {key}={text}")
     return arguments
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Check params.yaml (with a profile applied) and print the profile's DVC arguments."""
-    parser = argparse.ArgumentParser(description="Check params.yaml; print a profile's changes.")
-    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
-    parser.add_argument("--profile", type=Path, help="profile to apply: prints -S arguments")
-    args = parser.parse_args(argv)
-    if args.profile is None:
-        load_params(args.params)
-        return
-    print("\n".join(profile_arguments(args.profile, args.params)))
-
-
-if __name__ == "__main__":
-    main()
 
 
 def check_paths(params: Params, generated: Path) -> None:

@@ -310,14 +310,14 @@ class Tracker:
     def log_segmentation_model(
         self, model_dir: str | Path, variant: str, example: np.ndarray
     ) -> None:
-        """Log a model folder (pipeline.segment) as a pyfunc named `variant` and register it as
+        """Log a model folder (models.model_folder) as a pyfunc named `variant` and register it as
         "<experiment>-<variant>", the variant and dataset as the version's tags.
 
         `mlflow.pyfunc.load_model` gives a model that takes (N, H, W, 3) uint8 RGB frames of any
         size and returns (N, H, W) uint8 train ids; the weights, model.json (normalisation,
         class table) and the pipeline package travel with it. `example`: one (H, W, 3) frame.
         """
-        from pipeline.segment import MODEL_SPEC, MODEL_WEIGHTS
+        from pipeline.models.model_folder import MODEL_SPEC, MODEL_WEIGHTS
 
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),

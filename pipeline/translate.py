@@ -9,15 +9,15 @@ and the segmentation stage pairs it with the source labels by name:
     source.json        fingerprint of the weights that wrote the PNGs; PNGs of other weights are
                        discarded instead of being mixed in
 
-Command line (``sim2real-translate``): translate every image in a folder at its own size,
-``python -m pipeline.translate --generator models/cyclegan/gen_sim2real.safetensors --input DIR
---output DIR``; ``--reference-netG resnet_9blocks`` loads a reference checkpoint such as
-``latest_net_G_A.pth`` instead.
+A translated folder (`translate_folder`, behind the ``sim2real-translate`` command of
+pipeline.cli.translate) holds OUTPUT/<name>.png for every image file of the input folder, at
+that image's own size, and translate.json naming the generator that wrote them. Each PNG is
+written atomically as soon as its batch is translated; a rerun skips finished frames, and a
+folder that another generator wrote is refused rather than mixed into.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -31,16 +31,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from pipeline import dist, runtime
 from pipeline.config import TranslateConfig
 from pipeline.data.split import PreparedSplit
-from pipeline.data.tensors import from_gan_output, to_gan_input
 from pipeline.fingerprint import run_fingerprint
 from pipeline.io import (
+    ImageReadError,
     atomic_path,
     image_files,
     read_json,
@@ -49,81 +48,19 @@ from pipeline.io import (
     write_json,
     write_png,
 )
-from pipeline.models.cyclegan import (
-    GENERATOR_NAMES,
-    NORM_NAMES,
-    UnetGenerator,
-    UnetSkipConnectionBlock,
-    build_generator,
-    load_reference_generator_state,
-)
+from pipeline.models.cyclegan import translate_batch
+from pipeline.models.generator_folder import load_trained_generator
 from pipeline.tracking import NullTracker, Tracker
 
-# Written by the training stage beside the generator weights: netG, ngf, norm.
-GENERATOR_SETTINGS = "generator.json"
 # Written into a translated split: the sha256 of the weights that translated it.
 SOURCE_MARKER = "source.json"
+# Written into a translated folder (`translate_folder`): which generator made its PNGs.
+OUTPUT_MARKER = "translate.json"
 HIST_BINS = 32
 
 
 class TranslateError(RuntimeError):
     """Translation cannot start or finish; the message names the file."""
-
-
-def size_multiple(generator: nn.Module) -> int:
-    """H and W a generator needs to be multiples of: 4 for ResNets, 2**depth for U-Nets."""
-    if isinstance(generator, UnetGenerator):
-        # Each U-Net level halves H and W once.
-        return 2 ** sum(isinstance(m, UnetSkipConnectionBlock) for m in generator.modules())
-    return 4
-
-
-def translate_batch(
-    generator: nn.Module, images: np.ndarray | Tensor, precision: str, device: torch.device
-) -> np.ndarray:
-    """Translate (N, H, W, 3) uint8 frames of any size (an array or a host tensor) to
-    (N, H, W, 3) uint8.
-
-    Sides that are not a multiple of what the generator needs are reflection-padded on the
-    bottom / right and cropped back, so the output keeps the input's size.
-    """
-    height, width = images.shape[1:3]
-    multiple = size_multiple(generator)
-    pad_h, pad_w = -height % multiple, -width % multiple
-    with torch.inference_mode(), runtime.autocast(precision, device):
-        batch = to_gan_input(images, device)  # (N, 3, H, W)
-        if pad_h or pad_w:
-            # Reflection needs the pad to be smaller than the side; tiny images replicate.
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            batch = F.pad(batch, (0, pad_w, 0, pad_h), mode=mode)
-        out = generator(batch)[:, :, :height, :width]
-    return from_gan_output(out)
-
-
-def load_generator(
-    weights: str | Path, netG: str, ngf: int, norm: str, device: torch.device
-) -> nn.Module:
-    """A generator in eval mode with `weights`: a state dict saved by the training stage or a
-    reference checkpoint (``latest_net_G_A.pth``, ``module.`` prefixes and stale norm buffers
-    are handled)."""
-    generator = build_generator(netG, ngf, norm)
-    load_reference_generator_state(generator, weights)
-    return generator.to(device).eval()
-
-
-def load_trained_generator(
-    weights: str | Path, device: torch.device, settings: str | Path | None = None
-) -> nn.Module:
-    """Load weights written by the training stage, rebuilt from the generator.json beside them."""
-    weights = Path(weights)
-    settings = Path(settings) if settings else weights.parent / GENERATOR_SETTINGS
-    if not settings.is_file():
-        raise TranslateError(
-            f"{settings}: not found; it describes the generator that {weights.name} belongs to. "
-            f"For a reference checkpoint pass --reference-netG (and --ngf, --norm)."
-        )
-    spec = read_json(settings)
-    return load_generator(weights, spec["netG"], spec["ngf"], spec["norm"], device)
 
 
 def fingerprint(generator: nn.Module) -> str:
@@ -439,8 +376,30 @@ def domain_shift_report(
     return report
 
 
+def claim_output(output_dir: Path, generator: nn.Module, weights: str | Path) -> None:
+    """Mark `output_dir` as the translations of `generator` (loaded from `weights`), or refuse
+    it when another generator's PNGs are there: a rerun would otherwise skip them as done."""
+    marker = output_dir / OUTPUT_MARKER
+    digest = fingerprint(generator)
+    if marker.is_file():
+        if read_json(marker).get("generator_sha256") == digest:
+            return
+        raise TranslateError(
+            f"{output_dir} holds translations of another generator ({marker} names "
+            f"{read_json(marker).get('generator')}); pick another --output folder, or delete "
+            f"that one to redo it with {weights}"
+        )
+    if output_dir.is_dir() and any(output_dir.glob("*.png")):
+        raise TranslateError(
+            f"{output_dir} holds PNGs but no {OUTPUT_MARKER} says which generator made them; "
+            f"pick another --output folder"
+        )
+    write_json(marker, {"generator": str(weights), "generator_sha256": digest})
+
+
 def translate_folder(
     generator: nn.Module,
+    weights: str | Path,
     input_dir: str | Path,
     output_dir: str | Path,
     batch: int,
@@ -449,12 +408,17 @@ def translate_folder(
 ) -> dict[str, Any]:
     """Translate every image file in `input_dir` at its own size to output_dir/<stem>.png.
 
-    Existing outputs are kept. Consecutive files of the same size are batched together.
+    `weights` is the file `generator` was loaded from, recorded in translate.json. Consecutive
+    files of the same size share a forward pass, up to `batch` of them, and are written as soon
+    as it ends. Existing outputs are kept (resume); an output folder of another generator is
+    refused (TranslateError). An unreadable image raises ImageReadError after every frame read
+    before it is written. Returns files, translated, seconds, img_per_s.
     """
     output_dir = Path(output_dir)
     files = image_files(input_dir)
     precision = runtime.resolve_precision(precision, device)
     generator = generator.to(device).eval()
+    claim_output(output_dir, generator, weights)
     todo = [p for p in files if not (output_dir / f"{p.stem}.png").is_file()]
 
     start = time.perf_counter()
@@ -469,10 +433,18 @@ def translate_folder(
         pending.clear()
 
     for path in tqdm(todo, desc="translate", unit="img", dynamic_ncols=True):
-        image = read_rgb(path)
-        if pending and (len(pending) == batch or pending[0][1].shape != image.shape):
+        try:
+            image = read_rgb(path)
+        except (ImageReadError, OSError):
+            # Frames read before the bad one are finished first, so a rerun starts after them.
+            if pending:
+                flush()
+            raise
+        if pending and pending[0][1].shape != image.shape:
             flush()
         pending.append((path, image))
+        if len(pending) == batch:
+            flush()
     if pending:
         flush()
     seconds = time.perf_counter() - start
@@ -541,45 +513,3 @@ def translate_prepared(
     rows = [np.concatenate(list(split.images[:shown]), axis=1) for split in (sim, translated)]
     tracker.log_image("translate_samples", np.concatenate(rows, axis=0))
     return metrics
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line (``sim2real-translate``): translate a folder of images with a trained or
-    reference generator."""
-    parser = argparse.ArgumentParser(description="Translate every image in a folder (sim->real).")
-    parser.add_argument("--generator", type=Path, required=True, help="generator weights file")
-    parser.add_argument("--input", type=Path, required=True, help="folder of images")
-    parser.add_argument("--output", type=Path, required=True, help="folder for the PNGs")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default="auto")
-    parser.add_argument(
-        "--reference-netG",
-        choices=GENERATOR_NAMES,
-        help="load a reference checkpoint (e.g. latest_net_G_A.pth) of this architecture "
-        "instead of reading generator.json beside the weights",
-    )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
-    parser.add_argument("--ngf", type=int, default=64, help="with --reference-netG")
-    parser.add_argument(
-        "--norm", choices=NORM_NAMES, default="instance", help="with --reference-netG"
-    )
-    args = parser.parse_args(argv)
-    if args.batch < 1:
-        parser.error("--batch must be >= 1")
-    runtime.set_threads(args.threads)
-    device = runtime.pick_device()
-    if args.reference_netG:
-        generator = load_generator(args.generator, args.reference_netG, args.ngf, args.norm, device)
-    else:
-        generator = load_trained_generator(args.generator, device)
-    result = translate_folder(
-        generator, args.input, args.output, args.batch, args.precision, device
-    )
-    print(
-        f"translated {result['translated']} of {result['files']} images into {args.output}"
-        + (f" ({result['img_per_s']} img/s)" if result["img_per_s"] else "")
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -28,6 +28,8 @@ from pipeline.config import ConfigError, Params, load_params
 from pipeline.data.index import DatasetError
 from pipeline.fingerprint import run_fingerprint
 from pipeline.io import ImageReadError, InputError, OutputError, read_json, write_json
+from pipeline.models.generator_folder import GeneratorFolderError
+from pipeline.models.model_folder import ModelFolderError
 from pipeline.segment import SegmentError
 from pipeline.tracking import NullTracker, Tracker, TrackingError, check_tracking, open_tracker
 from pipeline.train.checkpoint import (
@@ -48,6 +50,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ImageReadError,
     OutputError,
     WeightsError,
+    ModelFolderError,
+    GeneratorFolderError,
     CheckpointError,
     TrainingDiverged,
     SegmentError,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.evaluate import EvaluationOutputs, evaluate_variant
-from pipeline.segment import load_model
+from pipeline.models.model_folder import load_model
 from stages.door import open_stage
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline.data.split import PreparedSplit
 from pipeline.evaluate import score_translation
-from pipeline.segment import load_model
+from pipeline.models.model_folder import load_model
 from stages.door import open_stage
 
 

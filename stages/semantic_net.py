@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.segment import copy_semantic_net
+from pipeline.models.model_folder import copy_semantic_net
 from stages.door import open_stage
 
 

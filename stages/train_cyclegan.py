@@ -10,7 +10,7 @@ from pipeline import runtime
 from pipeline.config import run_settings
 from pipeline.data.split import PreparedSplit
 from pipeline.io import write_json
-from pipeline.segment import load_model
+from pipeline.models.model_folder import load_model
 from pipeline.tracking import project_root
 from pipeline.train.cyclegan import train_cyclegan
 from stages.door import Training, open_stage

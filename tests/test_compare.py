@@ -1,10 +1,11 @@
-"""`python -m pipeline.compare`: runs of two datasets never share a table; filters; chain order."""
+"""`sim2real-compare`: runs of two datasets never share a table; filters; chain order."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipeline import compare
+from pipeline.cli.compare import main
 from pipeline.tracking import Tracker
 
 SCORES = {  # variant: (miou, pixel accuracy)
@@ -78,7 +79,7 @@ def test_filters_by_dataset_digest_and_commit(runs) -> None:
 
 
 def test_command_prints_percent_and_gap_closed(runs, capsys) -> None:
-    compare.main(["--experiment", "cmp", "--dataset", "demo"])
+    main(["--experiment", "cmp", "--dataset", "demo"])
     out = capsys.readouterr().out
     assert "dataset demo (aaaa11112222)" in out and "city" not in out
     lines = out.splitlines()
@@ -86,5 +87,5 @@ def test_command_prints_percent_and_gap_closed(runs, capsys) -> None:
     assert "mIoU" in header and "gap closed (mIoU)" in header
     cyclegan = next(line for line in lines if line.startswith("   cyclegan"))
     assert "40.0" in cyclegan.split() and "50%" in cyclegan.split()
-    compare.main(["--experiment", "cmp", "--dataset", "nowhere"])
+    main(["--experiment", "cmp", "--dataset", "nowhere"])
     assert "match" in capsys.readouterr().out

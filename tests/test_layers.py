@@ -31,6 +31,7 @@ LAYERS = {
     "report": 6,
     "compare": 6,
     "ablation": 6,
+    "cli": 7,
 }
 
 
@@ -76,3 +77,18 @@ def test_no_import_from_a_higher_layer(path) -> None:
         if target > own:
             upward.append(f"line {line}: pipeline.{module} (layer {target})")
     assert not upward, f"pipeline.{here} (layer {own}) imports upward: {upward}"
+
+
+TRAINING = sorted((PACKAGE / "train").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", TRAINING, ids=lambda p: p.name)
+def test_training_reaches_models_only_through_the_models_layer(path) -> None:
+    """The loops write the model folders and draw samples through pipeline.models, never
+    through the inference modules that read them (pipeline.translate, pipeline.segment)."""
+    inference = [
+        f"line {line}: pipeline.{module}"
+        for line, module in imports(path)
+        if module.split(".")[0] in ("translate", "segment")
+    ]
+    assert not inference, f"pipeline/train/{path.name} imports inference modules: {inference}"

@@ -11,21 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.cli.segment import main
 from pipeline.data.labels import NUM_CLASSES, TRAIN_ID_TO_COLOR
 from pipeline.evaluate import evaluate_images
 from pipeline.io import read_rgb, resize_rgb
+from pipeline.models.model_folder import MODEL_SPEC, model_spec, write_model
 from pipeline.models.segmentation import build_segmentation_model
-from pipeline.segment import (
-    MODEL_SPEC,
-    OUTPUT_MARKER,
-    Segmenter,
-    SegmentError,
-    main,
-    model_spec,
-    overlay,
-    segment_folder,
-    write_model,
-)
+from pipeline.segment import OUTPUT_MARKER, Segmenter, SegmentError, overlay, segment_folder
 
 WORKING = (32, 64)
 CPU = torch.device("cpu")

@@ -1,7 +1,9 @@
-"""Translation of prepared splits and plain folders, resuming, and the domain-shift scores."""
+"""Translation of prepared splits and plain folders (the sim2real-translate command), resuming,
+refusing another generator's folder, and the domain-shift scores."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,21 +12,22 @@ import pytest
 import torch
 from PIL import Image
 
+import pipeline.translate
 from pipeline import dist
+from pipeline.cli.translate import main
 from pipeline.data.split import PreparedSplit
-from pipeline.io import read_rgb, write_json, write_png
-from pipeline.models.cyclegan import build_generator
+from pipeline.io import read_rgb, write_png
+from pipeline.models.cyclegan import build_generator, size_multiple, translate_batch
+from pipeline.models.generator_folder import write_generators
 from pipeline.translate import (
+    OUTPUT_MARKER,
     ColourStats,
     TranslateError,
     channel_stats,
     domain_distance,
-    main,
-    size_multiple,
-    translate_batch,
+    translate_folder,
     translate_split,
 )
-from pipeline.weights import save_weights
 
 CPU = torch.device("cpu")
 
@@ -152,12 +155,25 @@ def test_size_multiple_follows_the_architecture() -> None:
     assert size_multiple(build_generator("unet_256", ngf=4)) == 256
 
 
+def generator_folder(root: Path, seed: int = 0) -> Path:
+    """A trained-generator folder as the train_cyclegan stage writes it; its gen_sim2real file."""
+    generator = tiny_generator(seed)
+    write_generators(root, generator, generator, "resnet_6blocks", 4, "instance")
+    return root / "gen_sim2real.safetensors"
+
+
+def image_folder(folder: Path, sizes: dict[str, tuple[int, int]], seed: int = 1) -> None:
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for stem, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            folder / f"{stem}.png"
+        )
+
+
 def test_folder_mode_keeps_odd_sizes_and_skips_finished_files(tmp_path: Path, capsys) -> None:
     generator = tiny_generator()
-    weights = tmp_path / "model" / "gen_sim2real.safetensors"
-    save_weights(weights, generator.state_dict())
-    settings = {"netG": "resnet_6blocks", "ngf": 4, "norm": "instance"}
-    write_json(weights.parent / "generator.json", settings)
+    weights = generator_folder(tmp_path / "model")
     rng = np.random.default_rng(1)
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
@@ -211,7 +227,7 @@ def test_folder_mode_loads_a_reference_checkpoint(tmp_path: Path) -> None:
 def test_trained_weights_without_settings_file_are_explained(tmp_path: Path) -> None:
     torch.save(tiny_generator().state_dict(), tmp_path / "gen.pt")
     (tmp_path / "in").mkdir()
-    with pytest.raises(TranslateError, match=r"generator\.json: not found.*--reference-netG"):
+    with pytest.raises(SystemExit, match=r"generator\.json: not found.*--reference-netG"):
         main(
             [
                 "--generator",
@@ -222,6 +238,70 @@ def test_trained_weights_without_settings_file_are_explained(tmp_path: Path) -> 
                 str(tmp_path / "o"),
             ]
         )
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_folder_mode_writes_each_batch_before_reading_on(
+    tmp_path: Path, monkeypatch, batch
+) -> None:
+    """A frame is on disk as soon as its batch is translated, not only once the next image has
+    been read: a run stopped while reading (a kill, a slow or failing drive) loses nothing
+    translated. Seen at each read: how many PNGs the output folder holds."""
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    image_folder(inputs, {stem: (20, 24) for stem in "abcde"})
+    seen = []
+
+    def counting_read(path: Path) -> np.ndarray:
+        seen.append(len(list(outputs.glob("*.png"))))
+        return read_rgb(path)
+
+    monkeypatch.setattr(pipeline.translate, "read_rgb", counting_read)
+    translate_folder(tiny_generator(), "gen.safetensors", inputs, outputs, batch, "fp32", CPU)
+    assert seen == [k - k % batch for k in range(5)]
+    assert len(list(outputs.glob("*.png"))) == 5
+
+
+@pytest.mark.parametrize("batch", ["1", "16"])
+def test_folder_command_names_a_corrupt_image_in_one_line_and_keeps_finished_frames(
+    tmp_path: Path, batch: str
+) -> None:
+    weights = generator_folder(tmp_path / "model")
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    image_folder(inputs, {"a": (20, 24), "b": (20, 24), "c": (12, 16)})
+    (inputs / "z.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    argv = ["--generator", str(weights), "--input", str(inputs), "--output", str(outputs)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--batch", batch, "--precision", "fp32"])
+    message = str(exit_info.value.code)
+    assert message.startswith("sim2real-translate: ") and "\n" not in message
+    assert f"{inputs / 'z.png'}: unreadable image" in message
+    generator = tiny_generator()
+    for stem in "abc":
+        source = read_rgb(inputs / f"{stem}.png")
+        expected = translate_batch(generator, source[None], "fp32", CPU)[0]
+        np.testing.assert_array_equal(read_rgb(outputs / f"{stem}.png"), expected)
+
+
+def test_folder_of_another_generator_is_refused_and_kept(tmp_path: Path, capsys) -> None:
+    first = generator_folder(tmp_path / "first", seed=0)
+    second = generator_folder(tmp_path / "second", seed=1)
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    image_folder(inputs, {"a": (20, 24), "b": (12, 16)})
+    argv = ["--input", str(inputs), "--output", str(outputs), "--precision", "fp32"]
+    main(["--generator", str(first), *argv])
+    before = {p.name: p.read_bytes() for p in outputs.iterdir()}
+    assert set(before) == {"a.png", "b.png", OUTPUT_MARKER}
+    named = re.escape(f"({outputs / OUTPUT_MARKER} names {first})")
+    with pytest.raises(SystemExit, match=rf"another generator {named}.*another --output"):
+        main(["--generator", str(second), *argv])
+    assert {p.name: p.read_bytes() for p in outputs.iterdir()} == before
+    # The same generator again: nothing to do, the folder is its own.
+    main(["--generator", str(first), *argv])
+    assert "translated 0 of 2 images" in capsys.readouterr().out
+    # PNGs nobody claimed (an older run, another tool) are not taken for this generator's.
+    (outputs / OUTPUT_MARKER).unlink()
+    with pytest.raises(TranslateError, match=rf"no {OUTPUT_MARKER} says which generator"):
+        translate_folder(tiny_generator(0), first, inputs, outputs, 2, "fp32", CPU)
 
 
 def test_domain_distance_by_hand() -> None:

@@ -13,6 +13,9 @@ All networks are fully convolutional and work on any batch of NCHW images in ``[
   ``2 ** num_downs`` (128 for ``unet_128``, 256 for ``unet_256``).
 * The PatchGAN discriminator accepts any H, W >= 32 and returns one logit per
   overlapping 70x70 patch (for ``n_layers=3``).
+
+:func:`translate_batch` runs a generator on uint8 frames of any size (padding them to the
+multiple it needs); translation and training's sample grids both use it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from pipeline import runtime
+from pipeline.data.tensors import from_gan_output, to_gan_input
 from pipeline.weights import load_weights
 
 GENERATOR_NAMES: tuple[str, ...] = ("resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256")
@@ -466,3 +473,33 @@ def load_reference_generator_state(net: nn.Module, path: str | Path) -> None:
             f"{path}: checkpoint does not match {type(net).__name__}; " + "; ".join(problems)
         )
     net.load_state_dict(state, strict=True)
+
+
+def size_multiple(generator: nn.Module) -> int:
+    """H and W a generator needs to be multiples of: 4 for ResNets, 2**depth for U-Nets."""
+    if isinstance(generator, UnetGenerator):
+        # Each U-Net level halves H and W once.
+        return 2 ** sum(isinstance(m, UnetSkipConnectionBlock) for m in generator.modules())
+    return 4
+
+
+def translate_batch(
+    generator: nn.Module, images: np.ndarray | Tensor, precision: str, device: torch.device
+) -> np.ndarray:
+    """Translate (N, H, W, 3) uint8 frames of any size (an array or a host tensor) to
+    (N, H, W, 3) uint8.
+
+    Sides that are not a multiple of what the generator needs are reflection-padded on the
+    bottom / right and cropped back, so the output keeps the input's size.
+    """
+    height, width = images.shape[1:3]
+    multiple = size_multiple(generator)
+    pad_h, pad_w = -height % multiple, -width % multiple
+    with torch.inference_mode(), runtime.autocast(precision, device):
+        batch = to_gan_input(images, device)  # (N, 3, H, W)
+        if pad_h or pad_w:
+            # Reflection needs the pad to be smaller than the side; tiny images replicate.
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            batch = F.pad(batch, (0, pad_w, 0, pad_h), mode=mode)
+        out = generator(batch)[:, :, :height, :width]
+    return from_gan_output(out)

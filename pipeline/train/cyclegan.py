@@ -27,14 +27,12 @@ from torch import Tensor, nn
 from pipeline import dist, runtime
 from pipeline.config import CycleGANConfig, run_settings
 from pipeline.data.tensors import normalize, to_gan_input
-from pipeline.io import write_json, write_png
+from pipeline.io import write_png
 from pipeline.losses import GANLoss, cycle_loss, identity_loss
-from pipeline.models.cyclegan import build_discriminator, build_generator
+from pipeline.models.cyclegan import build_discriminator, build_generator, translate_batch
+from pipeline.models.generator_folder import write_generators
 from pipeline.train.image_pool import ImagePool
 from pipeline.train.run import Run, spec_of, stream_seed
-from pipeline.translate import GENERATOR_SETTINGS, translate_batch
-from pipeline.weights import SUFFIX as WEIGHTS_SUFFIX
-from pipeline.weights import save_weights
 
 NET_NAMES = ("gen_sim2real", "gen_real2sim", "disc_real", "disc_sim")
 
@@ -524,7 +522,10 @@ def train_cyclegan(
         # sample is still part of the outputs.
         if not (out_dir / "samples" / f"step_{run.step:08d}.png").is_file():
             write_sample()
-        save_generators(out_dir, trainer.nets, config)
+        nets = trainer.nets
+        write_generators(
+            out_dir, nets.gen_sim2real, nets.gen_real2sim, config.netG, config.ngf, config.norm
+        )
         example = np.zeros((1, 3, *config.crop), dtype=np.float32)
         generator = build_generator(config.netG, config.ngf, config.norm)
         generator.load_state_dict(trainer.nets.gen_sim2real.state_dict())
@@ -555,13 +556,3 @@ def sample_grid(
     top = np.concatenate([sim_image, fake_real[0], rec_sim[0]], axis=1)
     bottom = np.concatenate([real_image, fake_sim[0], rec_real[0]], axis=1)
     return np.concatenate([top, bottom], axis=0)
-
-
-def save_generators(out_dir: Path, nets: CycleGANNets, config: CycleGANConfig) -> None:
-    """Small weights-only files for translation, and the settings to rebuild the net."""
-    for name in ("gen_sim2real", "gen_real2sim"):
-        save_weights(out_dir / f"{name}{WEIGHTS_SUFFIX}", getattr(nets, name).state_dict())
-    write_json(
-        out_dir / GENERATOR_SETTINGS,
-        {"netG": config.netG, "ngf": config.ngf, "norm": config.norm},
-    )

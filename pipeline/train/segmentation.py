@@ -32,8 +32,8 @@ from pipeline.data.split import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.evaluate import evaluate_images
 from pipeline.io import atomic_path
+from pipeline.models.model_folder import model_spec, write_model
 from pipeline.models.segmentation import build_segmentation_model
-from pipeline.segment import model_spec, write_model
 from pipeline.train.run import Run, spec_of
 
 

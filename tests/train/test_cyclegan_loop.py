@@ -23,6 +23,7 @@ from pipeline.config import CycleGANConfig
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.tensors import to_gan_input
 from pipeline.io import read_rgb
+from pipeline.models.generator_folder import load_trained_generator
 from pipeline.tracking import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from pipeline.train.cyclegan import (
@@ -35,7 +36,6 @@ from pipeline.train.cyclegan import (
     train_cyclegan,
 )
 from pipeline.train.run import Interrupted, TrainingDiverged
-from pipeline.translate import load_trained_generator
 from tests.conftest import params_section
 
 CPU = torch.device("cpu")
