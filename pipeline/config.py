@@ -260,6 +260,12 @@ class VariantSpec:
         if self.self_training is not None:
             self.self_training.validate(f"{key}.self_training")
 
+    @property
+    def step(self) -> str:
+        """The name of the training step this variant's settings ask for (the segmentation
+        loop's step objects): "dacs" with a self_training block, else "supervised"."""
+        return "supervised" if self.self_training is None else "dacs"
+
     def inputs(self) -> list[str]:
         """Every prepared split this variant's training reads."""
         splits = [self.images, self.labels, self.fda_style]

@@ -9,7 +9,6 @@ from pipeline.config import load_params
 from pipeline.data.prepare import PreparedSplit
 from pipeline.train.run import stage_run
 from pipeline.train.segmentation import train_segmentation, variant_settings
-from pipeline.train.self_training import train_self_training
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,10 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         inputs=spec.inputs(),
         tags={"variant": variant},
     ) as tracker:
-        if target is None:
-            train_segmentation(config, variant, images, labels, style, args.out, tracker, val)
-        else:
-            train_self_training(config, variant, images, labels, target, args.out, tracker, val)
+        train_segmentation(
+            config, variant, images, labels, style, args.out, tracker, val, target=target
+        )
 
 
 if __name__ == "__main__":

@@ -17,15 +17,11 @@ from pipeline.config import TrainSegConfig, VariantSpec
 from pipeline.data.demo import render_frame
 from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.prepare import PreparedSplit
+from pipeline.losses import SegmentationLoss
 from pipeline.tracking import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints
 from pipeline.train.run import Interrupted
-from pipeline.train.segmentation import (
-    SegmentationLoss,
-    poly_factor,
-    sample_batch,
-    train_segmentation,
-)
+from pipeline.train.segmentation import poly_factor, sample_batch, train_segmentation
 from pipeline.weights import load_weights
 from tests.conftest import params_section
 

@@ -19,13 +19,13 @@ from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.prepare import PreparedSplit
 from pipeline.tracking import NullTracker
 from pipeline.train.run import Interrupted
+from pipeline.train.segmentation import train_segmentation
 from pipeline.train.self_training import (
     RareClassSampler,
     class_mix,
     class_mix_masks,
     ema_update,
     pseudo_labels,
-    train_self_training,
 )
 from tests.conftest import params_section
 
@@ -146,8 +146,15 @@ class SignalAt(NullTracker):
 
 def test_self_training_learns_and_resumes_bit_for_bit(tmp_path, splits) -> None:
     sim, real = splits["sim"], splits["real"]
-    straight = train_self_training(
-        tiny_config(), "source_st", sim, sim, real, tmp_path / "straight", NullTracker()
+    straight = train_segmentation(
+        tiny_config(),
+        "source_st",
+        sim,
+        sim,
+        None,
+        tmp_path / "straight",
+        NullTracker(),
+        target=real,
     )
     assert straight["steps"] == 6
     assert np.isfinite(straight["loss"]) and np.isfinite(straight["loss_mix"])
@@ -155,8 +162,12 @@ def test_self_training_learns_and_resumes_bit_for_bit(tmp_path, splits) -> None:
 
     out = tmp_path / "resumed"
     with pytest.raises(Interrupted, match="step 4"):
-        train_self_training(tiny_config(), "source_st", sim, sim, real, out, SignalAt(4))
-    resumed = train_self_training(tiny_config(), "source_st", sim, sim, real, out, NullTracker())
+        train_segmentation(
+            tiny_config(), "source_st", sim, sim, None, out, SignalAt(4), target=real
+        )
+    resumed = train_segmentation(
+        tiny_config(), "source_st", sim, sim, None, out, NullTracker(), target=real
+    )
     assert resumed["resumed_from"] == 4
     straight_model = (tmp_path / "straight" / "model.safetensors").read_bytes()
     assert (out / "model.safetensors").read_bytes() == straight_model
