@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         params.tracking,
         run_name=variant,
         out_dir=args.out,
-        settings=variant_settings(config, variant),
+        settings=variant_settings(config, variant, args.out),
         inputs=spec.inputs(),
         tags={"variant": variant},
     ) as tracker:

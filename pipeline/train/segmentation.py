@@ -10,9 +10,13 @@ step object follow the update (`after_update`: the EMA teacher), logs and valida
 - `SupervisedStep` (here): batches drawn at random (with replacement) from the memory-mapped
   prepared arrays; FDA, when the variant asks for it, swaps each sim image's low-frequency
   amplitude with a random real image's before augmentation.
-- `DACSStep` (pipeline.train.self_training): self-training on unlabelled real frames.
+- `DACSStep` and `MICStep` (pipeline.train.self_training): self-training on unlabelled real
+  frames.
 
-The learning rate follows poly decay. Every random draw comes from torch's global generator, which
+A variant with a `warm_start` block starts the student (and so its teacher) from another variant's
+trained net, as DAFormer starts from a pretrained one, with DAFormer's linear warm-up of the
+learning rate and a faster decoder and head (`head_lr_mult`). The learning rate follows poly
+decay. Every random draw comes from torch's global generator, which
 the run layer (`pipeline.train.run`) seeds per rank and checkpoints, so a resumed run continues
 bit for bit on CPU; the run layer also handles signals, checkpoints and logging. Under torchrun the
 net is wrapped in DistributedDataParallel (SyncBatchNorm on GPUs when `sync_bn` is set) and every
@@ -23,9 +27,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,7 +38,7 @@ from torch import Tensor, nn
 
 from pipeline import dist, runtime
 from pipeline.adapt.fda import fda_transfer
-from pipeline.config import TrainSegConfig, run_settings
+from pipeline.config import TrainSegConfig, WarmStartSpec, run_settings
 from pipeline.data.augment import PairedAugment
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.prepare import PreparedSplit, check_same_frames
@@ -42,15 +47,59 @@ from pipeline.evaluate import evaluate_images
 from pipeline.io import atomic_path
 from pipeline.losses import SegmentationLoss
 from pipeline.models.segmentation import build_segmentation_model
-from pipeline.segment import model_spec, write_model
+from pipeline.segment import MODEL_WEIGHTS, model_spec, write_model
 from pipeline.train.run import Run, Stateful, spec_of
-from pipeline.train.self_training import DACSStep
+from pipeline.train.self_training import DACSStep, MICStep
+from pipeline.weights import load_weights
 
 
 def poly_factor(step: int, iters: int, power: float) -> float:
     """Learning-rate multiplier for the update at 0-based `step`: (1 - step / iters) ** power,
     0 from `iters` on."""
     return max(0.0, 1.0 - step / iters) ** power
+
+
+def lr_factor(step: int, iters: int, power: float, warmup_steps: int) -> float:
+    """`poly_factor`, times DAFormer's linear warm-up (step + 1) / warmup_steps over the first
+    `warmup_steps` updates (0: none)."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    return warm * poly_factor(step, iters, power)
+
+
+def parameter_groups(model: nn.Module, lr: float, head_lr_mult: float) -> list[dict[str, Any]]:
+    """Optimizer groups: the encoder at `lr`, the rest (decoder and segmentation head, DAFormer's
+    "head") at `lr * head_lr_mult`."""
+    named = list(model.named_parameters())
+    encoder = [param for name, param in named if name.startswith("encoder.")]
+    head = [param for name, param in named if not name.startswith("encoder.")]
+    return [{"params": encoder}, {"params": head, "lr": lr * head_lr_mult}]
+
+
+def warm_start_file(out_dir: Path, warm_start: WarmStartSpec) -> Path:
+    """The trained net a warm start begins from: models/seg/INIT_FROM/model.safetensors, beside
+    `out_dir` (models/seg/VARIANT)."""
+    return Path(out_dir).parent / warm_start.init_from / MODEL_WEIGHTS
+
+
+def _check_warm_start_file(path: Path, warm_start: WarmStartSpec) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no trained net to warm-start from (warm_start.init_from: "
+            f"{warm_start.init_from}); train that variant first: dvc repro "
+            f"train_seg@{warm_start.init_from}"
+        )
+
+
+def load_warm_start(model: nn.Module, path: Path, warm_start: WarmStartSpec) -> None:
+    """Load the weights at `path` into `model`; a missing file or another net's names it."""
+    _check_warm_start_file(path, warm_start)
+    try:
+        model.load_state_dict(load_weights(path))
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path}: not a net of this train_seg.arch and train_seg.encoder, so the warm start "
+            f"from {warm_start.init_from} cannot load it: {err}"
+        ) from err
 
 
 def sample_batch(
@@ -76,7 +125,9 @@ def sample_batch(
     return x, y
 
 
-def make_optimizer(params: Iterator[nn.Parameter], config: TrainSegConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], config: TrainSegConfig
+) -> torch.optim.Optimizer:
     # The fused kernels are 2-3x faster than the per-tensor loop on CPU (measured: AdamW on
     # Unet/resnet18, 9 vs 26 ms per step) and deterministic, so resumes stay bit-identical.
     if config.optimizer == "sgd":
@@ -90,13 +141,16 @@ def make_optimizer(params: Iterator[nn.Parameter], config: TrainSegConfig) -> to
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
-def variant_settings(config: TrainSegConfig, variant: str) -> dict[str, Any]:
-    """The settings that define one variant's run: a checkpoint resumes only under the same."""
-    return {
-        **run_settings(config),
-        "variant": variant,
-        **dataclasses.asdict(config.variants[variant]),
-    }
+def variant_settings(config: TrainSegConfig, variant: str, out_dir: Path) -> dict[str, Any]:
+    """The settings that define one variant's run (trained into `out_dir`): a checkpoint resumes
+    only under the same. A warm-started run is also defined by the bytes it starts from."""
+    spec = config.variants[variant]
+    settings = {**run_settings(config), "variant": variant, **dataclasses.asdict(spec)}
+    if spec.warm_start is not None:
+        path = warm_start_file(out_dir, spec.warm_start)
+        _check_warm_start_file(path, spec.warm_start)
+        settings["warm_start_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return settings
 
 
 class ValidationCurve:
@@ -149,8 +203,29 @@ class Student:
         `net`, e.g. its teacher, run the same way)."""
         x = normalize(images).contiguous(memory_format=self.memory_format)
         with runtime.autocast(self.precision, self.device):
-            logits = (net or self.net)(x)  # (B, C, h, w)
+            logits = (self.net if net is None else net)(x)  # (B, C, h, w)
         return logits.float()
+
+
+class SegmentationStep(Protocol):
+    """What the loop asks of a step object."""
+
+    def state(self) -> dict[str, Stateful]:
+        """What the run must checkpoint beside the student, optimizer and schedule (a teacher)."""
+        ...
+
+    def params(self) -> dict[str, Any]:
+        """Facts of the data to log as run params (how many frames)."""
+        ...
+
+    def __call__(self, step: int) -> dict[str, Tensor]:
+        """Draw the batches of update `step` (0-based), run the forward and backward passes
+        (gradients left for the optimizer); return the values to log by name."""
+        ...
+
+    def after_update(self, step: int) -> None:
+        """Follow the optimizer's update of the student (the EMA teacher)."""
+        ...
 
 
 class SupervisedStep:
@@ -188,9 +263,6 @@ class SupervisedStep:
         pass
 
 
-SegmentationStep = SupervisedStep | DACSStep
-
-
 def _supervised(
     student: Student, config: TrainSegConfig, variant: str, splits: TrainingSplits
 ) -> SupervisedStep:
@@ -215,10 +287,20 @@ def _dacs(
     return DACSStep(student, config, spec, splits.images, splits.labels, splits.target)
 
 
+def _mic(student: Student, config: TrainSegConfig, variant: str, splits: TrainingSplits) -> MICStep:
+    spec = config.variants[variant].self_training
+    if spec is None or spec.mic is None:
+        raise ValueError(f"variant {variant} has no self_training.mic block")
+    if splits.target is None:
+        raise ValueError(f"variant {variant} self-trains but no target split was given")
+    return MICStep(student, config, spec, splits.images, splits.labels, splits.target)
+
+
 # The variant's settings choose the step by name (`VariantSpec.step`).
 STEPS: dict[str, Callable[[Student, TrainSegConfig, str, TrainingSplits], SegmentationStep]] = {
     "supervised": _supervised,
     "dacs": _dacs,
+    "mic": _mic,
 }
 
 
@@ -310,9 +392,10 @@ def start_run(
     tracker: Any,
     val: PreparedSplit | None = None,
 ) -> SegmentationRun:
-    """The net (identical on every rank), AdamW/SGD with its poly schedule, and the run that
-    checkpoints them under out_dir/checkpoints and writes out_dir/curve.csv; with `val` and
-    `config.val_every`, also the validation curve."""
+    """The net (identical on every rank; a warm start's weights), AdamW/SGD with its poly schedule
+    (a warm start's warm-up and faster head), and the run that checkpoints them under
+    out_dir/checkpoints and writes out_dir/curve.csv; with `val` and `config.val_every`, also the
+    validation curve."""
     device = runtime.pick_device()
     precision = runtime.resolve_precision(config.precision, device)
     runtime.set_threads(config.threads)
@@ -322,11 +405,19 @@ def start_run(
     model = build_segmentation_model(
         config.arch, config.encoder, NUM_CLASSES, config.encoder_weights
     ).to(device, memory_format=memory_format)
-    optimizer = make_optimizer(model.parameters(), config)
+    warm_start = config.variants[variant].warm_start
+    if warm_start is None:
+        optimizer = make_optimizer(model.parameters(), config)
+        warmup_steps = 0
+    else:
+        load_warm_start(model, warm_start_file(out_dir, warm_start), warm_start)
+        groups = parameter_groups(model, config.lr, warm_start.head_lr_mult)
+        optimizer = make_optimizer(groups, config)
+        warmup_steps = round(warm_start.warmup * config.iters)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: poly_factor(step, config.iters, config.poly_power)
+        optimizer, lambda step: lr_factor(step, config.iters, config.poly_power, warmup_steps)
     )
-    settings = variant_settings(config, variant)
+    settings = variant_settings(config, variant, out_dir)
     name, curves = f"train_seg {variant}", out_dir / "curve.csv"
     run = Run(
         spec_of(config, name, out_dir / "checkpoints", settings, curves, "train_seg."),
@@ -356,7 +447,8 @@ def train_segmentation(
     variant's step reads them), resuming from out_dir/checkpoints; write the model
     (model.safetensors, model.json), curve.csv and val_curve.csv (scored on `val`) to `out_dir`.
     Returns the run summary: steps, resumed_from, img_per_s, train_seconds, the step's values
-    (loss; DACS also loss_mix, pseudo_weight), lr (and the last monitor_* scores)."""
+    (loss; DACS also loss_mix, pseudo_weight; MIC also loss_masked), lr (the encoder's; and the
+    last monitor_* scores)."""
     if labels.labels is None:
         raise ValueError(f"{labels.root}: the label split has no labels.npy")
     check_same_frames(images, labels)

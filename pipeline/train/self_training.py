@@ -8,10 +8,14 @@ count by the share of the teacher's confident pixels in the batch, so early, unc
 teach little. Source frames are drawn by class, rare classes more often, so that poles, signs and
 people are seen. The mixed images get DACS's strong colour jitter and blur (kornia).
 
-`DACSStep` is the step object the segmentation loop (`pipeline.train.segmentation`) calls for a
-variant with a `self_training` block. The run layer checkpoints the student, the teacher (the
-step's `state()`), the optimizer, the schedule and every random stream, so a resumed run continues
-bit for bit on CPU like the other loops.
+MIC (Hoyer et al., CVPR 2023) adds a third batch: the same real frames with random blocks masked
+out, which the student must label as the teacher labelled the whole frames.
+
+`DACSStep` and `MICStep` are the step objects the segmentation loop
+(`pipeline.train.segmentation`) calls for a variant with a `self_training` block (with a `mic`
+block: MIC). The run layer checkpoints the student, the teacher (the step's `state()`), the
+optimizer, the schedule and every random stream, so a resumed run continues bit for bit on CPU
+like the other loops.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pipeline.config import SelfTrainingSpec, TrainSegConfig
 from pipeline.data.augment import PairedAugment
 from pipeline.data.labels import IGNORE_INDEX
 from pipeline.data.prepare import PreparedSplit
-from pipeline.data.tensors import to_unit_float
+from pipeline.data.tensors import IMAGENET_MEAN, to_unit_float
 from pipeline.losses import SegmentationLoss
 from pipeline.train.run import Stateful
 
@@ -173,6 +177,12 @@ class DACSStep:
         return {"train_images": len(self.images.names), "target_images": len(self.target.names)}
 
     def __call__(self, step: int) -> dict[str, Tensor]:
+        values, _ = self.learn()
+        return values
+
+    def learn(self) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor, Tensor]]:
+        """DACS's forward and backward passes: the step's values, and the pseudo-labelled real
+        batch they used (`pseudo_labelled_target`), for steps that learn more from it."""
         device = self.student.device
         rows = self.sampler.sample(self.pairs)
         source = to_unit_float(torch.from_numpy(self.images.images[rows])).to(device)
@@ -188,7 +198,8 @@ class DACSStep:
         loss.backward()  # before the mixed forward: one graph in memory at a time
         loss_mix = self.loss(self.student(mixed), mixed_labels, mixed_weights)
         loss_mix.backward()
-        return {"loss": loss, "loss_mix": loss_mix, "pseudo_weight": pseudo_weight}
+        values = {"loss": loss, "loss_mix": loss_mix, "pseudo_weight": pseudo_weight}
+        return values, (real, pseudo, pseudo_weight)
 
     def pseudo_labelled_target(self) -> tuple[Tensor, Tensor, Tensor]:
         """A random batch of real frames (B, 3, h, w) (weak augmentation), the teacher's labels
@@ -206,6 +217,57 @@ class DACSStep:
 
     def after_update(self, step: int) -> None:
         ema_update(self.teacher, self.student.model, self.spec.ema_decay, step)
+
+
+def block_mask(
+    batch: int, size: tuple[int, int], block: int, ratio: float, device: torch.device
+) -> Tensor:
+    """(B, 1, H, W) bool, true on kept pixels: the (H, W) frame cut into `block`-pixel squares,
+    each masked with probability `ratio` (MIC's block masking). H and W are multiples of `block`.
+    Draws from torch's global RNG."""
+    kept = torch.rand(batch, 1, size[0] // block, size[1] // block, device=device) >= ratio
+    return kept.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)
+
+
+def mask_images(images: Tensor, kept: Tensor) -> Tensor:
+    """(B, 3, H, W) images in [0, 1] with the pixels outside `kept` (B, 1, H, W) set to the
+    ImageNet mean colour: 0 after normalisation, as MIC zeroes the normalised image."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype)
+    return torch.where(kept, images, mean[:, None, None])
+
+
+class MICStep(DACSStep):
+    """DACS, and MIC's masked image consistency (Hoyer et al., CVPR 2023): the student also
+    learns the teacher's pseudo-labels of the step's real frames (weighted by confidence as in
+    DACS) from a copy with its own strong augmentation and random blocks masked out."""
+
+    def __init__(
+        self,
+        student: Student,
+        config: TrainSegConfig,
+        spec: SelfTrainingSpec,
+        images: PreparedSplit,
+        labels: PreparedSplit,
+        target: PreparedSplit,
+    ) -> None:
+        super().__init__(student, config, spec, images, labels, target)
+        assert spec.mic is not None
+        self.mic = spec.mic
+
+    def __call__(self, step: int) -> dict[str, Tensor]:
+        values, (real, pseudo, pseudo_weight) = self.learn()
+        kept = block_mask(
+            real.shape[0],
+            real.shape[-2:],
+            self.mic.mask_block_size,
+            self.mic.mask_ratio,
+            real.device,
+        )
+        masked = mask_images(self.strong(real), kept)  # (B, 3, h, w)
+        weights = pseudo_weight.expand_as(pseudo).float()
+        loss_masked = self.loss(self.student(masked), pseudo, weights)
+        (self.mic.weight * loss_masked).backward()
+        return {**values, "loss_masked": loss_masked}
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
