@@ -37,9 +37,10 @@ from pipeline.config import TrainSegConfig, load_params
 from pipeline.data.augment import PairedAugment
 from pipeline.data.split import PreparedSplit
 from pipeline.data.tensors import normalize
+from pipeline.losses import SegmentationLoss
 from pipeline.models.segmentation import build_segmentation_model
 from pipeline.runtime import autocast
-from pipeline.train.segmentation import SegmentationLoss, make_optimizer, sample_batch
+from pipeline.train.segmentation import make_optimizer, sample_batch
 
 CPU = torch.device("cpu")
 

@@ -212,6 +212,47 @@ class TranslateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MaskingSpec:
+    """MIC's masked image consistency (Hoyer et al., CVPR 2023): the student also learns the
+    teacher's pseudo-labels of target frames from copies with random blocks masked out, so it must
+    read the context of what it cannot see."""
+
+    # Side of the square blocks, in pixels at the working resolution. MIC masks 64 px blocks of
+    # frames at Cityscapes' full 2048 px width (1/32 of it); at a 256 px working width the same
+    # share of the scene is 8 px. Both sides of train_seg.crop must be multiples of it.
+    mask_block_size: int
+    mask_ratio: float  # each block is masked with this probability (MIC: 0.7)
+    weight: float  # weight of the masked loss beside DACS's two (MIC's lambda: 1)
+
+    def validate(self, key: str) -> None:
+        _check(
+            self.mask_block_size > 0,
+            f"{key}.mask_block_size",
+            self.mask_block_size,
+            "an integer > 0",
+        )
+        _check(0 < self.mask_ratio < 1, f"{key}.mask_ratio", self.mask_ratio, "a number in (0, 1)")
+        _check(self.weight > 0, f"{key}.weight", self.weight, "a number > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStartSpec:
+    """Start the student (and its teacher) from another variant's trained net, as DAFormer starts
+    from a pretrained one, with DAFormer's linear learning-rate warm-up and a faster head."""
+
+    init_from: str  # a variant of train_seg.variants: its models/seg/NAME/model.safetensors
+    # Share of train_seg.iters over which the rate climbs linearly to its poly value; DAFormer
+    # warms up over 1500 of its 40000 iterations: 0.0375.
+    warmup: float
+    # Learning-rate factor of the decoder and segmentation head over the encoder's (DAFormer: 10).
+    head_lr_mult: float
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.warmup < 1, f"{key}.warmup", self.warmup, "a number in [0, 1)")
+        _check(self.head_lr_mult > 0, f"{key}.head_lr_mult", self.head_lr_mult, "a number > 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class SelfTrainingSpec:
     """Self-training on unlabelled target frames, as DACS (Tranheden et al. 2021) with DAFormer's
     rare-class sampling (Hoyer et al. 2022): a student learns from labelled source batches and
@@ -225,6 +266,8 @@ class SelfTrainingSpec:
     # Rare-class sampling temperature: source frames are drawn by class, class c with
     # probability proportional to exp((1 - share of c) / T); DAFormer: 0.01. 0 = uniform.
     rare_class_temperature: float
+    # MIC's masked image consistency on top of DACS; absent = plain DACS.
+    mic: MaskingSpec | None = None
 
     def validate(self, key: str) -> None:
         _check(0 <= self.ema_decay < 1, f"{key}.ema_decay", self.ema_decay, "a number in [0, 1)")
@@ -235,6 +278,8 @@ class SelfTrainingSpec:
             self.rare_class_temperature,
             "a number >= 0 (0 samples source frames uniformly)",
         )
+        if self.mic is not None:
+            self.mic.validate(f"{key}.mic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,6 +294,7 @@ class VariantSpec:
     fda_beta: float = 0.0
     fda_style: str | None = None
     self_training: SelfTrainingSpec | None = None
+    warm_start: WarmStartSpec | None = None
 
     def validate(self, key: str) -> None:
         _check(0 <= self.fda_beta < 0.5, f"{key}.fda_beta", self.fda_beta, "a number in [0, 0.5)")
@@ -260,6 +306,17 @@ class VariantSpec:
         )
         if self.self_training is not None:
             self.self_training.validate(f"{key}.self_training")
+        if self.warm_start is not None:
+            self.warm_start.validate(f"{key}.warm_start")
+
+    @property
+    def step(self) -> str:
+        """The name of the training step this variant's settings ask for (the segmentation
+        loop's step objects): "mic" with a self_training block holding a mic block, "dacs" with
+        a self_training block alone, else "supervised"."""
+        if self.self_training is None:
+            return "supervised"
+        return "dacs" if self.self_training.mic is None else "mic"
 
     def inputs(self) -> list[str]:
         """Every prepared split this variant's training reads."""
@@ -311,6 +368,7 @@ class TrainSegConfig:
                 "variant names of letters, digits and '_'",
             )
             spec.validate(f"train_seg.variants.{name}")
+            self._check_variant_links(name, spec)
         for name in ("iters", "batch", "checkpoint_every", "log_every"):
             value = getattr(self, name)
             _check(value > 0, f"train_seg.{name}", value, "an integer > 0")
@@ -335,6 +393,39 @@ class TrainSegConfig:
         )
         _check(self.threads >= 0, "train_seg.threads", self.threads, "an integer >= 0")
         _check(self.val_every >= 0, "train_seg.val_every", self.val_every, "an integer >= 0")
+
+    def _check_variant_links(self, name: str, spec: VariantSpec) -> None:
+        """What a variant's settings ask of the others and of the shared ones: a warm start from
+        another variant (no cycle), MIC blocks that tile the crop."""
+        key = f"train_seg.variants.{name}"
+        if spec.warm_start is not None:
+            others = [other for other in self.variants if other != name]
+            _check(
+                spec.warm_start.init_from in others,
+                f"{key}.warm_start.init_from",
+                spec.warm_start.init_from,
+                f"another variant of train_seg.variants: one of {', '.join(others)}",
+            )
+            chain, source = [name], spec.warm_start.init_from
+            while source is not None and source not in chain:
+                chain.append(source)
+                warm = self.variants[source].warm_start if source in self.variants else None
+                source = warm.init_from if warm is not None else None
+            _check(
+                source is None,
+                f"{key}.warm_start.init_from",
+                spec.warm_start.init_from,
+                f"a variant not warm-started from this one "
+                f"(cycle {' -> '.join(chain)} -> {source})",
+            )
+        mic = spec.self_training.mic if spec.self_training is not None else None
+        if mic is not None:
+            _check(
+                all(c % mic.mask_block_size == 0 for c in self.crop),
+                f"{key}.self_training.mic.mask_block_size",
+                mic.mask_block_size,
+                f"a divisor of both sides of train_seg.crop={list(self.crop)}",
+            )
 
     def variant(self, name: str) -> VariantSpec:
         """The entry of `variants` called `name`, or a ConfigError listing the ones there are."""
@@ -457,6 +548,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError as err:
                 errors.append(err)
+        if len(errors) == 1:
+            # One type besides null (an optional block): its own error names the inner key.
+            raise errors[0]
         _fail(key, value, _type_name(tp))
     if origin is tuple:
         args = typing.get_args(tp)

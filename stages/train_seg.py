@@ -7,7 +7,6 @@ from pathlib import Path
 
 from pipeline.data.split import PreparedSplit
 from pipeline.train.segmentation import train_segmentation, variant_settings
-from pipeline.train.self_training import train_self_training
 from stages.door import Training, open_stage
 
 
@@ -27,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         tags={"variant": variant},
         training=Training(
             args.out,
-            settings_of=lambda params: variant_settings(params.train_seg, variant),
+            settings_of=lambda params: variant_settings(params.train_seg, variant, args.out),
             inputs_of=lambda params: params.train_seg.variant(variant).inputs(),
         ),
     ) as door:
@@ -37,12 +36,9 @@ def main(argv: list[str] | None = None) -> None:
         style = PreparedSplit.open(spec.fda_style) if spec.fda_beta > 0 else None
         target = PreparedSplit.open(spec.self_training.target) if spec.self_training else None
         val = PreparedSplit.open(args.val, True) if args.val and config.val_every > 0 else None
-        if target is None:
-            train_segmentation(config, variant, images, labels, style, args.out, door.tracker, val)
-        else:
-            train_self_training(
-                config, variant, images, labels, target, args.out, door.tracker, val
-            )
+        train_segmentation(
+            config, variant, images, labels, style, args.out, door.tracker, val, target=target
+        )
 
 
 if __name__ == "__main__":

@@ -1,40 +1,56 @@
-"""Segmentation training loop: one net per training set (a `train_seg.variants` entry).
+"""The segmentation training loop: one net per training set (a `train_seg.variants` entry).
 
-Batches are drawn at random (with replacement) from the memory-mapped prepared arrays; FDA, when
-the variant asks for it, swaps each sim image's low-frequency amplitude with a random real image's
-before augmentation. The learning rate follows poly decay. Every random draw comes from torch's
-global generator, which the run layer (`pipeline.train.run`) seeds per rank and checkpoints, so a
-resumed run continues bit for bit on CPU; the run layer also handles signals, checkpoints and
-logging. Under torchrun the net is wrapped in DistributedDataParallel (SyncBatchNorm on GPUs when
-`sync_bn` is set) and every rank draws its own batches.
+One loop trains every variant; what a step does is the variant's algorithm, a step object chosen
+by name (`build_step`) in the shape of CycleGAN's trainer or DAFormer's `forward_train`: it holds
+its own state (a teacher, a sampler, augmentations), says what the run must checkpoint
+(`state()`), and each call draws its batches and runs its forward and backward passes, returning
+the step's values (losses) by name. The loop then makes the optimizer and schedule step, lets the
+step object follow the update (`after_update`: the EMA teacher), logs and validates.
+
+- `SupervisedStep` (here): batches drawn at random (with replacement) from the memory-mapped
+  prepared arrays; FDA, when the variant asks for it, swaps each sim image's low-frequency
+  amplitude with a random real image's before augmentation.
+- `DACSStep` and `MICStep` (pipeline.train.self_training): self-training on unlabelled real
+  frames.
+
+A variant with a `warm_start` block starts the student (and so its teacher) from another variant's
+trained net, as DAFormer starts from a pretrained one, with DAFormer's linear warm-up of the
+learning rate and a faster decoder and head (`head_lr_mult`). The learning rate follows poly
+decay. Every random draw comes from torch's global generator, which
+the run layer (`pipeline.train.run`) seeds per rank and checkpoints, so a resumed run continues
+bit for bit on CPU; the run layer also handles signals, checkpoints and logging. Under torchrun the
+net is wrapped in DistributedDataParallel (SyncBatchNorm on GPUs when `sync_bn` is set) and every
+rank draws its own batches.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline import dist, runtime
 from pipeline.adapt.fda import fda_transfer
-from pipeline.config import TrainSegConfig, run_settings
+from pipeline.config import TrainSegConfig, WarmStartSpec, run_settings
 from pipeline.data.augment import PairedAugment
-from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
+from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.split import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.evaluate import evaluate_images
 from pipeline.io import atomic_path
-from pipeline.models.model_folder import model_spec, write_model
+from pipeline.losses import SegmentationLoss
+from pipeline.models.model_folder import MODEL_WEIGHTS, model_spec, write_model
 from pipeline.models.segmentation import build_segmentation_model
-from pipeline.train.run import Run, spec_of
+from pipeline.train.run import Run, Stateful, spec_of
+from pipeline.train.self_training import DACSStep, MICStep
+from pipeline.weights import load_weights
 
 
 def poly_factor(step: int, iters: int, power: float) -> float:
@@ -43,27 +59,47 @@ def poly_factor(step: int, iters: int, power: float) -> float:
     return max(0.0, 1.0 - step / iters) ** power
 
 
-class SegmentationLoss(nn.Module):
-    """Cross-entropy (plus Dice for "ce+dice"); pixels labelled IGNORE_INDEX count for nothing."""
+def lr_factor(step: int, iters: int, power: float, warmup_steps: int) -> float:
+    """`poly_factor`, times DAFormer's linear warm-up (step + 1) / warmup_steps over the first
+    `warmup_steps` updates (0: none)."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    return warm * poly_factor(step, iters, power)
 
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.dice = (
-            smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
-            if kind == "ce+dice"
-            else None
+
+def parameter_groups(model: nn.Module, lr: float, head_lr_mult: float) -> list[dict[str, Any]]:
+    """Optimizer groups: the encoder at `lr`, the rest (decoder and segmentation head, DAFormer's
+    "head") at `lr * head_lr_mult`."""
+    named = list(model.named_parameters())
+    encoder = [param for name, param in named if name.startswith("encoder.")]
+    head = [param for name, param in named if not name.startswith("encoder.")]
+    return [{"params": encoder}, {"params": head, "lr": lr * head_lr_mult}]
+
+
+def warm_start_file(out_dir: Path, warm_start: WarmStartSpec) -> Path:
+    """The trained net a warm start begins from: models/seg/INIT_FROM/model.safetensors, beside
+    `out_dir` (models/seg/VARIANT)."""
+    return Path(out_dir).parent / warm_start.init_from / MODEL_WEIGHTS
+
+
+def _check_warm_start_file(path: Path, warm_start: WarmStartSpec) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no trained net to warm-start from (warm_start.init_from: "
+            f"{warm_start.init_from}); train that variant first: dvc repro "
+            f"train_seg@{warm_start.init_from}"
         )
 
-    def forward(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-        """`logits` (B, C, H, W) float32, `target` (B, H, W) int64 -> scalar; `weight` (B, H, W)
-        scales each pixel's cross-entropy (pseudo-labels count by their confidence)."""
-        # Mean over labelled pixels; a crop with none (all padding or void) gives 0, not NaN.
-        pixels = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
-        total = (pixels if weight is None else pixels * weight).sum()
-        loss = total / (target != IGNORE_INDEX).sum().clamp(min=1)
-        if self.dice is not None:
-            loss = loss + self.dice(logits, target)
-        return loss
+
+def load_warm_start(model: nn.Module, path: Path, warm_start: WarmStartSpec) -> None:
+    """Load the weights at `path` into `model`; a missing file or another net's names it."""
+    _check_warm_start_file(path, warm_start)
+    try:
+        model.load_state_dict(load_weights(path))
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path}: not a net of this train_seg.arch and train_seg.encoder, so the warm start "
+            f"from {warm_start.init_from} cannot load it: {err}"
+        ) from err
 
 
 def sample_batch(
@@ -89,7 +125,9 @@ def sample_batch(
     return x, y
 
 
-def make_optimizer(params: Iterator[nn.Parameter], config: TrainSegConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], config: TrainSegConfig
+) -> torch.optim.Optimizer:
     # The fused kernels are 2-3x faster than the per-tensor loop on CPU (measured: AdamW on
     # Unet/resnet18, 9 vs 26 ms per step) and deterministic, so resumes stay bit-identical.
     if config.optimizer == "sgd":
@@ -103,13 +141,16 @@ def make_optimizer(params: Iterator[nn.Parameter], config: TrainSegConfig) -> to
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
-def variant_settings(config: TrainSegConfig, variant: str) -> dict[str, Any]:
-    """The settings that define one variant's run: a checkpoint resumes only under the same."""
-    return {
-        **run_settings(config),
-        "variant": variant,
-        **dataclasses.asdict(config.variants[variant]),
-    }
+def variant_settings(config: TrainSegConfig, variant: str, out_dir: Path) -> dict[str, Any]:
+    """The settings that define one variant's run (trained into `out_dir`): a checkpoint resumes
+    only under the same. A warm-started run is also defined by the bytes it starts from."""
+    spec = config.variants[variant]
+    settings = {**run_settings(config), "variant": variant, **dataclasses.asdict(spec)}
+    if spec.warm_start is not None:
+        path = warm_start_file(out_dir, spec.warm_start)
+        _check_warm_start_file(path, spec.warm_start)
+        settings["warm_start_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return settings
 
 
 class ValidationCurve:
@@ -135,49 +176,187 @@ class ValidationCurve:
             writer.writerows(self.rows)
 
 
-@dataclasses.dataclass
-class SegmentationRun:
-    """What every segmentation loop starts from (`start_run`)."""
+@dataclasses.dataclass(frozen=True)
+class TrainingSplits:
+    """The prepared splits a variant trains on; `style` (FDA) and `target` (self-training) only
+    where its step reads them."""
 
-    model: nn.Module  # the plain net: its state dict is what gets saved
-    optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LambdaLR
-    run: Run
+    images: PreparedSplit
+    labels: PreparedSplit
+    style: PreparedSplit | None = None
+    target: PreparedSplit | None = None
+
+
+@dataclasses.dataclass
+class Student:
+    """The net the steps train, and how it runs."""
+
+    model: nn.Module  # the plain net: its state dict is what gets saved and what a teacher copies
     device: torch.device
     precision: str
     memory_format: torch.memory_format
+    # What the steps call: `model` until the run resumes, then DDP-wrapped under torchrun.
+    net: nn.Module
+
+    def __call__(self, images: Tensor, net: nn.Module | None = None) -> Tensor:
+        """(B, 3, h, w) images in [0, 1] -> (B, C, h, w) float32 logits of the student (or of
+        `net`, e.g. its teacher, run the same way)."""
+        x = normalize(images).contiguous(memory_format=self.memory_format)
+        with runtime.autocast(self.precision, self.device):
+            logits = (self.net if net is None else net)(x)  # (B, C, h, w)
+        return logits.float()
+
+
+class SegmentationStep(Protocol):
+    """What the loop asks of a step object."""
+
+    def state(self) -> dict[str, Stateful]:
+        """What the run must checkpoint beside the student, optimizer and schedule (a teacher)."""
+        ...
+
+    def params(self) -> dict[str, Any]:
+        """Facts of the data to log as run params (how many frames)."""
+        ...
+
+    def __call__(self, step: int) -> dict[str, Tensor]:
+        """Draw the batches of update `step` (0-based), run the forward and backward passes
+        (gradients left for the optimizer); return the values to log by name."""
+        ...
+
+    def after_update(self, step: int) -> None:
+        """Follow the optimizer's update of the student (the EMA teacher)."""
+        ...
+
+
+class SupervisedStep:
+    """Plain supervised training on labelled frames, with FDA when `fda_beta` > 0."""
+
+    def __init__(
+        self,
+        student: Student,
+        config: TrainSegConfig,
+        images: PreparedSplit,
+        labels: PreparedSplit,
+        style: PreparedSplit | None,
+        fda_beta: float,
+    ) -> None:
+        self.student = student
+        self.images, self.labels, self.style, self.fda_beta = images, labels, style, fda_beta
+        self.batch = config.batch
+        self.augment = PairedAugment(config.crop, config.scale, config.flip, config.color_jitter)
+        self.loss = SegmentationLoss(config.loss)
+
+    def state(self) -> dict[str, Stateful]:
+        return {}
+
+    def params(self) -> dict[str, Any]:
+        return {"train_images": len(self.images.names)}
+
+    def __call__(self, step: int) -> dict[str, Tensor]:
+        x, y = sample_batch(self.images, self.labels, self.batch, self.style, self.fda_beta)
+        x, y = self.augment(x.to(self.student.device), y.to(self.student.device))
+        loss = self.loss(self.student(x), y)  # x (B, 3, crop_h, crop_w)
+        loss.backward()
+        return {"loss": loss}
+
+    def after_update(self, step: int) -> None:
+        pass
+
+
+def _supervised(
+    student: Student, config: TrainSegConfig, variant: str, splits: TrainingSplits
+) -> SupervisedStep:
+    spec = config.variants[variant]
+    if spec.fda_beta > 0 and splits.style is None:
+        raise ValueError(
+            f"variant {variant} uses FDA (fda_beta={spec.fda_beta}) but no style split"
+        )
+    return SupervisedStep(
+        student, config, splits.images, splits.labels, splits.style, spec.fda_beta
+    )
+
+
+def _dacs(
+    student: Student, config: TrainSegConfig, variant: str, splits: TrainingSplits
+) -> DACSStep:
+    spec = config.variants[variant].self_training
+    if spec is None:
+        raise ValueError(f"variant {variant} has no self_training block")
+    if splits.target is None:
+        raise ValueError(f"variant {variant} self-trains but no target split was given")
+    return DACSStep(student, config, spec, splits.images, splits.labels, splits.target)
+
+
+def _mic(student: Student, config: TrainSegConfig, variant: str, splits: TrainingSplits) -> MICStep:
+    spec = config.variants[variant].self_training
+    if spec is None or spec.mic is None:
+        raise ValueError(f"variant {variant} has no self_training.mic block")
+    if splits.target is None:
+        raise ValueError(f"variant {variant} self-trains but no target split was given")
+    return MICStep(student, config, spec, splits.images, splits.labels, splits.target)
+
+
+# The variant's settings choose the step by name (`VariantSpec.step`).
+STEPS: dict[str, Callable[[Student, TrainSegConfig, str, TrainingSplits], SegmentationStep]] = {
+    "supervised": _supervised,
+    "dacs": _dacs,
+    "mic": _mic,
+}
+
+
+def build_step(
+    name: str, student: Student, config: TrainSegConfig, variant: str, splits: TrainingSplits
+) -> SegmentationStep:
+    """The step object called `name` (a key of STEPS) for `variant`."""
+    if name not in STEPS:
+        raise ValueError(f"unknown segmentation step {name!r}; known steps: {', '.join(STEPS)}")
+    return STEPS[name](student, config, variant, splits)
+
+
+@dataclasses.dataclass
+class SegmentationRun:
+    """What the loop starts from (`start_run`)."""
+
+    student: Student
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    run: Run
     validation: ValidationCurve
 
     def validate_if_due(self, tracker: Any) -> None:
         """Score the net on the validation split at working resolution every `val_every`
         steps and at the last (monitoring only: `monitor_miou`, not the evaluate stage's)."""
-        curve = self.validation
+        curve, student = self.validation, self.student
         if curve.split is None or not self.run.due(curve.every):
             return
-        self.model.eval()
+        student.model.eval()
         evaluation = evaluate_images(
-            self.model, curve.split.images, curve.split.labels, 16, self.precision, self.device
+            student.model,
+            curve.split.images,
+            curve.split.labels,
+            16,
+            student.precision,
+            student.device,
         )
-        self.model.train()
+        student.model.train()
         scores = evaluation.confusion.scores()
         row = {"monitor_miou": scores["miou"], "monitor_pixel_accuracy": scores["pixel_accuracy"]}
         curve.rows.append({"step": self.run.step, **row})
         tracker.log_metrics(row, step=self.run.step)
 
-    def resume(self, config: TrainSegConfig) -> nn.Module:
-        """Load the newest checkpoint into everything held; return the net the steps call:
+    def resume(self, config: TrainSegConfig) -> None:
+        """Load the newest checkpoint into everything held; then the steps call the net
         DDP-wrapped under torchrun, with SyncBatchNorm on GPUs when `sync_bn` is set."""
         self.run.resume()
-        net: nn.Module = self.model
-        if dist.world_size() > 1 and config.sync_bn and self.device.type == "cuda":
+        student = self.student
+        net: nn.Module = student.model
+        if dist.world_size() > 1 and config.sync_bn and student.device.type == "cuda":
             # SyncBatchNorm only runs on accelerators; CPU (gloo) ranks keep per-rank statistics.
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        return dist.wrap(net, self.device).train()
+        student.net = dist.wrap(net, student.device).train()
 
-    def update(self, loss: Tensor) -> None:
-        """One optimizer and schedule step on `loss` (the gradients of earlier backward passes
-        of this step are kept: they add up)."""
-        loss.backward()
+    def update(self) -> None:
+        """One optimizer and schedule step on the gradients the step's backward passes left."""
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
@@ -198,7 +377,7 @@ class SegmentationRun:
             summary.update({k: v for k, v in self.validation.rows[-1].items() if k != "step"})
         if dist.is_main():
             self.validation.write(out_dir / "val_curve.csv")
-            model = self.model.eval().to("cpu", memory_format=torch.contiguous_format)
+            model = self.student.model.eval().to("cpu", memory_format=torch.contiguous_format)
             spec = model_spec(config.arch, config.encoder, example.shape[:2])
             write_model(out_dir, model, spec)
             tracker.log_segmentation_model(out_dir, variant, example)
@@ -213,9 +392,10 @@ def start_run(
     tracker: Any,
     val: PreparedSplit | None = None,
 ) -> SegmentationRun:
-    """The net (identical on every rank), AdamW/SGD with its poly schedule, and the run that
-    checkpoints them under out_dir/checkpoints and writes out_dir/curve.csv; with `val` and
-    `config.val_every`, also the validation curve."""
+    """The net (identical on every rank; a warm start's weights), AdamW/SGD with its poly schedule
+    (a warm start's warm-up and faster head), and the run that checkpoints them under
+    out_dir/checkpoints and writes out_dir/curve.csv; with `val` and `config.val_every`, also the
+    validation curve."""
     device = runtime.pick_device()
     precision = runtime.resolve_precision(config.precision, device)
     runtime.set_threads(config.threads)
@@ -225,11 +405,19 @@ def start_run(
     model = build_segmentation_model(
         config.arch, config.encoder, NUM_CLASSES, config.encoder_weights
     ).to(device, memory_format=memory_format)
-    optimizer = make_optimizer(model.parameters(), config)
+    warm_start = config.variants[variant].warm_start
+    if warm_start is None:
+        optimizer = make_optimizer(model.parameters(), config)
+        warmup_steps = 0
+    else:
+        load_warm_start(model, warm_start_file(out_dir, warm_start), warm_start)
+        groups = parameter_groups(model, config.lr, warm_start.head_lr_mult)
+        optimizer = make_optimizer(groups, config)
+        warmup_steps = round(warm_start.warmup * config.iters)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: poly_factor(step, config.iters, config.poly_power)
+        optimizer, lambda step: lr_factor(step, config.iters, config.poly_power, warmup_steps)
     )
-    settings = variant_settings(config, variant)
+    settings = variant_settings(config, variant, out_dir)
     name, curves = f"train_seg {variant}", out_dir / "curve.csv"
     run = Run(
         spec_of(config, name, out_dir / "checkpoints", settings, curves, "train_seg."),
@@ -239,9 +427,8 @@ def start_run(
     validation = ValidationCurve(val, config.val_every)
     run.hold(model=model, optimizer=optimizer, schedule=schedule, validation=validation)
     tracker.set_tags({"precision": precision, "channels_last": config.channels_last})
-    return SegmentationRun(
-        model, optimizer, schedule, run, device, precision, memory_format, validation
-    )
+    student = Student(model, device, precision, memory_format, net=model)
+    return SegmentationRun(student, optimizer, schedule, run, validation)
 
 
 def train_segmentation(
@@ -253,36 +440,31 @@ def train_segmentation(
     out_dir: str | Path,
     tracker: Any,
     val: PreparedSplit | None = None,
+    target: PreparedSplit | None = None,
 ) -> dict[str, Any]:
     """Train the net of `config.variants[variant]` on `images` with `labels` (the same frames in
-    the same order; FDA styles from `style` when the variant asks for it), resuming from
-    out_dir/checkpoints; write the model (model.safetensors, model.json), curve.csv and
-    val_curve.csv (scored on `val`) to `out_dir`. Returns the run summary: steps, resumed_from,
-    img_per_s, train_seconds, loss, lr (and the last monitor_* scores)."""
-    spec = config.variants[variant]
+    the same order; FDA styles from `style`, unlabelled real frames from `target`, where the
+    variant's step reads them), resuming from out_dir/checkpoints; write the model
+    (model.safetensors, model.json), curve.csv and val_curve.csv (scored on `val`) to `out_dir`.
+    Returns the run summary: steps, resumed_from, img_per_s, train_seconds, the step's values
+    (loss; DACS also loss_mix, pseudo_weight; MIC also loss_masked), lr (the encoder's; and the
+    last monitor_* scores)."""
     if labels.labels is None:
         raise ValueError(f"{labels.root}: the label split has no labels.npy")
-    if spec.fda_beta > 0 and style is None:
-        raise ValueError(
-            f"variant {variant} uses FDA (fda_beta={spec.fda_beta}) but no style split"
-        )
     check_same_frames(images, labels)
     out_dir = Path(out_dir)
     setup = start_run(config, variant, out_dir, tracker, val)
-    net = setup.resume(config)
-    augment = PairedAugment(config.crop, config.scale, config.flip, config.color_jitter)
-    loss_fn = SegmentationLoss(config.loss)
-    tracker.log_params({"train_images": len(images.names)})
+    splits = TrainingSplits(images, labels, style, target)
+    algorithm = build_step(config.variants[variant].step, setup.student, config, variant, splits)
+    setup.run.hold(**algorithm.state())
+    setup.resume(config)
+    tracker.log_params(algorithm.params())
 
-    for _ in setup.run:
+    for step in setup.run:
         lr = setup.schedule.get_last_lr()[0]
-        x, y = sample_batch(images, labels, config.batch, style, spec.fda_beta)
-        x, y = augment(x.to(setup.device), y.to(setup.device))
-        x = normalize(x).contiguous(memory_format=setup.memory_format)  # (B, 3, crop_h, crop_w)
-        with runtime.autocast(setup.precision, setup.device):
-            logits = net(x)  # (B, C, crop_h, crop_w)
-        loss = loss_fn(logits.float(), y)
-        setup.update(loss)
-        setup.run.log({"loss": loss}, lr=lr)
+        values = algorithm(step)
+        setup.update()
+        algorithm.after_update(step)
+        setup.run.log(values, lr=lr)
         setup.validate_if_due(tracker)
     return setup.finish(config, variant, out_dir, tracker, images.images[0])

@@ -8,29 +8,37 @@ count by the share of the teacher's confident pixels in the batch, so early, unc
 teach little. Source frames are drawn by class, rare classes more often, so that poles, signs and
 people are seen. The mixed images get DACS's strong colour jitter and blur (kornia).
 
-The run layer checkpoints the student, the teacher, the optimizer, the schedule and every random
-stream, so a resumed run continues bit for bit on CPU like the other loops.
+MIC (Hoyer et al., CVPR 2023) adds a third batch: the same real frames with random blocks masked
+out, which the student must label as the teacher labelled the whole frames.
+
+`DACSStep` and `MICStep` are the step objects the segmentation loop
+(`pipeline.train.segmentation`) calls for a variant with a `self_training` block (with a `mic`
+block: MIC). The run layer checkpoints the student, the teacher (the step's `state()`), the
+optimizer, the schedule and every random stream, so a resumed run continues bit for bit on CPU
+like the other loops.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kornia.augmentation as K
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipeline import runtime
 from pipeline.config import SelfTrainingSpec, TrainSegConfig
 from pipeline.data.augment import PairedAugment
 from pipeline.data.labels import IGNORE_INDEX
-from pipeline.data.split import PreparedSplit, check_same_frames
-from pipeline.data.tensors import normalize, to_unit_float
-from pipeline.train.segmentation import SegmentationLoss, start_run
+from pipeline.data.split import PreparedSplit
+from pipeline.data.tensors import IMAGENET_MEAN, to_unit_float
+from pipeline.losses import SegmentationLoss
+from pipeline.train.run import Stateful
+
+if TYPE_CHECKING:  # the loop module imports this one for its step factory
+    from pipeline.train.segmentation import Student
 
 # DAFormer's rare-class sampling counts a GTA5 frame as showing a class from 3000 of its
 # 1914 x 1052 pixels on: the same share of a frame at any working resolution.
@@ -136,75 +144,130 @@ def strong_augment(crop: tuple[int, int]) -> nn.Module:
     )
 
 
-def train_self_training(
-    config: TrainSegConfig,
-    variant: str,
-    images: PreparedSplit,
-    labels: PreparedSplit,
-    target: PreparedSplit,
-    out_dir: str | Path,
-    tracker: Any,
-    val: PreparedSplit | None = None,
-) -> dict[str, Any]:
-    """Train `config.variants[variant]` (which has a `self_training` block) on labelled `images`
-    with `labels` and unlabelled `target` frames; outputs and resume as `train_segmentation`.
-    Returns the run summary: steps, resumed_from, img_per_s, loss, loss_mix, pseudo_weight, lr."""
-    spec: SelfTrainingSpec | None = config.variants[variant].self_training
-    if spec is None:
-        raise ValueError(f"variant {variant} has no self_training block")
-    if labels.labels is None:
-        raise ValueError(f"{labels.root}: the label split has no labels.npy")
-    check_same_frames(images, labels)
-    out_dir = Path(out_dir)
-    setup = start_run(config, variant, out_dir, tracker, val)
-    teacher = _frozen_copy(setup.model)
-    setup.run.hold(teacher=teacher)
-    net = setup.resume(config)
-    device, precision = setup.device, setup.precision
+class DACSStep:
+    """One DACS step with rare-class sampling: a labelled source batch and a ClassMix batch."""
 
-    sampler = RareClassSampler(labels.class_pixels(), spec.rare_class_temperature)
-    augment = PairedAugment(config.crop, config.scale, config.flip, config.color_jitter)
-    # Target frames: geometry only, so the teacher sees them as the student later does.
-    weak = PairedAugment(config.crop, config.scale, config.flip, 0.0)
-    strong = strong_augment(config.crop)
-    loss_fn = SegmentationLoss(config.loss)
-    # The batch is shared: half labelled source frames, half mixed frames (DACS trains on two of
-    # each per GPU), so a step costs about what a plain variant's step does, plus the teacher.
-    pairs = max(1, config.batch // 2)
-    tracker.log_params({"train_images": len(images.names), "target_images": len(target.names)})
+    def __init__(
+        self,
+        student: Student,
+        config: TrainSegConfig,
+        spec: SelfTrainingSpec,
+        images: PreparedSplit,
+        labels: PreparedSplit,
+        target: PreparedSplit,
+    ) -> None:
+        self.student, self.spec = student, spec
+        self.images, self.labels, self.target = images, labels, target
+        self.teacher = _frozen_copy(student.model)
+        self.sampler = RareClassSampler(labels.class_pixels(), spec.rare_class_temperature)
+        self.augment = PairedAugment(config.crop, config.scale, config.flip, config.color_jitter)
+        # Target frames: geometry only, so the teacher sees them as the student later does.
+        self.weak = PairedAugment(config.crop, config.scale, config.flip, 0.0)
+        self.strong = strong_augment(config.crop)
+        self.loss = SegmentationLoss(config.loss)
+        # The batch is shared: half labelled source frames, half mixed frames (DACS trains on two
+        # of each per GPU), so a step costs about what a plain variant's step does, plus the
+        # teacher.
+        self.pairs = max(1, config.batch // 2)
 
-    for step in setup.run:
-        lr = setup.schedule.get_last_lr()[0]
-        rows = sampler.sample(pairs)
-        source = to_unit_float(torch.from_numpy(images.images[rows])).to(device)
-        source_labels = torch.from_numpy(labels.labels[rows]).long().to(device)
-        source, source_labels = augment(source, source_labels)  # (B, 3, h, w), (B, h, w)
-        real_rows = torch.randint(len(target.names), (pairs,)).numpy()
-        real = to_unit_float(torch.from_numpy(target.images[real_rows])).to(device)
-        blank = torch.zeros(real.shape[0], *real.shape[2:], dtype=torch.long, device=device)
-        real, inside = weak(real, blank)  # `inside` is 0 on image pixels, IGNORE on padding
+    def state(self) -> dict[str, Stateful]:
+        return {"teacher": self.teacher}
 
-        # The teacher labels the real frames with batch statistics, as in DAFormer.
-        with torch.no_grad(), runtime.autocast(precision, device):
-            teacher_logits = teacher(_net_input(real, setup.memory_format))
-        pseudo, pseudo_weight = pseudo_labels(teacher_logits, spec.confidence, inside == 0)
+    def params(self) -> dict[str, Any]:
+        return {"train_images": len(self.images.names), "target_images": len(self.target.names)}
+
+    def __call__(self, step: int) -> dict[str, Tensor]:
+        values, _ = self.learn()
+        return values
+
+    def learn(self) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor, Tensor]]:
+        """DACS's forward and backward passes: the step's values, and the pseudo-labelled real
+        batch they used (`pseudo_labelled_target`), for steps that learn more from it."""
+        device = self.student.device
+        rows = self.sampler.sample(self.pairs)
+        source = to_unit_float(torch.from_numpy(self.images.images[rows])).to(device)
+        source_labels = torch.from_numpy(self.labels.labels[rows]).long().to(device)
+        source, source_labels = self.augment(source, source_labels)  # (B, 3, h, w), (B, h, w)
+        real, pseudo, pseudo_weight = self.pseudo_labelled_target()
         mixed, mixed_labels, mixed_weights = class_mix(
             source, source_labels, real, pseudo, pseudo_weight, class_mix_masks(source_labels)
         )
-        mixed = strong(mixed)
+        mixed = self.strong(mixed)
 
-        with runtime.autocast(precision, device):
-            logits = net(_net_input(source, setup.memory_format))
-        loss = loss_fn(logits.float(), source_labels)
+        loss = self.loss(self.student(source), source_labels)
         loss.backward()  # before the mixed forward: one graph in memory at a time
-        with runtime.autocast(precision, device):
-            mixed_logits = net(_net_input(mixed, setup.memory_format))
-        loss_mix = loss_fn(mixed_logits.float(), mixed_labels, mixed_weights)
-        setup.update(loss_mix)
-        ema_update(teacher, setup.model, spec.ema_decay, step)
-        setup.run.log({"loss": loss, "loss_mix": loss_mix, "pseudo_weight": pseudo_weight}, lr=lr)
-        setup.validate_if_due(tracker)
-    return setup.finish(config, variant, out_dir, tracker, images.images[0])
+        loss_mix = self.loss(self.student(mixed), mixed_labels, mixed_weights)
+        loss_mix.backward()
+        values = {"loss": loss, "loss_mix": loss_mix, "pseudo_weight": pseudo_weight}
+        return values, (real, pseudo, pseudo_weight)
+
+    def pseudo_labelled_target(self) -> tuple[Tensor, Tensor, Tensor]:
+        """A random batch of real frames (B, 3, h, w) (weak augmentation), the teacher's labels
+        of them (B, h, w) and their weight (0-d), as `pseudo_labels`."""
+        device = self.student.device
+        real_rows = torch.randint(len(self.target.names), (self.pairs,)).numpy()
+        real = to_unit_float(torch.from_numpy(self.target.images[real_rows])).to(device)
+        blank = torch.zeros(real.shape[0], *real.shape[2:], dtype=torch.long, device=device)
+        real, inside = self.weak(real, blank)  # `inside` is 0 on image pixels, IGNORE on padding
+        # The teacher labels the real frames with batch statistics, as in DAFormer.
+        with torch.no_grad():
+            teacher_logits = self.student(real, self.teacher)
+        pseudo, pseudo_weight = pseudo_labels(teacher_logits, self.spec.confidence, inside == 0)
+        return real, pseudo, pseudo_weight
+
+    def after_update(self, step: int) -> None:
+        ema_update(self.teacher, self.student.model, self.spec.ema_decay, step)
+
+
+def block_mask(
+    batch: int, size: tuple[int, int], block: int, ratio: float, device: torch.device
+) -> Tensor:
+    """(B, 1, H, W) bool, true on kept pixels: the (H, W) frame cut into `block`-pixel squares,
+    each masked with probability `ratio` (MIC's block masking). H and W are multiples of `block`.
+    Draws from torch's global RNG."""
+    kept = torch.rand(batch, 1, size[0] // block, size[1] // block, device=device) >= ratio
+    return kept.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)
+
+
+def mask_images(images: Tensor, kept: Tensor) -> Tensor:
+    """(B, 3, H, W) images in [0, 1] with the pixels outside `kept` (B, 1, H, W) set to the
+    ImageNet mean colour: 0 after normalisation, as MIC zeroes the normalised image."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype)
+    return torch.where(kept, images, mean[:, None, None])
+
+
+class MICStep(DACSStep):
+    """DACS, and MIC's masked image consistency (Hoyer et al., CVPR 2023): the student also
+    learns the teacher's pseudo-labels of the step's real frames (weighted by confidence as in
+    DACS) from a copy with its own strong augmentation and random blocks masked out."""
+
+    def __init__(
+        self,
+        student: Student,
+        config: TrainSegConfig,
+        spec: SelfTrainingSpec,
+        images: PreparedSplit,
+        labels: PreparedSplit,
+        target: PreparedSplit,
+    ) -> None:
+        super().__init__(student, config, spec, images, labels, target)
+        assert spec.mic is not None
+        self.mic = spec.mic
+
+    def __call__(self, step: int) -> dict[str, Tensor]:
+        values, (real, pseudo, pseudo_weight) = self.learn()
+        kept = block_mask(
+            real.shape[0],
+            real.shape[-2:],
+            self.mic.mask_block_size,
+            self.mic.mask_ratio,
+            real.device,
+        )
+        masked = mask_images(self.strong(real), kept)  # (B, 3, h, w)
+        weights = pseudo_weight.expand_as(pseudo).float()
+        loss_masked = self.loss(self.student(masked), pseudo, weights)
+        (self.mic.weight * loss_masked).backward()
+        return {**values, "loss_masked": loss_masked}
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
@@ -212,8 +275,3 @@ def _frozen_copy(model: nn.Module) -> nn.Module:
     teacher = copy.deepcopy(model)
     teacher.requires_grad_(False)
     return teacher.train()
-
-
-def _net_input(images: Tensor, memory_format: torch.memory_format) -> Tensor:
-    """(B, 3, h, w) images in [0, 1] -> what the segmentation net takes."""
-    return normalize(images).contiguous(memory_format=memory_format)

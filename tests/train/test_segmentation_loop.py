@@ -1,4 +1,5 @@
-"""Segmentation training loop on 8 tiny frames: loss, names check, FDA, outputs, kill and resume."""
+"""Segmentation training loop on 8 tiny frames: loss, names check, FDA, outputs, kill and resume,
+the step factory, warm starts (weights, warm-up, the head's rate, exact resume)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,24 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TrainSegConfig, VariantSpec
+from pipeline.config import TrainSegConfig, VariantSpec, WarmStartSpec
 from pipeline.data.demo import render_frame
 from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.split import PreparedSplit
+from pipeline.losses import SegmentationLoss
 from pipeline.tracking import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints
 from pipeline.train.run import Interrupted
 from pipeline.train.segmentation import (
-    SegmentationLoss,
+    TrainingSplits,
+    build_step,
+    lr_factor,
     poly_factor,
     sample_batch,
+    start_run,
     train_segmentation,
 )
-from pipeline.weights import load_weights
+from pipeline.weights import load_weights, save_weights
 from tests.conftest import params_section
 
 SIZE = (64, 128)
@@ -50,11 +55,16 @@ def splits(tmp_path_factory) -> dict[str, PreparedSplit]:
     return {name: write_split(root / name, name, 8) for name in ("sim", "real")}
 
 
+# Warm-up over half of the 6 steps: 3 updates at 1/3, 2/3, 1 of the poly rate.
+WARM_START = WarmStartSpec("source_only", warmup=0.5, head_lr_mult=10.0)
+
+
 def tiny_config(**overrides) -> TrainSegConfig:
     settings = {
         "variants": {
             "source_only": VariantSpec(images="sim", labels="sim"),
             "fda": VariantSpec(images="sim", labels="sim", fda_beta=0.1, fda_style="real"),
+            "warm": VariantSpec(images="sim", labels="sim", warm_start=WARM_START),
         },
         # A light encoder keeps checkpoints small (the loop, not the net, is under test here).
         "encoder": "tu-mobilenetv3_small_100",
@@ -75,6 +85,26 @@ def test_poly_decay_is_a_pure_function_of_the_step() -> None:
     assert poly_factor(50, 100, 0.9) == pytest.approx(0.5**0.9)
     assert poly_factor(100, 100, 0.9) == 0.0
     assert poly_factor(150, 100, 0.9) == 0.0
+
+
+def test_warm_up_climbs_linearly_then_follows_poly_decay() -> None:
+    assert [lr_factor(step, 100, 1.0, 4) for step in range(4)] == pytest.approx(
+        [0.25 * 1.0, 0.5 * 0.99, 0.75 * 0.98, 1.0 * 0.97]
+    )
+    assert lr_factor(50, 100, 0.9, 4) == poly_factor(50, 100, 0.9)
+    assert lr_factor(0, 100, 0.9, 0) == 1.0  # no warm-up
+
+
+def test_an_unknown_step_is_named_with_the_known_ones(tmp_path, splits) -> None:
+    setup = start_run(tiny_config(), "source_only", tmp_path, NullTracker())
+    with pytest.raises(ValueError, match=r"'fixmatch'; known steps: supervised, dacs, mic"):
+        build_step(
+            "fixmatch",
+            setup.student,
+            tiny_config(),
+            "source_only",
+            TrainingSplits(*[splits["sim"]] * 2),
+        )
 
 
 @pytest.mark.parametrize("kind", ["ce", "ce+dice"])
@@ -208,3 +238,61 @@ def test_checkpoints_of_other_settings_are_refused_runtime_knobs_resume(
         tiny_config(log_every=3), "source_only", sim, sim, None, out, NullTracker()
     )
     assert result["resumed_from"] == 6 and result["steps"] == 6
+
+
+def test_warm_start_loads_the_source_net_and_gives_the_head_ten_times_the_rate(
+    tmp_path, straight
+) -> None:
+    (tmp_path / "source_only").mkdir()
+    shutil.copy(straight / "model.safetensors", tmp_path / "source_only")
+    config = tiny_config()
+    setup = start_run(config, "warm", tmp_path / "warm", NullTracker())
+    source = load_weights(straight / "model.safetensors")
+    state = setup.student.model.state_dict()
+    assert all(torch.equal(state[name], value) for name, value in source.items())
+    encoder, head = setup.optimizer.param_groups
+    names = {id(p): n for n, p in setup.student.model.named_parameters()}
+    assert {names[id(p)].split(".")[0] for p in encoder["params"]} == {"encoder"}
+    assert {names[id(p)].split(".")[0] for p in head["params"]} == {
+        "decoder",
+        "segmentation_head",
+    }
+    # The first update runs at a third of the rate (warm-up over 3 updates), the head's at 10x.
+    assert encoder["lr"] == pytest.approx(config.lr / 3)
+    assert head["lr"] == pytest.approx(10 * config.lr / 3)
+
+
+def test_a_missing_or_foreign_warm_start_file_is_named(tmp_path, splits) -> None:
+    sim, missing = splits["sim"], tmp_path / "source_only" / "model.safetensors"
+    with pytest.raises(FileNotFoundError, match=f"{missing}: no trained net to warm-start from"):
+        train_segmentation(tiny_config(), "warm", sim, sim, None, tmp_path / "warm", NullTracker())
+    save_weights(missing, {"weight": torch.zeros(2)})
+    with pytest.raises(ValueError, match=f"{missing}: not a net of this train_seg.arch"):
+        train_segmentation(tiny_config(), "warm", sim, sim, None, tmp_path / "warm", NullTracker())
+
+
+def test_a_warm_started_run_resumes_bit_for_bit_and_its_source_defines_it(
+    tmp_path, splits, straight
+) -> None:
+    (tmp_path / "source_only").mkdir()
+    shutil.copy(straight / "model.safetensors", tmp_path / "source_only")
+    sim, config = splits["sim"], tiny_config()
+    train_segmentation(config, "warm", sim, sim, None, tmp_path / "warm", NullTracker())
+    out = tmp_path / "resumed"  # a sibling of source_only too
+    with pytest.raises(Interrupted, match="step 2"):
+        train_segmentation(config, "warm", sim, sim, None, out, SignalAt(2))
+    result = train_segmentation(config, "warm", sim, sim, None, out, NullTracker())
+    assert result["resumed_from"] == 2
+    warm = (tmp_path / "warm" / "model.safetensors").read_bytes()
+    assert (
+        (out / "model.safetensors").read_bytes()
+        == warm
+        != (straight / "model.safetensors").read_bytes()
+    )
+    assert (out / "curve.csv").read_text() == (tmp_path / "warm" / "curve.csv").read_text()
+    # Another source net is another run: its checkpoint is refused, not continued.
+    save_weights(
+        tmp_path / "source_only" / "model.safetensors", load_weights(out / "model.safetensors")
+    )
+    with pytest.raises(CheckpointError, match="warm_start_sha256"):
+        train_segmentation(config, "warm", sim, sim, None, out, NullTracker())

@@ -1,5 +1,6 @@
 """Self-training: ClassMix on hand-made pairs, pseudo-label weights, the EMA teacher, rare-class
-sampling, and the loop (learning, exact resume after an interruption)."""
+sampling, MIC's block masks, and the loop (learning, exact resume after an interruption, DACS and
+MIC, a warm-started teacher)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,29 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import SelfTrainingSpec, VariantSpec
+from pipeline.config import MaskingSpec, SelfTrainingSpec, VariantSpec, WarmStartSpec
 from pipeline.data.demo import render_frame
 from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.split import PreparedSplit
+from pipeline.data.tensors import normalize
 from pipeline.tracking import NullTracker
 from pipeline.train.run import Interrupted
+from pipeline.train.segmentation import (
+    TrainingSplits,
+    build_step,
+    start_run,
+    train_segmentation,
+)
 from pipeline.train.self_training import (
     RareClassSampler,
+    block_mask,
     class_mix,
     class_mix_masks,
     ema_update,
+    mask_images,
     pseudo_labels,
-    train_self_training,
 )
+from pipeline.weights import load_weights
 from tests.conftest import params_section
 
 I = IGNORE_INDEX  # noqa: E741
@@ -98,6 +108,27 @@ def test_rare_class_sampling_draws_classes_by_exp_of_rarity(temperature: float) 
     assert RareClassSampler(counts, temperature=0.0).sample(4000).tolist().count(7) < 100
 
 
+def test_block_masks_mask_whole_blocks_at_the_configured_ratio() -> None:
+    torch.manual_seed(0)
+    kept = block_mask(64, (16, 32), 4, 0.7, torch.device("cpu"))
+    assert kept.shape == (64, 1, 16, 32) and kept.dtype == torch.bool
+    blocks = kept.float().unfold(2, 4, 4).unfold(3, 4, 4)  # (B, 1, 4, 8, 4, 4)
+    # Every 4 x 4 block is all kept or all masked.
+    assert torch.equal(blocks.amin(dim=(-2, -1)), blocks.amax(dim=(-2, -1)))
+    # 2048 blocks, each masked with probability 0.7: the share is 0.7 within ~3 sigma (0.01).
+    assert 1 - kept.float().mean().item() == pytest.approx(0.7, abs=0.03)
+
+
+def test_masked_pixels_become_zero_after_normalisation() -> None:
+    images = torch.rand(2, 3, 8, 8)
+    kept = block_mask(2, (8, 8), 4, 0.5, torch.device("cpu"))
+    kept[0] = False
+    kept[1] = True
+    masked = mask_images(images, kept)
+    torch.testing.assert_close(normalize(masked[:1]), torch.zeros(1, 3, 8, 8))
+    assert torch.equal(masked[1], images[1])
+
+
 SIZE = (64, 128)
 
 
@@ -121,8 +152,16 @@ def splits(tmp_path_factory) -> dict[str, PreparedSplit]:
 
 def tiny_config(**overrides):
     spec = SelfTrainingSpec("real", ema_decay=0.99, confidence=0.5, rare_class_temperature=0.01)
+    mic = SelfTrainingSpec(
+        "real", 0.99, 0.5, 0.01, mic=MaskingSpec(mask_block_size=8, mask_ratio=0.7, weight=1.0)
+    )
+    warm = WarmStartSpec("source_st", warmup=0.0, head_lr_mult=10.0)
     settings = {
-        "variants": {"source_st": VariantSpec(images="sim", labels="sim", self_training=spec)},
+        "variants": {
+            "source_st": VariantSpec(images="sim", labels="sim", self_training=spec),
+            "source_mic": VariantSpec(images="sim", labels="sim", self_training=mic),
+            "warm_st": VariantSpec(images="sim", labels="sim", self_training=spec, warm_start=warm),
+        },
         "encoder": "tu-mobilenetv3_small_100",
         "iters": 6,
         "batch": 2,
@@ -146,8 +185,15 @@ class SignalAt(NullTracker):
 
 def test_self_training_learns_and_resumes_bit_for_bit(tmp_path, splits) -> None:
     sim, real = splits["sim"], splits["real"]
-    straight = train_self_training(
-        tiny_config(), "source_st", sim, sim, real, tmp_path / "straight", NullTracker()
+    straight = train_segmentation(
+        tiny_config(),
+        "source_st",
+        sim,
+        sim,
+        None,
+        tmp_path / "straight",
+        NullTracker(),
+        target=real,
     )
     assert straight["steps"] == 6
     assert np.isfinite(straight["loss"]) and np.isfinite(straight["loss_mix"])
@@ -155,9 +201,58 @@ def test_self_training_learns_and_resumes_bit_for_bit(tmp_path, splits) -> None:
 
     out = tmp_path / "resumed"
     with pytest.raises(Interrupted, match="step 4"):
-        train_self_training(tiny_config(), "source_st", sim, sim, real, out, SignalAt(4))
-    resumed = train_self_training(tiny_config(), "source_st", sim, sim, real, out, NullTracker())
+        train_segmentation(
+            tiny_config(), "source_st", sim, sim, None, out, SignalAt(4), target=real
+        )
+    resumed = train_segmentation(
+        tiny_config(), "source_st", sim, sim, None, out, NullTracker(), target=real
+    )
     assert resumed["resumed_from"] == 4
     straight_model = (tmp_path / "straight" / "model.safetensors").read_bytes()
     assert (out / "model.safetensors").read_bytes() == straight_model
     assert (out / "curve.csv").read_text() == (tmp_path / "straight" / "curve.csv").read_text()
+
+
+def test_mic_learns_and_resumes_bit_for_bit(tmp_path, splits) -> None:
+    sim, real = splits["sim"], splits["real"]
+    straight = train_segmentation(
+        tiny_config(),
+        "source_mic",
+        sim,
+        sim,
+        None,
+        tmp_path / "straight",
+        NullTracker(),
+        target=real,
+    )
+    assert straight["steps"] == 6 and np.isfinite(straight["loss_masked"])
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupted, match="step 2"):
+        train_segmentation(
+            tiny_config(), "source_mic", sim, sim, None, out, SignalAt(2), target=real
+        )
+    resumed = train_segmentation(
+        tiny_config(), "source_mic", sim, sim, None, out, NullTracker(), target=real
+    )
+    assert resumed["resumed_from"] == 2
+    straight_model = (tmp_path / "straight" / "model.safetensors").read_bytes()
+    assert (out / "model.safetensors").read_bytes() == straight_model
+    assert (out / "curve.csv").read_text() == (tmp_path / "straight" / "curve.csv").read_text()
+    assert "loss_masked" in (out / "curve.csv").read_text().splitlines()[0]
+
+
+def test_a_warm_start_initialises_student_and_teacher(tmp_path, splits) -> None:
+    sim, real = splits["sim"], splits["real"]
+    config = tiny_config(iters=2)
+    train_segmentation(
+        config, "source_st", sim, sim, None, tmp_path / "source_st", NullTracker(), target=real
+    )
+    source = load_weights(tmp_path / "source_st" / "model.safetensors")
+    setup = start_run(config, "warm_st", tmp_path / "warm_st", NullTracker())
+    step = build_step(
+        "dacs", setup.student, config, "warm_st", TrainingSplits(sim, sim, None, real)
+    )
+    for net in (setup.student.model, step.teacher):
+        state = net.state_dict()
+        assert all(torch.equal(state[name], value) for name, value in source.items())
