@@ -161,7 +161,7 @@ def artifact_location(uri: str | None = None) -> str | None:
     server, its own default (with `--artifacts-destination`, proxied to the server's disk)."""
     uri = uri or tracking_uri()
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / ARTIFACTS_DIR).as_uri()
+        return (Path(uri[len("sqlite:///") :]).resolve().parent / ARTIFACTS_DIR).as_uri()
     return None
 
 
@@ -213,19 +213,26 @@ def relocate_artifacts(db: Path) -> None:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         if "experiments" not in tables or not _moved_locations(connection, here):
             return
-        with connection:
-            # One writer at a time; a process that waited finds nothing left to move.
-            connection.execute("BEGIN IMMEDIATE")
-            moves = _moved_locations(connection, here)
-            for table, column in _LOCATION_COLUMNS:
-                if table not in tables:
-                    continue
-                for old, new in moves.items():
-                    connection.execute(
-                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
-                        f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
-                        (new, len(old) + 1, old, len(old) + 1, old + "/"),
-                    )
+        try:
+            with connection:
+                # One writer at a time; a process that waited finds nothing left to move.
+                connection.execute("BEGIN IMMEDIATE")
+                moves = _moved_locations(connection, here)
+                for table, column in _LOCATION_COLUMNS:
+                    if table not in tables:
+                        continue
+                    for old, new in moves.items():
+                        connection.execute(
+                            f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                            f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                            (new, len(old) + 1, old, len(old) + 1, old + "/"),
+                        )
+        except sqlite3.Error as err:
+            # Left as they are, MLflow would read and write the old folder.
+            raise TrackingError(
+                f"MLflow store {db} has moved; its artifact locations cannot be moved to "
+                f"{here} ({err})"
+            ) from err
     finally:
         connection.close()
     if moves:

@@ -69,7 +69,8 @@ def test_a_run_killed_before_any_checkpoint_ends_killed(signum):
     run_id = process.stdout.readline().strip()
     process.send_signal(signum)
     assert process.wait(timeout=60) == -signum  # it still dies of the signal
-    assert MlflowClient().get_run(run_id).info.status == "KILLED"
+    store = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the child's, this test's own
+    assert store.get_run(run_id).info.status == "KILLED"
 
 
 def test_a_forked_child_ending_leaves_the_run_running():
