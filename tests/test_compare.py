@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import compare
 from pipeline.cli.compare import main
-from pipeline.tracking import Tracker
+from pipeline.tracking import MlflowTracker
 
 SCORES = {  # variant: (miou, pixel accuracy)
     "oracle": (0.6, 0.9),
@@ -24,7 +24,7 @@ def _variant_run(variant, dataset, digest, miou, accuracy, commit) -> str:
         "dataset_digest": digest,
         "git_commit": commit,
     }
-    tracker = Tracker("cmp", variant, tags=tags)
+    tracker = MlflowTracker("cmp", variant, tags=tags)
     tracker.log_metrics(
         {
             "val_miou": miou,

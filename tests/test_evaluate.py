@@ -19,7 +19,12 @@ from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.evaluate import evaluate_images, metrics_json, protocol_scores, tracking_metrics
 from pipeline.metrics import scores
-from pipeline.tracking import open_tracker, search_runs
+from pipeline.models.model_folder import weights_digest
+from pipeline.tracking import (
+    MODEL_DIGEST_TAG,
+    open_tracker,
+    search_runs,
+)
 from stages import demo_data, evaluate_translation, prepare, train_seg
 from stages import evaluate as evaluate_stage
 from tests.conftest import TEST_PARAMS
@@ -310,6 +315,7 @@ def test_the_registered_model_segments_frames_of_any_size(repo, monkeypatch) -> 
         "variant": "oracle",
         "dataset": identity.name,
         "dataset_digest": identity.short_digest,
+        MODEL_DIGEST_TAG: weights_digest(repo / "models/seg/oracle"),
     }
     run_id = json.loads((repo / "models/seg/oracle/run.json").read_text())["run_id"]
     assert version.run_id == run_id

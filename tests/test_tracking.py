@@ -3,6 +3,7 @@ the pipeline run that started them."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import socket
@@ -55,11 +56,11 @@ def test_locked_sqlite_store_is_reported(tmp_path):
 
 
 def test_run_logs_and_reopens(tmp_path):
-    tracker = tracking.Tracker("unit", "first", tags={"stage": "test", "variant": "x"})
+    tracker = tracking.MlflowTracker("unit", "first", tags={"stage": "test", "variant": "x"})
     tracker.log_params({"a": 1, "b.c": "text"})
     tracker.log_metrics({"loss": 1.5, "nan_is_skipped": float("nan")}, step=3)
     tracker.finish()
-    again = tracking.Tracker("unit", "ignored", run_id=tracker.run_id)
+    again = tracking.MlflowTracker("unit", "ignored", run_id=tracker.run_id)
     again.log_metrics({"val_miou": 0.5})
     again.finish()
     runs = tracking.search_runs("unit")
@@ -71,18 +72,38 @@ def test_run_logs_and_reopens(tmp_path):
     assert Path(tmp_path).exists()
 
 
-def test_null_tracker_accepts_everything():
+def test_null_tracker_does_nothing_and_refuses_unknown_calls():
     null = tracking.open_tracker(True, "unit", "r", is_main=False)
+    assert isinstance(null, tracking.NullTracker)
     null.log_metrics({"x": 1}, step=1)
     null.finish()
     assert null.run_id is None
+    with pytest.raises(AttributeError, match="log_metric"):
+        null.log_metric("x", 1)  # misspelt: log_metrics
+
+
+def _public_methods(cls: type) -> dict[str, inspect.Signature]:
+    return {
+        name: inspect.signature(member)
+        for name, member in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_")
+    }
+
+
+def test_both_trackers_have_exactly_the_interface():
+    interface = _public_methods(tracking.Tracker)
+    assert {"log_metrics", "log_segmentation_model", "finish"} <= interface.keys()
+    assert tracking.Tracker.__abstractmethods__ == interface.keys()
+    for cls in (tracking.MlflowTracker, tracking.NullTracker):
+        assert _public_methods(cls) == interface, cls.__name__
+        assert not hasattr(cls, "__getattr__"), cls.__name__
 
 
 def test_experiment_is_for_model_training_and_keeps_artifacts_beside_the_store(
     tmp_path, monkeypatch
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tracking.Tracker("kinds", "r").finish()
+    tracking.MlflowTracker("kinds", "r").finish()
     client = MlflowClient()
     experiment = client.get_experiment_by_name("kinds")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -91,7 +112,7 @@ def test_experiment_is_for_model_training_and_keeps_artifacts_beside_the_store(
     assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
     # An experiment made elsewhere without a kind gets one.
     bare = client.create_experiment("bare")
-    tracking.Tracker("bare", "r").finish()
+    tracking.MlflowTracker("bare", "r").finish()
     assert "mlflow.experimentKind" in client.get_experiment(bare).tags
 
 
@@ -110,7 +131,7 @@ def _prepared_dataset(root: Path) -> Path:
 
 def test_log_data_records_dataset_inputs_params_and_tags(tmp_path):
     prepared = _prepared_dataset(tmp_path / "prepared")
-    tracker = tracking.Tracker("data", "r")
+    tracker = tracking.MlflowTracker("data", "r")
     tracker.log_data(
         {
             "training": [tmp_path / "translated", prepared / "sim"],  # not a prepared split

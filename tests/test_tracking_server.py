@@ -18,7 +18,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipeline.tracking import Tracker, TrackingError, search_runs
+from pipeline.tracking import MlflowTracker, TrackingError, search_runs
 from tests.test_evaluate import make_repo, train_and_evaluate
 
 pytestmark = pytest.mark.slow
@@ -115,4 +115,4 @@ def test_an_experiment_with_client_side_artifacts_is_refused(server, tmp_path, m
     mlflow.set_tracking_uri(server)
     mlflow.MlflowClient().create_experiment("made-locally", str(tmp_path / "client-disk"))
     with pytest.raises(TrackingError, match=r"made-locally.*client-disk, a local path"):
-        Tracker("made-locally", "r")
+        MlflowTracker("made-locally", "r")
