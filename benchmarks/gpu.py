@@ -1,22 +1,16 @@
-"""Issue 16's GPU rows, on one CUDA device, in one command that ends within its time budget
+"""Issue 16's GPU rows on one CUDA device, in one command that ends within its time budget
 (README's Benchmarks section: how to run it on a GPU machine without a package registry).
 
-Parts, in this order, while SIM2REAL_GPU_BUDGET_S (default 420 s) lasts; a part that would not
-fit, or is not named in SIM2REAL_GPU_PARTS (default: all of NEEDS_S), is listed as skipped:
-- eager, compiled: the CycleGAN step at the paper config (benchmarks.harness): ms/step,
-  TFLOP/s, the share of the bf16 matmul rate measured in the same run, peak memory (what the
-  candidate allocated at its peak while built and warmed, over what was allocated before) and
-  the ratio to the reference, for eager fp32, the default (bf16), each lever on its own on top of
-  it, all of them together, and the reference, timed interleaved in this process;
-- translate: img/s of translate_split at 128x256 and 512x1024 (the real-data profile's
-  generator, PNGs written by `translate.workers` threads);
-- segmentation: training and inference per lever at 512x1024, batch 8;
-- trajectory: whether the fastest CycleGAN step follows the eager fp32 loss trajectory within
-  seed noise;
-- profile_crop: the step at the real-data profile's 400x400 crops (for `benchmarks projection`).
-
-The page is rewritten after every part, so a run cut short keeps what it measured. Without CUDA
-(a check of the script) it runs on the CPU; --quick makes every size tiny.
+Parts, in order, while SIM2REAL_GPU_BUDGET_S (default 420 s) lasts; one that would not fit, or is
+not in SIM2REAL_GPU_PARTS (default: all of NEEDS_S), is listed as skipped. eager, compiled: the
+CycleGAN step at the paper config per lever and with all of them, and the reference's: ms/step,
+TFLOP/s, share of the bf16 matmul rate measured in the run, peak memory (what the candidate
+allocated at its peak while built and warmed) and ratio to the reference. translate: img/s of
+translate_split (ResNet-9, PNGs written by worker threads). segmentation: training and inference
+per lever at 512x1024, batch 8. trajectory: whether the fastest step keeps the eager fp32 loss
+trajectory within seed noise. profile_crop: the step at the real-data profile's 400x400 crops
+(for `benchmarks projection`). The page is saved after every part; without CUDA it runs on the
+CPU (a check of the script).
 """
 
 from __future__ import annotations
@@ -33,23 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import harness
-from benchmarks.harness import (
-    REFERENCE,
-    Results,
-    count_flops,
-    cyclegan_configs,
-    cyclegan_step,
-    fake_split,
-    interleaved,
-    measurement,
-    median,
-    reference_folder,
-    reference_step,
-    seg_inference_step,
-    seg_train_step,
-    table,
-)
+from benchmarks import harness as h
+from benchmarks.harness import Results, Step, measurement, table
 from pipeline.config import CycleGANConfig, load_params
 from pipeline.models.cyclegan import build_generator
 from pipeline.translate import translate_split
@@ -57,50 +36,36 @@ from pipeline.translate import translate_split
 EAGER_MODES = ("fp32", "bf16", "bf16+cl", "bf16+host")
 COMPILED_MODES = ("bf16+graphs", "bf16+compile", "bf16+cl+graphs")
 # Rough seconds each part needs on an H100 (compiling dominates); skipped when less is left.
-NEEDS_S = dict(
-    eager=60, translate=40, compiled=150, segmentation=90, trajectory=60, profile_crop=30
-)
+NEEDS_S = {"eager": 60, "translate": 40, "compiled": 150, "segmentation": 90}
+NEEDS_S |= {"trajectory": 60, "profile_crop": 30}
 
 
-def warmed(build: Callable[[], Callable[[], Any]], where: torch.device) -> tuple[Callable, Results]:
-    """Build a candidate and take its first three steps: the step, and the seconds that took
-    (compiling included) and the memory the candidate took at its peak (CUDA: its own
-    allocations; the CPU: the process's peak resident memory)."""
+def warmed(build: Callable[[], Step], where: torch.device) -> tuple[Step, Results]:
+    """A built candidate after its first three steps, with the seconds that took (compiling
+    included) and its peak memory (CUDA: its own allocations; CPU: the process's peak RSS)."""
     before = torch.cuda.memory_allocated(where) / 2**20 if where.type == "cuda" else 0.0
     if where.type == "cuda":
         torch.cuda.reset_peak_memory_stats(where)
     start = time.perf_counter()
     step = build()
-    harness.warm(step, 3)
-    facts = {
-        "warmup_s": round(time.perf_counter() - start, 2),
-        "peak_mb": round(harness.peak_memory_mb(where) - before, 1),
-    }
-    return step, facts
+    h.warm(step, 3)
+    peak = round(h.peak_memory_mb(where) - before, 1)
+    return step, {"warmup_s": round(time.perf_counter() - start, 2), "peak_mb": peak}
 
 
 def time_steps(
-    candidates: dict[str, tuple[Callable[[], Any], Results]],
-    flops: int,
-    matmul: float,
-    where: torch.device,
-    quick: bool,
+    candidates: dict[str, tuple[Step, Results]], flops: int, matmul: float, where: Any, quick: bool
 ) -> list[Results]:
     """Warmed candidates timed interleaved: one row each, with its ratio to the reference."""
     steps = {name: step for name, (step, _) in candidates.items()}
-    samples = interleaved(steps, 2 if quick else 5, 2 if quick else 20, where)
+    samples = h.interleaved(steps, 2 if quick else 5, 2 if quick else 20, where)
     rows = []
     for name, (_, facts) in candidates.items():
-        seconds = median(samples[name])
-        rows.append(
-            {
-                "mode": name,
-                "ms_per_step": round(seconds * 1e3, 2),
-                "tflop_per_s": round(flops / seconds / 1e12, 2),
-                "share_of_bf16_matmul": round(flops / seconds / matmul, 4),
-                **facts,
-            }
-        )
+        seconds = h.median(samples[name])
+        rate = flops / seconds
+        rows.append({"mode": name, "ms_per_step": round(seconds * 1e3, 2),
+                     "tflop_per_s": round(rate / 1e12, 2),
+                     "share_of_bf16_matmul": round(rate / matmul, 4), **facts})  # fmt: skip
     reference = next((r["ms_per_step"] for r in rows if r["mode"] == "reference fp32"), None)
     for row in rows:
         if reference:
@@ -122,16 +87,15 @@ def translate_rows(quick: bool, where: torch.device) -> list[Results]:
     batch = load_params().translate.batch if quick else 32
     workers = max(1, (os.cpu_count() or 2) - 1)
     generator = build_generator("resnet_6blocks" if quick else "resnet_9blocks", 4 if quick else 64)
-    sizes = (((32, 64), 8), ((64, 128), 4)) if quick else (((128, 256), 512), ((512, 1024), 128))
+    translate = functools.partial(translate_split, generator, batch=batch, precision="bf16",
+                                  device=where, workers=workers)  # fmt: skip
+    sizes = [((32, 64), 8), ((64, 128), 4)] if quick else [((128, 256), 512), ((512, 1024), 128)]
     rows = []
     for size, count in sizes:
-        frames = smooth_frames(count, size, where)
-        names = [f"{i:05d}" for i in range(count)]
-        run = functools.partial(translate_split, generator, batch=batch, precision="bf16",
-                                device=where, workers=workers)  # fmt: skip
+        frames, names = smooth_frames(count, size, where), [f"{i:05d}" for i in range(count)]
         with tempfile.TemporaryDirectory() as tmp:
-            run(frames[:batch], names[:batch], f"{tmp}/warm")
-            whole = run(frames, names, f"{tmp}/run")
+            translate(frames[:batch], names[:batch], f"{tmp}/warm")
+            whole = translate(frames, names, f"{tmp}/run")
         rows.append({"size": f"{size[0]}x{size[1]}", "frames": count, "batch": batch,
                      "workers": workers, "img_per_s": whole.img_per_s})  # fmt: skip
     return rows
@@ -142,12 +106,11 @@ def trajectory(
 ) -> Results:
     """Late-training cycle loss of `mode` against eager fp32 (seed 0) and eager fp32's own
     seed-to-seed spread (seeds 0, 1), on smooth frames read from the host, batch 1."""
-    steps = 20 if quick else 200
-    frames = smooth_frames(16, size, where)
+    steps, frames = 20 if quick else 200, smooth_frames(16, size, where)
 
     def late_cycle_loss(run_mode: str, seed: int) -> float:
         run_config = dataclasses.replace(config, seed=seed, batch=1, flip=True)
-        step = cyclegan_step(run_config, f"{run_mode}+host", size, where, frames)
+        step = h.cyclegan_step(run_config, f"{run_mode}+host", size, where, frames)
         late = []
         for i in range(steps):
             losses, _ = step()
@@ -157,14 +120,10 @@ def trajectory(
 
     fp32 = [late_cycle_loss("fp32", seed) for seed in (0, 1)]
     fastest = late_cycle_loss(mode, 0)
-    return {
-        "mode": mode,
-        "steps": steps,
-        "fp32_seed0": round(fp32[0], 4),
-        "fp32_seed1": round(fp32[1], 4),
-        "fastest_seed0": round(fastest, 4),
-        "within_seed_noise": abs(fastest - fp32[0]) <= abs(fp32[1] - fp32[0]),
-    }
+    noise = abs(fastest - fp32[0]) <= abs(fp32[1] - fp32[0])
+    return {"mode": mode, "steps": steps, "fp32_seed0": round(fp32[0], 4),
+            "fp32_seed1": round(fp32[1], 4), "fastest_seed0": round(fastest, 4),
+            "within_seed_noise": noise}  # fmt: skip
 
 
 def segmentation_rows(quick: bool, where: torch.device, deadline: float) -> list[Results]:
@@ -172,20 +131,22 @@ def segmentation_rows(quick: bool, where: torch.device, deadline: float) -> list
     config = dataclasses.replace(load_params().train_seg, crop=crop, batch=batch)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        split = fake_split(Path(tmp), 16, crop)
+        split = h.fake_split(Path(tmp), 16, crop)
         for kind in ("train", "inference"):
             calls, facts = {}, {}
             for mode in ("fp32", "bf16", "bf16+cl", "bf16+cl+compile"):
                 if "compile" in mode and time.monotonic() + 60 > deadline:
                     continue
                 if kind == "train":
-                    build = functools.partial(seg_train_step, config, mode, split, where)
+                    build = functools.partial(h.seg_train_step, config, mode, split, where)
                 else:
-                    build = functools.partial(seg_inference_step, config, mode, crop, batch, where)
+                    build = functools.partial(
+                        h.seg_inference_step, config, mode, crop, batch, where
+                    )
                 calls[mode], facts[mode] = warmed(build, where)
-            samples = interleaved(calls, 2 if quick else 5, 1 if quick else 5, where)
+            samples = h.interleaved(calls, 2 if quick else 5, 1 if quick else 5, where)
             for mode, seconds in samples.items():
-                ms = median(seconds) * 1e3
+                ms = h.median(seconds) * 1e3
                 rows.append({"kind": kind, "mode": mode, "ms_per_step": round(ms, 2),
                              "img_per_s": round(batch / ms * 1e3, 1), **facts[mode]})  # fmt: skip
     return rows
@@ -194,21 +155,22 @@ def segmentation_rows(quick: bool, where: torch.device, deadline: float) -> list
 @measurement("gpu", page="gpu", render=lambda r: gpu_section(r))
 def gpu(quick: bool) -> Results:
     """Issue 16's GPU rows (module doc); on the CPU when there is no CUDA."""
-    where = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    where = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if where.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as train_cyclegan sets it: fixed crops
     budget = float(os.environ.get("SIM2REAL_GPU_BUDGET_S", 420))
     deadline = time.monotonic() + budget
-    results: Results = {"facts": harness.machine(), "budget_s": budget, "skipped": {}}
+    results: Results = {"facts": h.machine(), "budget_s": budget, "skipped": {}}
     if where.type == "cuda":
         results["facts"]["cuda"] = torch.version.cuda
-    matmul = harness.matmul_flops(where, torch.bfloat16, 512 if quick else 8192, 3 if quick else 10)
+    matmul = h.matmul_flops(where, torch.bfloat16, 512 if quick else 8192, 3 if quick else 10)
     results["bf16_matmul_tflop_per_s"] = round(matmul / 1e12, 1)
-    config, frame_size, _ = cyclegan_configs(quick)["tiny" if quick else "paper"]
+    config, frame_size, _ = h.cyclegan_configs(quick)["tiny" if quick else "paper"]
     results["config"] = {"netG": config.netG, "ngf": config.ngf, "crop": list(config.crop)}
-    flops = count_flops(cyclegan_step(config, "fp32", frame_size, where))
-    results["flops_per_step"] = flops
-    harness.partial(results)
+    flops = results["flops_per_step"] = h.count_flops(
+        h.cyclegan_step(config, "fp32", frame_size, where)
+    )
+    h.partial(results)
     parts = os.environ.get("SIM2REAL_GPU_PARTS", ",".join(NEEDS_S)).split(",")
 
     def fits(part: str) -> bool:
@@ -219,44 +181,44 @@ def gpu(quick: bool) -> Results:
             results["skipped"][part] = f"{left:.0f} s of the budget left, needs ~{NEEDS_S[part]}"
         return part not in results["skipped"]
 
-    def candidate(mode: str) -> tuple[Callable[[], Any], Results]:
+    def candidate(mode: str) -> tuple[Step, Results]:
         if mode == "reference fp32":
-            return warmed(lambda: reference_step(config, where), where)
-        return warmed(lambda: cyclegan_step(config, mode, frame_size, where), where)
+            return warmed(lambda: h.reference_step(config, where), where)
+        return warmed(lambda: h.cyclegan_step(config, mode, frame_size, where), where)
 
-    with_reference = ["reference fp32"] if reference_folder() else []
+    with_reference = ["reference fp32"] if h.reference_folder() else []
     if not with_reference:
-        results["skipped"]["reference"] = f"no checkout at {REFERENCE}"
+        results["skipped"]["reference"] = f"no checkout at {h.REFERENCE}"
     if fits("eager"):
         candidates = {mode: candidate(mode) for mode in [*with_reference, *EAGER_MODES]}
         results["eager"] = time_steps(candidates, flops, matmul, where, quick)
-        harness.partial(results)
+        h.partial(results)
     if fits("translate"):
         results["translate"] = translate_rows(quick, where)
-        harness.partial(results)
+        h.partial(results)
     if fits("compiled"):
         candidates = {mode: candidate(mode) for mode in [*with_reference, "bf16"]}
         for mode in COMPILED_MODES:  # each compiles as it is warmed: check the time between
             if time.monotonic() + NEEDS_S["compiled"] / 3 > deadline:
                 results["skipped"][mode] = "budget"
-                continue
-            candidates[mode] = candidate(mode)
+            else:
+                candidates[mode] = candidate(mode)
         results["compiled"] = time_steps(candidates, flops, matmul, where, quick)
-        harness.partial(results)
+        h.partial(results)
     if fits("segmentation"):
         compile_deadline = deadline if "compiled" in parts else time.monotonic()
         results["segmentation"] = segmentation_rows(quick, where, compile_deadline)
-        harness.partial(results)
-    compiled_ok = any(r["mode"] == "bf16+graphs" for r in results.get("compiled", []))
-    fastest = "bf16+graphs" if compiled_ok else "bf16"
+        h.partial(results)
+    compiled = any(r["mode"] == "bf16+graphs" for r in results.get("compiled", []))
+    fastest = "bf16+graphs" if compiled else "bf16"
     if fits("trajectory"):
         results["trajectory"] = trajectory(config, frame_size, quick, where, fastest)
-        harness.partial(results)
+        h.partial(results)
     if fits("profile_crop"):
         profile = dataclasses.replace(config, crop=(64, 64) if quick else (400, 400))
         frames = (64, 64) if quick else (512, 1024)
-        step, _ = warmed(lambda: cyclegan_step(profile, fastest, frames, where), where)
-        seconds = median(interleaved({fastest: step}, 3, 2 if quick else 20, where)[fastest])
+        step, _ = warmed(lambda: h.cyclegan_step(profile, fastest, frames, where), where)
+        seconds = h.median(h.interleaved({fastest: step}, 3, 2 if quick else 20, where)[fastest])
         results["profile_crop"] = {
             "mode": fastest,
             "crop": list(profile.crop),
@@ -273,34 +235,24 @@ def gpu_section(results: Results) -> str:
         f"CycleGAN {results['config']}, {results['flops_per_step'] / 1e12:.3f} TFLOP per step.",
         "",
     ]
-    steps = "mode|ms_per_step=ms/step|x_reference=x reference|tflop_per_s=TFLOP/s"
-    steps += "|share_of_bf16_matmul=share of bf16 matmul|peak_mb=peak MB|warmup_s=warm-up s"
-    parts = {
-        "eager": ("## CycleGAN step, eager levers", steps),
-        "compiled": ("## CycleGAN step, compiled", steps),
-        "translate": (
-            "## translate (the profile's generator, ResNet-9 ngf 64 (tiny with --quick), bf16; "
-            "PNGs written by worker threads)",
-            "size|frames|batch|workers|img_per_s=img/s",
-        ),
-        "segmentation": (
-            "## Segmentation at the profile's 512x1024 crops, batch 8 (tiny with --quick)",
-            "kind|mode|ms_per_step=ms/step|img_per_s=img/s|peak_mb=peak MB",
-        ),
-    }
-    for part, (title, columns) in parts.items():
+    steps = "mode|ms_per_step=ms/step|x_reference=x reference|tflop_per_s=TFLOP/s|"
+    steps += "share_of_bf16_matmul=share of bf16 matmul|peak_mb=peak MB|warmup_s=warm-up s"
+    for part, title, columns in (
+        ("eager", "CycleGAN step, eager levers", steps),
+        ("compiled", "CycleGAN step, compiled", steps),
+        ("translate", "translate (the profile's generator, ResNet-9 ngf 64 (tiny with --quick), "
+         "bf16; PNGs written by worker threads)", "size|frames|batch|workers|img_per_s=img/s"),
+        ("segmentation", "Segmentation at the profile's 512x1024 crops, batch 8 (tiny with "
+         "--quick)", "kind|mode|ms_per_step=ms/step|img_per_s=img/s|peak_mb=peak MB"),
+    ):  # fmt: skip
         if part in results:
-            lines += [title, "", table(results[part], columns), ""]
+            lines += [f"## {title}", "", table(results[part], columns), ""]
     if "trajectory" in results:
         t = results["trajectory"]
-        lines += [
-            "## Loss trajectory",
-            "",
-            f"Mean cycle loss over the last half of {t['steps']} steps: eager fp32 seed 0 "
-            f"{t['fp32_seed0']}, seed 1 {t['fp32_seed1']}; {t['mode']} seed 0 "
-            f"{t['fastest_seed0']}: within seed noise: {t['within_seed_noise']}.",
-            "",
-        ]
+        lines += ["## Loss trajectory", "", f"Mean cycle loss over the last half of {t['steps']} "
+                  f"steps: eager fp32 seed 0 {t['fp32_seed0']}, seed 1 {t['fp32_seed1']}; "
+                  f"{t['mode']} seed 0 {t['fastest_seed0']}: within seed noise: "
+                  f"{t['within_seed_noise']}.", ""]  # fmt: skip
     if "profile_crop" in results:
         p = results["profile_crop"]
         lines += [f"Real-data profile step ({p['crop']} crops, {p['mode']}): "
