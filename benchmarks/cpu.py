@@ -31,22 +31,8 @@ from pipeline.runtime import resolve_precision
 from pipeline.translate import translate_batch
 
 
-def two_steps_memory(model: str, name: str, mode: str) -> Results:
-    """Peak memory of two training steps of `model` ("cyclegan" or "seg") at full-size config
-    `name`, in a fresh process (run through `isolated`)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        if model == "cyclegan":
-            config, size, _ = h.cyclegan_configs(False)[name]
-            step = h.cyclegan_step(config, mode, size, CPU)
-        else:
-            seg, size, _ = h.seg_configs(False)[name]
-            step = h.seg_train_step(seg, mode, h.fake_split(Path(tmp), 8, size), CPU)
-        h.warm(step)
-    return {"peak_mb": h.peak_memory_mb(CPU)}
-
-
 def memory_of(model: str, name: str, mode: str) -> float | None:
-    return h.isolated("benchmarks.cpu:two_steps_memory", model=model, name=name, mode=mode).get(
+    return h.isolated("benchmarks.harness:two_steps_memory", model=model, name=name, mode=mode).get(
         "peak_mb"
     )
 

@@ -38,6 +38,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -46,17 +47,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.config import CycleGANConfig, TrainSegConfig, load_params
-from pipeline.data.augment import PairedAugment
 from pipeline.data.prepare import PreparedSplit
 from pipeline.data.tensors import normalize
 from pipeline.io import write_json, write_text
-from pipeline.models.segmentation import build_segmentation_model
 from pipeline.runtime import autocast
-from pipeline.train.cyclegan import UnpairedSampler, build_trainer, frames_fit_on_device
-from pipeline.train.segmentation import SegmentationLoss, make_optimizer, sample_batch
+
+# The training modules (and their packages) are imported where a workload needs them, so that
+# a fresh process measuring peak memory holds only what its own step needs, as a stage would.
 
 Results = dict[str, Any]
 Step = Callable[[], Any]
@@ -235,6 +234,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def count_flops(function: Step) -> int:
     """FLOPs of one call, by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode  # 80 MB: not in memory-measuring jobs
+
     with FlopCounterMode(display=False) as counter:
         function()
     return counter.get_total_flops()
@@ -320,6 +321,8 @@ def cyclegan_step(
 ) -> Step:
     """One training step of `config` with `mode`'s levers as train_cyclegan runs it (sampling
     included) on `frames` (default: 8 random ones of `size`); a call returns its losses."""
+    from pipeline.train.cyclegan import UnpairedSampler, build_trainer, frames_fit_on_device
+
     levers = mode.split("+")
     compile = "default" if "compile" in levers else "eager"
     compile = "reduce-overhead" if "graphs" in levers else compile
@@ -402,6 +405,8 @@ def fake_split(root: Path, frames: int, size: tuple[int, int]) -> PreparedSplit:
 def seg_net(config: TrainSegConfig, mode: str, device: Any) -> tuple[Any, Any, str, Any]:
     """A mode's net: its module, what to call (compiled with "+compile"), precision and memory
     format."""
+    from pipeline.models.segmentation import build_segmentation_model
+
     precision, *levers = mode.split("+")
     memory_format = torch.channels_last if "cl" in levers else torch.contiguous_format
     torch.manual_seed(config.seed)
@@ -414,6 +419,9 @@ def seg_net(config: TrainSegConfig, mode: str, device: Any) -> tuple[Any, Any, s
 def seg_train_step(config: TrainSegConfig, mode: str, split: PreparedSplit, device: Any) -> Step:
     """One training step as the loop runs it (sample_batch from the memory-mapped arrays,
     PairedAugment, the loss, the optimizer); a call returns its seconds of waiting for data."""
+    from pipeline.data.augment import PairedAugment
+    from pipeline.train.segmentation import SegmentationLoss, make_optimizer, sample_batch
+
     model, net, precision, memory_format = seg_net(config, mode, device)
     model.train()
     optimizer = make_optimizer(model.parameters(), config)
@@ -451,6 +459,19 @@ def seg_inference_step(
             return net(images).float().argmax(1)
 
     return step
+
+
+def two_steps_memory(model: str, name: str, mode: str) -> Results:
+    """Peak memory of two training steps of `model` ("cyclegan" or "seg") at full-size config
+    `name`, in a fresh process (run through `isolated`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if model == "cyclegan":
+            config, size, _ = cyclegan_configs(False)[name]
+            warm(cyclegan_step(config, mode, size, CPU))
+        else:
+            seg, size, _ = seg_configs(False)[name]
+            warm(seg_train_step(seg, mode, fake_split(Path(tmp), 8, size), CPU))
+    return {"peak_mb": peak_memory_mb(CPU)}
 
 
 if __name__ == "__main__":  # the fresh process of `isolated`: its result is the last line

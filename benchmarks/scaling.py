@@ -29,10 +29,6 @@ import torch
 from benchmarks import harness as h
 from benchmarks.harness import CPU, Results, measurement
 from pipeline.config import Params, apply_profile, load_params, parse_params, read_yaml_mapping
-from pipeline.data.labels import NUM_CLASSES
-from pipeline.models.cyclegan import build_generator
-from pipeline.models.segmentation import build_segmentation_model
-from pipeline.train.cyclegan import build_trainer
 
 GTA5_FRAMES, GTA5_SIZE = 24_966, (1052, 1914)
 CITYSCAPES_TRAIN, CITYSCAPES_VAL, CITYSCAPES_SIZE = 2_975, 500, (1024, 2048)
@@ -81,6 +77,7 @@ def prepare_seconds_per_native_frame(height: int, width: int, frames: int) -> Re
 
 def translate_seconds(frames: int, size: list[int], workers: int) -> Results:
     """Translate and write `frames` random frames with the demo generator (random weights)."""
+    from pipeline.models.cyclegan import build_generator
     from pipeline.runtime import resolve_precision, set_threads
     from pipeline.translate import translate_split
 
@@ -177,6 +174,11 @@ def profile_params() -> Params:
 def work(params: Params, small: tuple[int, int]) -> dict[str, float]:
     """FLOPs per CycleGAN step, generator pass (one frame) and segmentation training step and
     inference (one frame) at the profile's sizes, counted at `small` and scaled by pixels."""
+    from pipeline.data.labels import NUM_CLASSES
+    from pipeline.models.cyclegan import build_generator
+    from pipeline.models.segmentation import build_segmentation_model
+    from pipeline.train.cyclegan import build_trainer
+
     pixels = small[0] * small[1]
     cyclegan = dataclasses.replace(params.cyclegan, crop=small, precision="fp32")
     trainer = build_trainer(cyclegan, CPU, "fp32")
