@@ -1,9 +1,8 @@
 """Measurements of the pipeline's speed and quality; `python -m benchmarks --list` names them.
 
-pipeline.tracking imports mlflow, which no measurement calls and which GPU machines without a
-package registry lack (with its many dependencies). There, mlflow and each of its modules are
-stood in for by empty modules whose every attribute is another stand-in, so that the training
-modules import; calling into one fails at once.
+pipeline.tracking imports mlflow, which no measurement calls and GPU machines without a package
+registry lack. There, empty stand-ins (every attribute another stand-in) let the training modules
+import; calling into one fails at once.
 """
 
 import importlib.abc

@@ -1,12 +1,11 @@
-"""Where a training step spends its time, per mode (torch.profiler + oneDNN's own log).
+"""Where a training step spends its time, per mode (torch.profiler and oneDNN's own log).
 
-The real CycleGAN step (benchmarks.cyclegan.step_function) and the real segmentation step
-(benchmarks.segmentation.train_step) on random frames, each mode in a fresh process. Every
-operator's *self* CPU time is grouped into categories (convolutions forward / backward,
-normalisation, padding, dtype casts and layout copies, optimizer, ...), so the page says which
-part a lever speeds up and which it does not. A second pass over as many steps with oneDNN's
-verbose log on says which kernel each convolution ran (AMX or AVX512-BF16) and how long the
-layout reorders around it took.
+The real CycleGAN and segmentation steps (benchmarks.workloads) on random frames, each mode in a
+fresh process. Every operator's *self* CPU time is grouped into categories (convolutions forward
+/ backward, normalisation, padding, dtype casts and layout copies, optimizer, ...), so the page
+says which part a lever speeds up and which it does not. A second pass over as many steps with
+oneDNN's verbose log on says which kernel each convolution ran (AMX or AVX512-BF16) and how long
+the layout reorders around it took.
 """
 
 from __future__ import annotations
@@ -18,11 +17,23 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import Results, isolated, measurement, use_threads
+from benchmarks.harness import (
+    CPU,
+    Results,
+    cyclegan_configs,
+    cyclegan_step,
+    fake_split,
+    isolated,
+    measurement,
+    seg_configs,
+    seg_train_step,
+    table,
+    use_threads,
+    warm,
+)
 
 MODES = ("fp32", "bf16", "bf16+cl")
-CPU = torch.device("cpu")
-
+TITLES = {"cyclegan": "CycleGAN", "seg": "Segmentation"}
 # (category, substrings of aten op names), first match wins: backward names before forward.
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("conv backward", ("convolution_backward",)),
@@ -65,23 +76,19 @@ def onednn_summary(lines: list[str], steps: int) -> dict[str, float]:
     return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-def profile_mode(model: str, quick: bool, mode: str, steps: int, warmup: int) -> Results:
+def profile_mode(model: str, quick: bool, mode: str, steps: int) -> Results:
     """One model and mode, in this process: ms per step by category, top operators, oneDNN."""
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks import cyclegan, segmentation
-
     if model == "cyclegan":
-        config, size, _ = next(iter(cyclegan.configs(quick).values()))
+        config, size, _ = next(iter(cyclegan_configs(quick).values()))
         use_threads(config.threads)
-        step = cyclegan.step_function(cyclegan.with_mode(config, mode), size, CPU)
+        step = cyclegan_step(config, mode, size, CPU)
     else:
-        seg_config, size, _ = next(iter(segmentation.configs(quick).values()))
-        use_threads(seg_config.threads)
-        split = segmentation.fake_split(Path(tempfile.mkdtemp()), 8, size)
-        step = segmentation.train_step(seg_config, mode, split, CPU)
-    for _ in range(warmup):
-        step()
+        seg, size, _ = next(iter(seg_configs(quick).values()))
+        use_threads(seg.threads)
+        step = seg_train_step(seg, mode, fake_split(Path(tempfile.mkdtemp()), 8, size), CPU)
+    warm(step, 1 if quick else 5)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
@@ -105,31 +112,28 @@ def profile_mode(model: str, quick: bool, mode: str, steps: int, warmup: int) ->
             os.close(saved)
         log.seek(0)
         onednn = onednn_summary(log.read().splitlines(), steps)
+    top = sorted(per_op.items(), key=lambda kv: -kv[1])[:12]
     return {
         "ms_per_step": round(sum(per_category.values()), 2),
         "categories": {k: round(v, 2) for k, v in per_category.items()},
-        "top_ops": [[k, round(v, 2)] for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])][
-            :12
-        ],
+        "top_ops": [[k, round(v, 2)] for k, v in top],
         "onednn": onednn,
         "threads": torch.get_num_threads(),
     }
 
 
-@measurement("profile", page="profile", section=lambda r: profile_page(r))
+@measurement("profile", page="profile", render=lambda r: profile_page(r))
 def step_profiles(quick: bool) -> Results:
     """Where each training step's time goes, by operator category and oneDNN kernel."""
     results: Results = {"cpu": cpu_facts(), "models": {}}
     for model, steps in (("cyclegan", 20), ("seg", 10)):
-        steps = 1 if quick else steps
         results["models"][model] = {
             mode: isolated(
                 "benchmarks.profile:profile_mode",
                 model=model,
                 quick=quick,
                 mode=mode,
-                steps=steps,
-                warmup=1 if quick else 5,
+                steps=1 if quick else steps,
             )
             for mode in (MODES[:2] if quick else MODES)
         }
@@ -143,13 +147,12 @@ def cpu_facts() -> str:
     except OSError:
         return "CPU: unknown (no /proc/cpuinfo)"
     names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-    model = names[0] if names else "unknown"
     flags = set(next((line for line in info if line.startswith("flags")), "").split())
     features = ", ".join(
         f"{flag} {'yes' if flag in flags else 'no'}"
         for flag in ("avx512_bf16", "amx_bf16", "amx_tile")
     )
-    return f"CPU: {model}, {os.cpu_count()} cores; {features}"
+    return f"CPU: {names[0] if names else 'unknown'}, {os.cpu_count()} cores; {features}"
 
 
 def profile_page(results: Results) -> str:
@@ -158,20 +161,18 @@ def profile_page(results: Results) -> str:
         f"{torch.backends.cpu.get_cpu_capability()}. {results['cpu']}.",
         "",
     ]
-    titles = {"cyclegan": "CycleGAN", "seg": "Segmentation"}
     for model, by_mode in results["models"].items():
         failed = {mode: r["error"] for mode, r in by_mode.items() if "error" in r}
         if failed:
-            sections += [f"## {titles[model]}: failed: {failed}", ""]
-            continue
-        sections.append(model_section(titles[model], by_mode))
+            sections += [f"## {TITLES[model]}: failed: {failed}", ""]
+        else:
+            sections.append(model_section(TITLES[model], by_mode))
     return "\n".join(sections)
 
 
 def model_section(title: str, results: dict[str, Results]) -> str:
     modes = list(results)
     base = modes[0]
-    threads = results[base]["threads"]
 
     def ms(mode: str, category: str) -> float:
         if category == "total":
@@ -181,42 +182,41 @@ def model_section(title: str, results: dict[str, Results]) -> str:
     categories = sorted(
         {c for r in results.values() for c in r["categories"]}, key=lambda c: -ms(base, c)
     )
+    rows = []
+    for category in [*categories, "total"]:
+        row = {"category": category}
+        for m in modes:
+            row[f"{m} ms"] = f"{ms(m, category):.1f}"
+            row[f"{m} share"] = f"{ms(m, category) / ms(m, 'total'):.0%}"
+            faster = ms(base, category) / ms(m, category) if ms(m, category) > 0 else None
+            row[f"x {m}"] = "-" if faster is None else f"{faster:.2f}"
+        rows.append(row)
+    columns = ["category", *(f"{m} ms|{m} share=share" for m in modes)]
+    columns += [f"x {m}=x {base} ({m})" for m in modes[1:]]
     lines = [
-        f"## {title} training step, {threads} thread(s)",
+        f"## {title} training step, {results[base]['threads']} thread(s)",
         "",
         "Self CPU time per step by operator category (ms), from torch.profiler; "
         f"'x {base}' is the {base} time over the mode's time (above 1: faster).",
         "",
-        "| category | "
-        + " | ".join(f"{m} ms | share" for m in modes)
-        + " | "
-        + " | ".join(f"x {base} ({m})" for m in modes[1:])
-        + " |",
-        "|---|" + "---:|---:|" * len(modes) + "---:|" * (len(modes) - 1),
+        table(rows, "|".join(columns)),
     ]
-    for category in [*categories, "total"]:
-        cells = [f"{ms(m, category):.1f} | {ms(m, category) / ms(m, 'total'):.0%}" for m in modes]
-        ratios = [
-            f"{ms(base, category) / ms(m, category):.2f}" if ms(m, category) > 0 else "-"
-            for m in modes[1:]
-        ]
-        lines.append(f"| {category} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     for mode in modes:
         lines += ["", f"Top operators, {mode} (ms per step, self time):", ""]
         lines += [f"- `{name}` {value:.1f}" for name, value in results[mode]["top_ops"]]
+    kernels = sorted(
+        {k for r in results.values() for k in r["onednn"]},
+        key=lambda k: -max(r["onednn"].get(k, 0.0) for r in results.values()),
+    )
+    onednn = [
+        {"kernel": f"`{k}`", **{m: f"{results[m]['onednn'].get(k, 0.0):.1f}" for m in modes}}
+        for k in kernels
+    ]
     lines += [
         "",
         "oneDNN primitives by kernel (ms per step, from ONEDNN_VERBOSE on the same number of "
         "steps; 'reorder' is converting tensors between torch's layout and oneDNN's blocked one):",
         "",
-        "| primitive and kernel | " + " | ".join(modes) + " |",
-        "|---|" + "---:|" * len(modes),
+        table(onednn, "|".join(["kernel=primitive and kernel", *modes])),
     ]
-    kernels = sorted(
-        {k for r in results.values() for k in r["onednn"]},
-        key=lambda k: -max(r["onednn"].get(k, 0.0) for r in results.values()),
-    )
-    for kernel in kernels:
-        cells = [f"{results[m]['onednn'].get(kernel, 0.0):.1f}" for m in modes]
-        lines.append(f"| `{kernel}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
