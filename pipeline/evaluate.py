@@ -30,7 +30,7 @@ from pipeline.io import atomic_path, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, protocol_mious, scores, scores_to_json
 from pipeline.runtime import autocast, pick_device, resolve_precision
 from pipeline.segment import upsampled_argmax
-from pipeline.tracking import NullTracker, Tracker
+from pipeline.tracking import Tracker
 
 # Scalar scores logged as "val_<name>" for every variant, so runs compare column by column.
 SUMMARY_SCORES = ("pixel_accuracy", "mean_class_accuracy", "miou", "fwiou")
@@ -256,7 +256,7 @@ def evaluate_variant(
     model: nn.Module,
     val_root: Path,
     outputs: EvaluationOutputs,
-    tracker: Tracker | NullTracker,
+    tracker: Tracker,
     title: str,
 ) -> dict[str, Any] | None:
     """Score `model` on the prepared real val split at label resolution (sharded under torchrun),
@@ -300,7 +300,7 @@ def score_translation(
     sim: PreparedSplit,
     translated: PreparedSplit,
     out: Path,
-    tracker: Tracker | NullTracker,
+    tracker: Tracker,
 ) -> dict[str, dict[str, float]]:
     """The FCN-score (`fcn_score`) of a translation, written to `out` and logged as
     fcn_<split>_<score> to `tracker` (the translator's training run)."""

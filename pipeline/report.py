@@ -25,8 +25,8 @@ import pandas as pd
 from pipeline.data.identity import read_identity
 from pipeline.data.labels import CLASS_COLORS, CLASS_NAMES, PROTOCOL_CLASSES, colorize
 from pipeline.data.split import IMAGES, LABELS_NATIVE, PreparedSplit
-from pipeline.evaluate import class_table, tracking_metrics
 from pipeline.io import atomic_path, read_json, write_json, write_text
+from pipeline.tracking import Tracker
 
 SOURCE, ORACLE = "source_only", "oracle"
 
@@ -504,18 +504,6 @@ def curves_figure(curves: pd.DataFrame, title: str, ylabel: str = "loss") -> plt
     return figure
 
 
-def log_evaluation(tracker: Any, result: dict[str, Any], matrix: np.ndarray, title: str) -> None:
-    """Scores as metrics, the per-class table and the confusion figure, into `tracker`'s run."""
-    tracker.log_metrics(tracking_metrics(result))
-    tracker.log_metrics({"val_n_images": result["n_images"]})
-    tracker.log_table(class_table(result, matrix), "val_per_class")
-    figure = confusion_figure(matrix, title)
-    try:
-        tracker.log_figure(figure, "val_confusion")
-    finally:
-        plt.close(figure)
-
-
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -530,24 +518,14 @@ class ReportInputs:
     summary: Path  # per-variant summary scores for `dvc metrics show`
 
 
-def write_report(
-    inputs: ReportInputs,
-    variants: Sequence[str],
-    n_samples: int,
-    classes: int,
-    source_kind: str,
-    tracker: Any | None,
+def summary_of(
+    reports: Path, prepared: Path, variants: Sequence[str], classes: int, source_kind: str
 ) -> tuple[pd.DataFrame, dict[str, str], dict[str, Any]]:
-    """Write the comparison page and table, the per-variant summaries, per-class IoU files and
-    figures, all naming the dataset; log them to `tracker` (the report's MLflow run) when given.
-
-    Returns the table, the translation-quality lines and comparison_markdown's keyword
-    arguments, so the README section can repeat the page.
-    """
-    reports, figures = inputs.reports, inputs.reports / "figures"
-    identity = read_identity(inputs.prepared)
+    """The comparison of the evaluate stages' scores under `reports`: the table with the gap
+    closed, the translation-quality lines and comparison_markdown's keyword arguments (but the
+    per-city tables)."""
+    identity = read_identity(prepared)
     table = add_gap_closure(load_metrics(reports / "metrics", variants))
-    extra = translation_scores(reports)
     page = {
         "dataset": identity.label,
         "classes": classes,
@@ -555,6 +533,26 @@ def write_report(
         "source_kind": source_kind,
         "spread": load_seed_spread(reports / "seeds.json", identity.label),
     }
+    return table, translation_scores(reports), page
+
+
+def write_report(
+    inputs: ReportInputs,
+    variants: Sequence[str],
+    n_samples: int,
+    classes: int,
+    source_kind: str,
+    tracker: Tracker,
+) -> tuple[pd.DataFrame, dict[str, str], dict[str, Any]]:
+    """Write the comparison page and table, the per-variant summaries, per-class IoU files and
+    figures, all naming the dataset; log them to `tracker` (the report's MLflow run).
+
+    Returns the table, the translation-quality lines and comparison_markdown's keyword
+    arguments, so the README section can repeat the page.
+    """
+    reports, figures = inputs.reports, inputs.reports / "figures"
+    identity = read_identity(inputs.prepared)
+    table, extra, page = summary_of(reports, inputs.prepared, variants, classes, source_kind)
     cities = load_city_metrics(reports / "metrics", variants)
     write_text(
         reports / "comparison.md", comparison_markdown(table, extra=extra, cities=cities, **page)
@@ -569,25 +567,19 @@ def write_report(
             per_class_iou_frame(table, variant).to_csv(tmp, index=False)
 
     written = _figures(inputs, variants, n_samples, table, identity.label)
-    if tracker is not None:
-        tracker.log_data({"evaluation": [inputs.prepared / "real_val"]})
-        # Which runs this report summarises (the stages DVC did not rerun keep their old runs).
-        tracker.log_params(_source_runs(inputs.models, variants))
+    tracker.log_data({"evaluation": [inputs.prepared / "real_val"]})
+    # Which runs this report summarises (the stages DVC did not rerun keep their old runs).
+    tracker.log_params(_source_runs(inputs.models, variants))
     for name, figure in written.items():
-        if tracker is not None:
-            tracker.log_figure(figure, f"figures/{name}")
+        tracker.log_figure(figure, f"figures/{name}")
         save_figure(figure, figures / f"{name}.png")
-    if tracker is not None:
-        tracker.log_artifact(reports / "comparison.md")
-        tracker.log_artifact(reports / "comparison.csv")
-        tracker.log_table(table.reset_index(), "comparison")
-        tracker.log_metrics(
-            {
-                f"{key}_{variant}": table.loc[variant, key]
-                for variant in variants
-                for key in ("miou", "pixel_accuracy", "gap_closed_miou")
-            }
-        )
+    tracker.log_artifact(reports / "comparison.md")
+    tracker.log_artifact(reports / "comparison.csv")
+    tracker.log_table(table.reset_index(), "comparison")
+    scores = ("miou", "pixel_accuracy", "gap_closed_miou")
+    tracker.log_metrics(
+        {f"{key}_{variant}": table.loc[variant, key] for variant in variants for key in scores}
+    )
     return table, extra, {**page, "cities": cities}
 
 
@@ -689,7 +681,7 @@ def update_readme(
     section = "\n".join(
         [
             README_START,
-            "<!-- written by `dvc repro` (stage report) on the demo data only; do not edit -->",
+            "<!-- written by `python -m pipeline.cli.readme` from the demo data; do not edit -->",
             summary,
             "",
             *(f"- {k}: {v}" for k, v in extra.items()),

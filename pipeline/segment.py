@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from pipeline import runtime
 from pipeline.data.labels import TRAIN_ID_TO_COLOR
@@ -156,7 +155,7 @@ def segment_folder(
         pending.clear()
 
     start = time.perf_counter()
-    for path in tqdm(todo, desc="segment", unit="img", dynamic_ncols=True):
+    for path in runtime.progress(todo, desc="segment"):
         try:
             image = read_rgb(path)
         except (ImageReadError, OSError):

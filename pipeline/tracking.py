@@ -354,10 +354,12 @@ class Tracker(abc.ABC):
 
 
 class MlflowTracker(Tracker):
-    """One MLflow run: created fresh, or reopened by id to add evaluation scores to it.
+    """One MLflow run: created fresh, resumed by id (a training run continued after a kill), or
+    reopened by id to add a later stage's scores to it (`adds_to`).
 
     Until `finish`, a SIGTERM or SIGHUP that would end the process ends the run KILLED first
-    (see `_end_runs_on_signal`).
+    (see `_end_runs_on_signal`). A run a later stage adds to keeps the status its training gave
+    it: nothing the later stage does (nor its death) marks the training unfinished.
     """
 
     def __init__(
@@ -366,11 +368,17 @@ class MlflowTracker(Tracker):
         run_name: str,
         tags: Mapping[str, str] | None = None,
         run_id: str | None = None,
+        adds_to: bool = False,
     ) -> None:
         open_store()
         self._client = mlflow.MlflowClient()
         self._experiment = experiment
+        self._adds_to = adds_to
         self.dataset = None
+        if adds_to:
+            assert run_id is not None
+            self.run_id = run_id
+            return
         if run_id is None:
             experiment_id = self._retry(_experiment_id, self._client, experiment)
             all_tags = {"mlflow.runName": run_name, **_default_tags(), **(tags or {})}
@@ -560,6 +568,8 @@ class MlflowTracker(Tracker):
             )
 
     def finish(self, status: str = "FINISHED") -> None:
+        if self._adds_to:
+            return
         self._retry(self._client.set_terminated, self.run_id, status=status)
         _unwatch(self)
 
@@ -767,7 +777,7 @@ def reopen_run(enabled: bool, experiment: str, run_json: str | Path) -> Tracker:
         print(f"{path}: no MLflow run recorded (trained with tracking off?); scores not logged")
     if not (enabled and run_id):
         return NullTracker()
-    return MlflowTracker(experiment, run_name="", run_id=run_id)
+    return MlflowTracker(experiment, run_name="", run_id=run_id, adds_to=True)
 
 
 def search_runs(experiment: str, filter_string: str = "") -> Any:

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from pipeline import dist, runtime
 from pipeline.config import TranslateConfig
@@ -50,7 +49,7 @@ from pipeline.io import (
 )
 from pipeline.models.cyclegan import translate_batch
 from pipeline.models.generator_folder import load_trained_generator
-from pipeline.tracking import NullTracker, Tracker
+from pipeline.tracking import Tracker
 
 # Written into a translated split: the sha256 of the weights that translated it.
 SOURCE_MARKER = "source.json"
@@ -216,12 +215,8 @@ def translate_split(
         ThreadPoolExecutor(1) as reader,
     ):
         start = time.perf_counter()
-        with tqdm(
-            total=len(todo),
-            desc="translate",
-            unit="img",
-            dynamic_ncols=True,
-            disable=not dist.is_main(),
+        with runtime.progress(
+            total=len(todo), desc="translate", enabled=dist.is_main()
         ) as progress:
             # One batch read ahead, so the device never waits for the (memory-mapped) frames.
             upcoming = [reader.submit(_read, images, rows, device) for rows in batches[:1]]
@@ -432,7 +427,7 @@ def translate_folder(
             write_png(output_dir / f"{path.stem}.png", image)
         pending.clear()
 
-    for path in tqdm(todo, desc="translate", unit="img", dynamic_ncols=True):
+    for path in runtime.progress(todo, desc="translate"):
         try:
             image = read_rgb(path)
         except (ImageReadError, OSError):
@@ -467,7 +462,7 @@ def translate_prepared(
     real_root: Path,
     out_dir: Path,
     metrics_path: Path,
-    tracker: Tracker | NullTracker,
+    tracker: Tracker,
 ) -> dict[str, Any] | None:
     """The translate stage: every frame of the prepared sim split through the generator in
     `generator_dir` into `out_dir` (`translate_split`), then on rank 0 the colour-statistics

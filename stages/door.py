@@ -27,11 +27,18 @@ from pipeline import dist
 from pipeline.config import ConfigError, Params, load_params
 from pipeline.data.index import DatasetError
 from pipeline.fingerprint import run_fingerprint
-from pipeline.io import ImageReadError, InputError, OutputError, read_json, write_json
+from pipeline.io import ImageReadError, InputError, OutputError, write_json
 from pipeline.models.generator_folder import GeneratorFolderError
 from pipeline.models.model_folder import ModelFolderError
 from pipeline.segment import SegmentError
-from pipeline.tracking import NullTracker, Tracker, TrackingError, check_tracking, open_tracker
+from pipeline.tracking import (
+    NullTracker,
+    Tracker,
+    TrackingError,
+    check_tracking,
+    open_tracker,
+    reopen_run,
+)
 from pipeline.train.checkpoint import (
     CheckpointError,
     claim_checkpoint_folder,
@@ -75,7 +82,7 @@ class Training:
 class Door:
     stage: str
     params: Params
-    tracker: Tracker | NullTracker
+    tracker: Tracker
     is_main: bool
 
 
@@ -195,7 +202,7 @@ def _tracked(
         run_id = claim_checkpoint_folder(checkpoints, fingerprint) if main else None
         dist.barrier()
     if reopen is not None:
-        tracker = _reopened(tracking.enabled and main, tracking.experiment, reopen)
+        tracker = reopen_run(tracking.enabled and main, tracking.experiment, reopen)
     elif run_name is not None:
         tracker = open_tracker(
             tracking.enabled,
@@ -223,20 +230,7 @@ def _tracked(
         status = "KILLED"
         raise
     finally:
-        # A reopened run was FINISHED by the stage that trained it and stays so.
-        tracker.finish(status if reopen is None else "FINISHED")
+        tracker.finish(status)  # a reopened run keeps the status its training gave it
     if training is not None and main:
         finish_run_record(checkpoints)
         write_json(Path(training.out_dir) / "run.json", {"run_id": tracker.run_id})
-
-
-def _reopened(enabled: bool, experiment: str, run_json: Path) -> Tracker | NullTracker:
-    """The training run named in `run_json` ({"run_id"}), or a NullTracker when tracking is off
-    or the model was trained with tracking off (said on stdout)."""
-    if not enabled:
-        return NullTracker()
-    run_id = read_json(run_json).get("run_id") if run_json.is_file() else None
-    if run_id is None:
-        print(f"{run_json}: no MLflow run recorded (trained with tracking off?); not logged")
-        return NullTracker()
-    return open_tracker(True, experiment, run_name="", run_id=run_id)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from pipeline import runtime
-from pipeline.config import run_settings
+from pipeline.config import ConfigError, run_settings
 from pipeline.data.split import PreparedSplit
 from pipeline.io import write_json
 from pipeline.models.model_folder import load_model
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="model folder")
     parser.add_argument("--metrics", type=Path, required=True, help="final metrics (JSON)")
     parser.add_argument("--curves", type=Path, required=True, help="loss curves (CSV)")
-    parser.add_argument("--semantic-net", type=Path, required=True, help="the semantic_net stage")
+    parser.add_argument("--semantic-net", type=Path, help="CyCADA's frozen net (semantic_net)")
     parser.add_argument(
         "--compile-cache",
         type=Path,
@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.compile_cache:
         runtime.use_compile_cache(project_root() / args.compile_cache)
-    splits = [args.prepared / "sim", args.prepared / "real_train", args.semantic_net]
+    splits = [args.prepared / "sim", args.prepared / "real_train"]
+    if args.semantic_net is not None:
+        splits.append(args.semantic_net)  # its weights define the run too
     with open_stage(
         "train_cyclegan",
         log=args.log,
@@ -48,7 +50,13 @@ def main(argv: list[str] | None = None) -> None:
     ) as door:
         config, start = door.params.cyclegan, time.perf_counter()
         sim, real = (PreparedSplit.open(split).images for split in splits[:2])
-        semantic = load_model(args.semantic_net) if config.lambda_semantic > 0 else None
+        semantic = None
+        if config.lambda_semantic > 0:
+            if args.semantic_net is None:
+                raise ConfigError(
+                    "cyclegan.lambda_semantic > 0 needs --semantic-net (the semantic_net stage)"
+                )
+            semantic = load_model(args.semantic_net)
         metrics = train_cyclegan(
             config, sim, real, args.out, door.tracker, args.curves, semantic_net=semantic
         )

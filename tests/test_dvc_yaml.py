@@ -10,12 +10,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import shutil
+import subprocess
+import sys
 import typing
 
 import yaml
 
 from pipeline.config import Params
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, TEST_PARAMS
 
 # Files that cannot change any output, so a change to them must not rerun stages (imports made
 # only through them are not followed either):
@@ -170,6 +173,25 @@ def test_every_stage_runs_after_the_settings_check() -> None:
     for name, stage in stages.items():
         if name != "check_params":
             assert marker in _body(stage)["deps"], name
+
+
+def test_dvc_itself_sees_every_imported_file_as_a_dep_of_every_stage(tmp_path) -> None:
+    """What `dvc status` hashes: each stage as DVC resolves it (foreach expanded, ${} filled in)
+    lists every file its script imports, so changing any of them shows the stage as changed."""
+    from dvc.repo import Repo
+
+    shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(TEST_PARAMS, tmp_path / "params.yaml")
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True
+    )
+    stages = _stages()
+    resolved = Repo(str(tmp_path)).index.stages
+    assert {stage.name.split("@")[0] for stage in resolved} == set(stages)
+    for stage in resolved:
+        deps = {dep.def_path for dep in stage.deps}
+        missing = code_deps(_script(stages[stage.name.split("@")[0]])) - deps
+        assert not missing, (stage.name, sorted(missing))
 
 
 def test_the_dependency_scan_sees_a_library_file_a_stage_imports() -> None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from pipeline import compare
+from pipeline.cli import compare as compare_command
 from pipeline.data.identity import read_identity
 from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.tensors import normalize, to_unit_float
@@ -242,7 +242,7 @@ def test_the_variant_run_carries_training_curves_and_scores(repo) -> None:
 
 
 def test_compare_prints_the_variant_run_under_its_dataset(repo, capsys) -> None:
-    compare.main(["--experiment", "tiny"])
+    compare_command.main(["--experiment", "tiny"])
     lines = capsys.readouterr().out.splitlines()
     identity = read_identity(repo / "data/prepared")
     assert lines[0].startswith(f"dataset {identity.label}")
@@ -270,7 +270,7 @@ def test_a_tracking_failure_stops_the_stage_after_the_metrics_file_is_written(
                 f"--predictions={tmp_path / 'p.npy'}",
             ]
         )
-    assert stopped.value.code == 2 and "update_run failed" in capsys.readouterr().err
+    assert stopped.value.code == 2 and "not found" in capsys.readouterr().err
     assert json.loads(metrics.read_text())["n_images"] == 5
 
 
@@ -291,6 +291,7 @@ def test_fcn_score_of_an_identity_translation_equals_raw_sim(repo, monkeypatch) 
             "--oracle=models/seg/oracle",
             "--sim=data/prepared/sim",
             "--translated=data/translated",
+            "--translator=models/cyclegan",
             "--out=reports/fcn_score.json",
         ]
     )

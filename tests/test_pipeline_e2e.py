@@ -62,11 +62,13 @@ def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
-    for name in ("pipeline", "stages", "dvc.yaml", "pyproject.toml", "README.md", ".dvcignore"):
+    names = ("pipeline", "stages", "dvc.yaml", "pyproject.toml", "README.md", ".dvcignore")
+    for name in (*names, "reports/seeds.json"):
         source = REPO_ROOT / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, root / name)
     params = yaml.safe_load(TEST_PARAMS.read_text())
     (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))

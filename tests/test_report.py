@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline import report
+from pipeline.cli import readme
 from pipeline.config import DataConfig, DatasetSpec
 from pipeline.data.identity import SplitHasher, build_identity, write_identity
 from pipeline.data.labels import CLASS_NAMES
@@ -238,7 +239,9 @@ def test_report_stage_writes_table_and_figures(work):
 
     _identity(work, "data/demo")
     reports = work / "reports"
-    stage.main(["--readme", "README.md", "--demo-data", "data/demo"])
+    stage.main([])
+    assert "\nold\n" in (work / "README.md").read_text()  # README is no output of the stage
+    readme.main(["--readme", "README.md", "--demo-data", "data/demo"])
     table = pd.read_csv(reports / "comparison.csv", index_col=0)
     assert table.loc["oracle", "miou"] == pytest.approx(0.6)
     for name in [
@@ -270,13 +273,14 @@ def test_report_stage_writes_table_and_figures(work):
     assert "Dataset **demo (" in (reports / "comparison.md").read_text()
 
 
-def test_readme_keeps_the_demo_results_when_the_data_is_another_dataset(work, capsys):
+def test_readme_keeps_the_demo_results_when_the_data_is_another_dataset(work):
     from stages import report as stage
 
     _identity(work, "elsewhere")
-    stage.main(["--readme", "README.md", "--demo-data", "data/demo"])
+    stage.main([])
+    with pytest.raises(SystemExit, match="shows the demo data's results; these are elsewhere"):
+        readme.main(["--readme", "README.md", "--demo-data", "data/demo"])
     assert "\nold\n" in (work / "README.md").read_text()
-    assert "README.md left as it is" in capsys.readouterr().out
     assert "Dataset **elsewhere (" in (work / "reports" / "comparison.md").read_text()
 
 

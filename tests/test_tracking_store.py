@@ -15,8 +15,9 @@ from mlflow import MlflowClient
 
 from pipeline import tracking
 from pipeline.data.labels import NUM_CLASSES
+from pipeline.models.model_folder import MODEL_SPEC, model_spec, write_model
 from pipeline.models.segmentation import build_segmentation_model
-from pipeline.segment import MODEL_SPEC, Segmenter, model_spec, write_model
+from pipeline.segment import Segmenter
 from pipeline.tracking import MODEL_DIGEST_TAG, MlflowTracker, open_store, weights_digest
 
 # About 0.1 M parameters: the smallest net the pipeline builds, so logging it stays quick.

@@ -31,6 +31,7 @@ from pipeline.io import write_png
 from pipeline.losses import GANLoss, cycle_loss, identity_loss
 from pipeline.models.cyclegan import build_discriminator, build_generator, translate_batch
 from pipeline.models.generator_folder import write_generators
+from pipeline.tracking import Tracker
 from pipeline.train.image_pool import ImagePool
 from pipeline.train.run import Run, spec_of, stream_seed
 
@@ -444,7 +445,7 @@ def train_cyclegan(
     sim: np.ndarray,
     real: np.ndarray,
     out_dir: str | Path,
-    tracker: Any,
+    tracker: Tracker,
     curves_path: str | Path | None = None,
     device: torch.device | None = None,
     semantic_net: nn.Module | None = None,

@@ -42,12 +42,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline import dist, runtime
 from pipeline.config import flatten_mapping
 from pipeline.io import atomic_path
-from pipeline.tracking import NullTracker, Tracker
+from pipeline.tracking import Tracker
 from pipeline.train.checkpoint import (
     check_compatible,
     latest_checkpoint,
@@ -146,7 +145,7 @@ def _significant(value: float) -> float:
 class Run:
     """One training run: steps, resume, signals, checkpoints, interval logging (see module doc)."""
 
-    def __init__(self, spec: RunSpec, tracker: Tracker | NullTracker, device: torch.device):
+    def __init__(self, spec: RunSpec, tracker: Tracker, device: torch.device):
         self.spec = spec
         self.tracker = tracker
         self.device = device
@@ -307,15 +306,13 @@ class Run:
 
     def __iter__(self) -> Iterator[int]:
         spec = self.spec
-        bar = tqdm(
+        # On a terminal only: in a log, refreshes are noise (interval logging reports there).
+        bar = runtime.progress(
             total=spec.iters,
             initial=min(self.step, spec.iters),
             desc=spec.name,
             unit="it",
-            dynamic_ncols=True,
-            # On a terminal only: in a log or a pipe, refreshes are noise (the interval
-            # logging reports progress there).
-            disable=not dist.is_main() or not sys.stderr.isatty(),
+            enabled=dist.is_main(),
         )
         self._bar = bar
         self._interval_start, self._excluded = time.perf_counter(), 0.0

@@ -48,6 +48,7 @@ from pipeline.io import atomic_path
 from pipeline.losses import SegmentationLoss
 from pipeline.models.model_folder import MODEL_WEIGHTS, model_spec, write_model
 from pipeline.models.segmentation import build_segmentation_model
+from pipeline.tracking import Tracker
 from pipeline.train.run import Run, Stateful, spec_of
 from pipeline.train.self_training import DACSStep, MICStep
 from pipeline.weights import load_weights
@@ -323,7 +324,7 @@ class SegmentationRun:
     run: Run
     validation: ValidationCurve
 
-    def validate_if_due(self, tracker: Any) -> None:
+    def validate_if_due(self, tracker: Tracker) -> None:
         """Score the net on the validation split at working resolution every `val_every`
         steps and at the last (monitoring only: `monitor_miou`, not the evaluate stage's)."""
         curve, student = self.validation, self.student
@@ -366,7 +367,7 @@ class SegmentationRun:
         config: TrainSegConfig,
         variant: str,
         out_dir: Path,
-        tracker: Any,
+        tracker: Tracker,
         example: np.ndarray,
     ) -> dict[str, Any]:
         """The run summary; rank 0 writes the model files and logs the model under the variant's
@@ -389,7 +390,7 @@ def start_run(
     config: TrainSegConfig,
     variant: str,
     out_dir: Path,
-    tracker: Any,
+    tracker: Tracker,
     val: PreparedSplit | None = None,
 ) -> SegmentationRun:
     """The net (identical on every rank; a warm start's weights), AdamW/SGD with its poly schedule
@@ -438,7 +439,7 @@ def train_segmentation(
     labels: PreparedSplit,
     style: PreparedSplit | None,
     out_dir: str | Path,
-    tracker: Any,
+    tracker: Tracker,
     val: PreparedSplit | None = None,
     target: PreparedSplit | None = None,
 ) -> dict[str, Any]:
