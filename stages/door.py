@@ -137,7 +137,15 @@ def _signals_raise() -> Iterator[None]:
     """SIGTERM outside the training loop (which checkpoints first) stops the stage as SIGINT
     does, so the MLflow run ends KILLED rather than staying RUNNING."""
 
+    stage_process = os.getpid()
+
     def stop(signum: int, frame: Any) -> None:
+        if os.getpid() != stage_process:
+            # A forked worker (a process pool's, which its pool ends with SIGTERM): it dies of
+            # the signal, as it would without this handler.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise Interrupted(f"stopped by {signal.Signals(signum).name}", signum)
 
     try:

@@ -101,3 +101,19 @@ def test_the_stage_output_is_kept_in_its_log(workdir) -> None:
         sys.stderr.write("\rprogress 10%")
         print("done", file=sys.stderr)
     assert log.read_text() == "a line the user should find later\ndone\n"
+
+
+def test_a_forked_worker_dies_of_sigterm_inside_a_stage(workdir) -> None:
+    """Process pools (the demo generator's, prepare's) end their forked workers with SIGTERM:
+    a worker must die of it, not raise the stage's Interrupted (which left the demo_data stage
+    waiting for its pool forever)."""
+    import multiprocessing
+    import time
+
+    with open_stage("toy_stage"):
+        worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+        worker.start()
+        time.sleep(0.5)
+        worker.terminate()  # SIGTERM
+        worker.join(timeout=10)
+    assert worker.exitcode == -signal.SIGTERM
