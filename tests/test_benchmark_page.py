@@ -1,0 +1,50 @@
+"""The benchmark page: mean and spread over runs, gap closed, convergence from the val curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import benchmark
+
+VARIANTS = ("source_only", "cyclegan", "oracle")
+
+
+def _run(root: Path, miou: dict[str, float], curve: list[float]) -> Path:
+    (root / "reports" / "metrics").mkdir(parents=True)
+    (root / "reports" / "figures").mkdir()
+    (root / "reports" / "figures" / "per_class_iou.png").write_bytes(b"png")
+    (root / "reports" / "comparison.md").write_text(f"# {root.name}\n")
+    (root / "reports" / "comparison.csv").write_text("variant,miou\n" + "".join(
+        f"{v},{miou[v]}\n" for v in VARIANTS
+    ))  # fmt: skip
+    for variant in VARIANTS:
+        scores = {"miou": miou[variant], "pixel_accuracy": miou[variant] + 0.3}
+        (root / "reports" / "metrics" / f"{variant}.json").write_text(json.dumps(scores))
+        folder = root / "models" / "seg" / variant
+        folder.mkdir(parents=True)
+        rows = "".join(f"{100 * (i + 1)},{m},0.5\n" for i, m in enumerate(curve))
+        (folder / "val_curve.csv").write_text(f"step,monitor_miou,monitor_pixel_accuracy\n{rows}")
+    return root
+
+
+def test_page_has_means_spreads_gap_closed_and_last_fifth_gains(tmp_path, capsys) -> None:
+    curve = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.86]  # steps 100..1000
+    first = _run(tmp_path / "seed0", {"source_only": 0.1, "cyclegan": 0.3, "oracle": 0.5}, curve)
+    second = _run(tmp_path / "seed1", {"source_only": 0.2, "cyclegan": 0.3, "oracle": 0.6}, curve)
+    out = tmp_path / "page"
+    benchmark.main(["--run", str(first), "--run", str(second), "--out", str(out)])
+    page = (out / "comparison.md").read_text()
+    # cyclegan: mean 30.0, spread 0; source 15.0 -> oracle 55.0: (30 - 15) / 40 = 38%.
+    # Last fifth: steps >= 800 -> 0.8 to 0.86, +6.0 points.
+    assert "| cyclegan | 30.0 | 0.0 | 60.0 | 0.0 | 38% | 38% | +6.0 |" in page
+    assert "| source_only | 15.0 | 10.0 |" in page and "| oracle | 55.0 | 10.0 |" in page
+    assert (out / "seed1" / "figures" / "per_class_iou.png").read_bytes() == b"png"
+    runs = json.loads((out / "runs.json").read_text())
+    assert runs["seed0"]["oracle"]["miou"] == pytest.approx(50.0)
+
+
+def test_a_missing_curve_reads_as_not_measured(tmp_path) -> None:
+    assert benchmark.last_fifth_gain(tmp_path / "val_curve.csv") is None
