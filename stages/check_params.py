@@ -9,9 +9,10 @@ bytes never change, so a changed setting reruns only the stages that read it.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from pipeline.config import check_paths
+from pipeline.config import check_paths, random_init_warning
 from pipeline.io import atomic_path
 from stages.door import open_stage
 
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with open_stage("check_params") as door:
         check_paths(door.params, args.generated)
+        warning = random_init_warning(door.params, args.generated)
+        if warning:
+            print(warning, file=sys.stderr)
         with atomic_path(args.out) as tmp:
             tmp.write_text(MARKER)
 

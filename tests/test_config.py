@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import typing
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,9 +14,11 @@ from pipeline.config import (
     ConfigError,
     Params,
     apply_profile,
+    check_paths,
     load_params,
     parse_params,
     profile_arguments,
+    random_init_warning,
     run_settings,
 )
 from tests.conftest import REPO_ROOT, TEST_PARAMS
@@ -179,16 +182,20 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     arguments = profile_arguments(profile, TEST_PARAMS)
     assert "-S cyclegan.netG=resnet_9blocks" in arguments
     assert "-S cyclegan.crop=[400,400]" in arguments
-    assert "-S train_seg.crop=[512,1024]" in arguments
+    assert "-S train_seg.crop=[512,512]" in arguments
     assert "-S train_seg.variants.fda.fda_beta=0.01" in arguments
     assert all(" " not in argument.removeprefix("-S ") for argument in arguments)  # for xargs
     changes = yaml.safe_load(profile.read_text())
     params = yaml.safe_load(TEST_PARAMS.read_text())
     merged = parse_params(apply_profile(params, changes))
     assert (merged.cyclegan.ngf, merged.cyclegan.ndf, merged.data.size) == (64, 64, (512, 1024))
-    # Iterations are whole epochs of GTA5 (24,966 frames) at the profile's batch.
+    # CycleGAN's iterations are whole epochs of GTA5 (24,966 frames) at the profile's batch.
     assert merged.cyclegan.iters * merged.cyclegan.batch == 8 * 24_966
-    assert merged.train_seg.iters * merged.train_seg.batch >= 5 * 24_966
+    # Segmentation: DAFormer's recipe on its MiT-B5, from a local weights file.
+    seg = merged.train_seg
+    assert (seg.arch, seg.encoder, seg.iters, seg.lr) == ("Segformer", "mit_b5", 40_000, 6e-5)
+    assert (seg.warmup * seg.iters, seg.head_lr_mult) == (1500, 10.0)
+    assert seg.encoder_weights is not None
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("cyclegan: {crop: [400, 401]}\n")
@@ -205,7 +212,7 @@ def _with_mic_and_warm_start(raw: dict) -> dict:
     variants = data["train_seg"]["variants"]
     mic = copy.deepcopy(variants["cyclegan_st"])
     mic["self_training"]["mic"] = {"mask_block_size": 8, "mask_ratio": 0.7, "weight": 1.0}
-    mic["warm_start"] = {"init_from": "cyclegan", "warmup": 0.0375, "head_lr_mult": 10}
+    mic["warm_start"] = {"init_from": "cyclegan"}
     variants["cyclegan_mic"] = mic
     return data
 
@@ -216,7 +223,7 @@ def test_the_opt_in_mic_variant_parses_and_names_its_step(raw):
     assert steps["cyclegan_mic"] == "mic" and steps["cyclegan_st"] == "dacs"
     assert steps["oracle"] == steps["fda"] == "supervised"
     mic = seg.variants["cyclegan_mic"]
-    assert mic.self_training.mic.mask_ratio == 0.7 and mic.warm_start.head_lr_mult == 10
+    assert mic.self_training.mic.mask_ratio == 0.7 and mic.warm_start.init_from == "cyclegan"
     # params.yaml documents the entry, commented out: the same settings as tested here.
     text = (TEST_PARAMS).read_text()
     assert "#     mic: {mask_block_size: 8, mask_ratio: 0.7, weight: 1.0}" in text
@@ -232,9 +239,9 @@ BAD_NEW = [
     (f"{MIC}.mask_ratio", 0, "a number in (0, 1)"),
     (f"{MIC}.weight", 0.0, "a number > 0"),
     (f"{MIC}.lambda", 1.0, "allowed keys under"),
-    (f"{WARM}.warmup", 1.0, "a number in [0, 1)"),
-    (f"{WARM}.warmup", -0.1, "a number in [0, 1)"),
-    (f"{WARM}.head_lr_mult", 0, "a number > 0"),
+    ("train_seg.warmup", 1.0, "a number in [0, 1)"),
+    ("train_seg.warmup", -0.1, "a number in [0, 1)"),
+    ("train_seg.head_lr_mult", 0, "a number > 0"),
     (f"{WARM}.init_from", "nope", "another variant of train_seg.variants: one of source_only"),
     (f"{WARM}.init_from", "cyclegan_mic", "another variant"),
     (f"{WARM}.init_from", None, "a non-empty string"),
@@ -255,7 +262,26 @@ def test_bad_mic_and_warm_start_settings_name_key_value_and_allowed(raw, key, va
 
 def test_a_warm_start_cycle_is_refused(raw):
     data = _with_mic_and_warm_start(raw)
-    warm = {"init_from": "cyclegan_mic", "warmup": 0.0, "head_lr_mult": 1}
+    warm = {"init_from": "cyclegan_mic"}
     data["train_seg"]["variants"]["cyclegan"]["warm_start"] = warm
     with pytest.raises(ConfigError, match=r"warm_start\.init_from.*cycle cyclegan -> "):
         parse_params(data)
+
+
+def test_random_init_on_other_data_is_warned_about_with_its_cost(raw) -> None:
+    demo = Path("data/demo")
+    assert random_init_warning(parse_params(raw), demo) is None  # the demo's roots
+    other = _set(_set(raw, "data.source.root", "/data/gta5"), "data.target.root", "/data/cs")
+    warning = random_init_warning(parse_params(other), demo)
+    assert "train_seg.encoder_weights is null" in warning and "37.3" in warning
+    with_weights = _set(other, "train_seg.encoder_weights", "weights/mit_b5.pth")
+    assert random_init_warning(parse_params(with_weights), demo) is None
+
+
+def test_the_settings_check_names_a_missing_root_or_weights_file(raw, tmp_path) -> None:
+    params = parse_params(_set(raw, "data.source.root", str(tmp_path / "gta5")))
+    with pytest.raises(ConfigError, match=r"data\.source\.root = .*gta5.*an existing folder"):
+        check_paths(params, Path("data/demo"))
+    params = parse_params(_set(raw, "train_seg.encoder_weights", str(tmp_path / "w.pth")))
+    with pytest.raises(ConfigError, match=r"train_seg\.encoder_weights = .*w\.pth.*existing"):
+        check_paths(params, Path("data/demo"))

@@ -24,6 +24,10 @@ ARCHITECTURES = (
     "DeepLabV3Plus",
     "Linknet",
     "MAnet",
+    # Transformer-era decoders: Segformer's all-MLP head (DAFormer's is its context-aware
+    # variant) on MiT encoders ("mit_b0".."mit_b5"), UPerNet on any encoder.
+    "Segformer",
+    "UPerNet",
 )
 _BY_LOWER = {name.lower(): name for name in ARCHITECTURES}
 

@@ -14,13 +14,15 @@ step object follow the update (`after_update`: the EMA teacher), logs and valida
   frames.
 
 A variant with a `warm_start` block starts the student (and so its teacher) from another variant's
-trained net, as DAFormer starts from a pretrained one, with DAFormer's linear warm-up of the
-learning rate and a faster decoder and head (`head_lr_mult`). The learning rate follows poly
-decay. Every random draw comes from torch's global generator, which
-the run layer (`pipeline.train.run`) seeds per rank and checkpoints, so a resumed run continues
-bit for bit on CPU; the run layer also handles signals, checkpoints and logging. Under torchrun the
-net is wrapped in DistributedDataParallel (SyncBatchNorm on GPUs when `sync_bn` is set) and every
-rank draws its own batches.
+trained net, as DAFormer starts from a pretrained one. The learning rate follows poly decay,
+after DAFormer's linear warm-up (`train_seg.warmup`), with the decoder and head at
+`train_seg.head_lr_mult` times the encoder's rate.
+
+Every random draw comes from torch's global generator, which the run layer (`pipeline.train.run`)
+seeds per rank and checkpoints, so a resumed run continues bit for bit on CPU; the run layer also
+handles signals, checkpoints and logging. Under torchrun the net is wrapped in
+DistributedDataParallel (SyncBatchNorm on GPUs when `sync_bn` is set) and every rank draws its own
+batches.
 """
 
 from __future__ import annotations
@@ -154,6 +156,9 @@ def variant_settings(config: TrainSegConfig, variant: str, out_dir: Path) -> dic
     return settings
 
 
+VALIDATION_COLUMNS = ["step", "monitor_miou", "monitor_pixel_accuracy"]
+
+
 class ValidationCurve:
     """Scores of the net on a labelled split during training, checkpointed with the run."""
 
@@ -169,10 +174,10 @@ class ValidationCurve:
         self.rows = list(state["rows"])
 
     def write(self, path: Path) -> None:
-        if not self.rows:
-            return
+        """The curve as CSV; only its header when validation is off (`train_seg.val_every`
+        0), so the file DVC declares always exists."""
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
+            writer = csv.DictWriter(handle, fieldnames=VALIDATION_COLUMNS)
             writer.writeheader()
             writer.writerows(self.rows)
 
@@ -393,8 +398,8 @@ def start_run(
     tracker: Tracker,
     val: PreparedSplit | None = None,
 ) -> SegmentationRun:
-    """The net (identical on every rank; a warm start's weights), AdamW/SGD with its poly schedule
-    (a warm start's warm-up and faster head), and the run that checkpoints them under
+    """The net (identical on every rank; a warm start's weights), AdamW/SGD with its warm-up and
+    poly schedule (the head at head_lr_mult times the rate), and the run that checkpoints them under
     out_dir/checkpoints and writes out_dir/curve.csv; with `val` and `config.val_every`, also the
     validation curve."""
     device = runtime.pick_device()
@@ -407,14 +412,13 @@ def start_run(
         config.arch, config.encoder, NUM_CLASSES, config.encoder_weights
     ).to(device, memory_format=memory_format)
     warm_start = config.variants[variant].warm_start
-    if warm_start is None:
-        optimizer = make_optimizer(model.parameters(), config)
-        warmup_steps = 0
-    else:
+    if warm_start is not None:
         load_warm_start(model, warm_start_file(out_dir, warm_start), warm_start)
-        groups = parameter_groups(model, config.lr, warm_start.head_lr_mult)
-        optimizer = make_optimizer(groups, config)
-        warmup_steps = round(warm_start.warmup * config.iters)
+    if config.head_lr_mult == 1:
+        optimizer = make_optimizer(model.parameters(), config)
+    else:
+        optimizer = make_optimizer(parameter_groups(model, config.lr, config.head_lr_mult), config)
+    warmup_steps = round(config.warmup * config.iters)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config.iters, config.poly_power, warmup_steps)
     )

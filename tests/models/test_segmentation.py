@@ -64,3 +64,22 @@ def test_missing_or_foreign_encoder_weights_name_the_file(tmp_path) -> None:
     torch.save({"conv.weight": torch.zeros(1)}, foreign)
     with pytest.raises(ValueError, match=r"foreign\.pt"):
         build_segmentation_model("Unet", "resnet18", encoder_weights=foreign)
+
+
+def test_a_segformer_on_mit_takes_its_encoder_from_a_local_file_and_refuses_another(
+    tmp_path,
+) -> None:
+    """DAFormer's backbone family: a MiT encoder's saved state dict loads exactly; a state dict
+    of another MiT size is refused, naming the file."""
+    torch.manual_seed(3)
+    pretrained = build_segmentation_model("Segformer", "mit_b0")
+    path = tmp_path / "mit_b0.pt"
+    torch.save(pretrained.encoder.state_dict(), path)
+    model = build_segmentation_model("Segformer", "mit_b0", encoder_weights=path)
+    for name, value in pretrained.encoder.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[name], value), name
+    assert model(torch.randn(2, 3, 64, 96)).shape == (2, NUM_CLASSES, 64, 96)
+    bigger = tmp_path / "mit_b1.pt"
+    torch.save(build_segmentation_model("Segformer", "mit_b1").encoder.state_dict(), bigger)
+    with pytest.raises(ValueError, match=r"mit_b1\.pt: not a state dict for this encoder"):
+        build_segmentation_model("Segformer", "mit_b0", encoder_weights=bigger)

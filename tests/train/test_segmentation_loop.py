@@ -55,8 +55,7 @@ def splits(tmp_path_factory) -> dict[str, PreparedSplit]:
     return {name: write_split(root / name, name, 8) for name in ("sim", "real")}
 
 
-# Warm-up over half of the 6 steps: 3 updates at 1/3, 2/3, 1 of the poly rate.
-WARM_START = WarmStartSpec("source_only", warmup=0.5, head_lr_mult=10.0)
+WARM_START = WarmStartSpec("source_only")
 
 
 def tiny_config(**overrides) -> TrainSegConfig:
@@ -240,12 +239,12 @@ def test_checkpoints_of_other_settings_are_refused_runtime_knobs_resume(
     assert result["resumed_from"] == 6 and result["steps"] == 6
 
 
-def test_warm_start_loads_the_source_net_and_gives_the_head_ten_times_the_rate(
-    tmp_path, straight
-) -> None:
+def test_warm_start_loads_the_source_net_and_daformers_schedule_applies(tmp_path, straight) -> None:
     (tmp_path / "source_only").mkdir()
     shutil.copy(straight / "model.safetensors", tmp_path / "source_only")
-    config = tiny_config()
+    # DAFormer's schedule: warm-up over half of the 6 steps (3 updates at 1/3, 2/3, 1 of the
+    # poly rate), the decoder and head at 10x.
+    config = tiny_config(warmup=0.5, head_lr_mult=10.0)
     setup = start_run(config, "warm", tmp_path / "warm", NullTracker())
     source = load_weights(straight / "model.safetensors")
     state = setup.student.model.state_dict()
@@ -276,7 +275,7 @@ def test_a_warm_started_run_resumes_bit_for_bit_and_its_source_defines_it(
 ) -> None:
     (tmp_path / "source_only").mkdir()
     shutil.copy(straight / "model.safetensors", tmp_path / "source_only")
-    sim, config = splits["sim"], tiny_config()
+    sim, config = splits["sim"], tiny_config(warmup=0.5, head_lr_mult=10.0)
     train_segmentation(config, "warm", sim, sim, None, tmp_path / "warm", NullTracker())
     out = tmp_path / "resumed"  # a sibling of source_only too
     with pytest.raises(Interrupted, match="step 2"):
@@ -296,3 +295,10 @@ def test_a_warm_started_run_resumes_bit_for_bit_and_its_source_defines_it(
     )
     with pytest.raises(CheckpointError, match="warm_start_sha256"):
         train_segmentation(config, "warm", sim, sim, None, out, NullTracker())
+
+
+def test_one_rate_for_the_whole_net_keeps_one_parameter_group(tmp_path) -> None:
+    """head_lr_mult 1 (the default): one group, as before the setting existed, so the demo's
+    optimizer and its checkpoints are unchanged."""
+    setup = start_run(tiny_config(), "source_only", tmp_path, NullTracker())
+    assert len(setup.optimizer.param_groups) == 1
