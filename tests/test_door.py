@@ -41,7 +41,9 @@ def _training(workdir, data=b"frames") -> Training:
     )
 
 
-def test_a_killed_run_resumes_in_its_mlflow_run_and_a_finished_one_starts_over(workdir) -> None:
+def test_a_killed_run_resumes_in_its_mlflow_run_and_a_finished_one_starts_over(
+    workdir, capsys
+) -> None:
     out = workdir / "model"
     door = dict(run_name="toy", training=_training(workdir))
     with pytest.raises(SystemExit) as stopped, open_stage("toy_stage", **door) as opened:
@@ -61,6 +63,7 @@ def test_a_killed_run_resumes_in_its_mlflow_run_and_a_finished_one_starts_over(w
     with open_stage("toy_stage", **door) as opened:
         again, weights_again, _ = toy(out, tracker=opened.tracker)
     assert opened.tracker.run_id != first and again["resumed_from"] == 0
+    assert "this run finished before (dvc repro -f" in capsys.readouterr().err
     assert all((weights[k] == weights_again[k]).all() for k in weights)
 
     # Other data: a crash leaves the new run FAILED.

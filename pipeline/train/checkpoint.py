@@ -129,9 +129,17 @@ def claim_checkpoint_folder(folder: str | Path, fingerprint: str) -> str | None:
     if same and not record.get("finished", False):
         return record.get("run_id")
     stale = list_checkpoints(folder)
-    if stale:
-        why = "a finished run" if same else "other settings, code or data"
-        print(f"{folder}: checkpoints come from {why}; training starts over", file=sys.stderr)
+    if same:
+        print(
+            f"{folder}: this run finished before (dvc repro -f, or an output was removed); "
+            f"training starts over",
+            file=sys.stderr,
+        )
+    elif stale:
+        print(
+            f"{folder}: checkpoints come from other settings, code or data; training starts over",
+            file=sys.stderr,
+        )
     for path in stale:
         path.unlink()
     record_path.unlink(missing_ok=True)
