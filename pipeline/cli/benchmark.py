@@ -5,7 +5,7 @@ each). The page puts the variants' scores side by side (the mean over runs and t
 min), the share of the source-only -> oracle gap each closes, and whether each net converged: the
 monitor mIoU it gained over the last fifth of its validation curve (issue 22 asks < 1 point).
 
-    python -m pipeline.cli.benchmark --run /work/bench_seed0 --out reports/benchmark
+    python -m pipeline.cli.benchmark --run ../seed0 --run ../seed1 --out reports/benchmark
 """
 
 from __future__ import annotations
@@ -34,16 +34,14 @@ def last_fifth_gain(curve: Path) -> float | None:
     return 100 * float(late["monitor_miou"].iloc[-1] - late["monitor_miou"].iloc[0])
 
 
-def run_table(run: Path) -> pd.DataFrame:
+def run_table(run: Path, variants: Sequence[str]) -> pd.DataFrame:
     """One run's variants: scores (%) and the last-fifth gain of their validation curves."""
     rows = {}
-    for path in sorted((run / "reports" / "metrics").glob("*.json")):
-        scores = read_json(path)
-        rows[path.stem] = {
+    for variant in variants:
+        scores = read_json(run / "reports" / "metrics" / f"{variant}.json")
+        rows[variant] = {
             **{key: 100 * scores[key] for key in SCORES},
-            "last_fifth_gain": last_fifth_gain(
-                run / "models" / "seg" / path.stem / "val_curve.csv"
-            ),
+            "last_fifth_gain": last_fifth_gain(run / "models" / "seg" / variant / "val_curve.csv"),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -87,19 +85,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.cli.benchmark", description=__doc__)
     parser.add_argument("--run", type=Path, action="append", required=True, help="a finished run")
     parser.add_argument("--out", type=Path, default=Path("reports/benchmark"))
+    parser.add_argument(
+        "--variants", nargs="+", help="the variants the runs evaluated (default: every variant of "
+        "the first run's reports/comparison.csv); source_only and oracle anchor the gap"
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    runs = {run.name: run_table(run) for run in args.run}
-    order = list(pd.read_csv(args.run[0] / "reports" / "comparison.csv", index_col=0).index)
-    write_text(args.out / "comparison.md", benchmark_page(runs, order))
+    variants = args.variants or list(
+        pd.read_csv(args.run[0] / "reports" / "comparison.csv", index_col=0).index
+    )
+    runs = {run.name: run_table(run, variants) for run in args.run}
+    write_text(args.out / "comparison.md", benchmark_page(runs, variants))
     write_json(
         args.out / "runs.json", {name: table.to_dict("index") for name, table in runs.items()}
     )
     for run in args.run:
-        # Each run's own comparison page and figures, as the report stage drew them.
-        kept = args.out / run.name
-        kept.mkdir(parents=True, exist_ok=True)
-        shutil.copy(run / "reports" / "comparison.md", kept / "comparison.md")
-        shutil.copytree(run / "reports" / "figures", kept / "figures", dirs_exist_ok=True)
+        # The evidence of each run: its scores and validation curves, as the stages wrote them.
+        for variant in variants:
+            kept = args.out / run.name / variant
+            kept.mkdir(parents=True, exist_ok=True)
+            shutil.copy(run / "reports" / "metrics" / f"{variant}.json", kept / "metrics.json")
+            curve = run / "models" / "seg" / variant / "val_curve.csv"
+            if curve.is_file():
+                shutil.copy(curve, kept / "val_curve.csv")
     print((args.out / "comparison.md").read_text())
 
 
