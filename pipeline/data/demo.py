@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.config import DemoDataConfig
 from pipeline.data.labels import CLASS_NAMES, TRAIN_ID_TO_ID
+from pipeline.data.prepare import default_signal_handlers
 from pipeline.data.synthia import SYNTHIA_CLASSES
 from pipeline.io import atomic_path, write_png, write_png_16bit
 from pipeline.runtime import progress
@@ -138,7 +139,8 @@ def generate(spec: DemoSpec, out_dir: str | Path, workers: int = 1) -> dict[str,
     if spec.synthia:
         counts["synthia"] = spec.n_source
     if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers, initializer=default_signal_handlers) as pool:
             for _ in progress(
                 pool.imap_unordered(_write_frame, jobs, chunksize=8),
                 total=len(jobs),

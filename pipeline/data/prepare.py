@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,6 +39,17 @@ LABEL_IDS: dict[str, LabelIds] = {
     "cityscapes": CITYSCAPES_LABEL_IDS,
     "synthia": SYNTHIA_LABEL_IDS,
 }
+
+
+def default_signal_handlers() -> None:
+    """A process pool's initializer (here and in the demo generator): the worker takes SIGTERM
+    as a plain process does and leaves Ctrl-C to the stage.
+
+    Forked workers inherit the stage's handlers (stages/door.py turns SIGTERM into a clean stop
+    of the stage); a pool ends its workers with SIGTERM and must see them die at once.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +221,7 @@ def _map(
             return
         # Order is kept (imap), so the arrays follow the index's sorted order.
         context = multiprocessing.get_context("fork")
-        with context.Pool(workers) as pool:
+        with context.Pool(workers, initializer=default_signal_handlers) as pool:
             for decoded in pool.imap(fn, jobs, chunksize=4):
                 yield decoded
                 bar.update()
