@@ -56,14 +56,19 @@ RECENT_COMMITS = 20
 COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     (
         "colour-histogram distance to real (lower: closer)",
-        "reports/translate.json",
+        "reports/translators/cyclegan/translate.json",
         "hist_distance_after",
         False,
     ),
-    ("FCN-score mIoU (translated sim)", "reports/fcn_score.json", "translated.miou", True),
+    (
+        "FCN-score mIoU (translated sim)",
+        "reports/translators/cyclegan/scores.json",
+        "translated.miou",
+        True,
+    ),
     (
         "FCN-score pixel acc. (translated sim)",
-        "reports/fcn_score.json",
+        "reports/translators/cyclegan/scores.json",
         "translated.pixel_accuracy",
         True,
     ),

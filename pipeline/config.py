@@ -449,6 +449,13 @@ class EvaluateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FidConfig:
+    # torch-fidelity's Inception-v3 state dict (a local file) for the translators' FID / KID;
+    # null: not computed (README, "Translation quality").
+    inception_weights: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportConfig:
     n_samples: int
 
@@ -484,6 +491,7 @@ class Params:
     translate: TranslateConfig
     train_seg: TrainSegConfig
     evaluate: EvaluateConfig
+    fid: FidConfig
     report: ReportConfig
     # Where runs are logged and how many processes train: neither changes an output.
     tracking: TrackingConfig = field(metadata=RUNTIME)
@@ -692,7 +700,7 @@ def profile_arguments(profile: str | Path, params: str | Path = PARAMS_FILE) -> 
 
 def check_paths(params: Params, generated: Path) -> None:
     """The files and folders params.yaml names that must exist before the chain starts: the
-    two dataset roots (and a frame list), and a local encoder weights file; roots inside
+    two dataset roots (and a frame list), and local weights files (encoder, Inception); roots inside
     `generated` (the demo data, which a stage writes) need not exist yet. ConfigError names the
     key and the path."""
     for key, spec in (("data.source", params.data.source), ("data.target", params.data.target)):
@@ -700,9 +708,12 @@ def check_paths(params: Params, generated: Path) -> None:
             _fail(f"{key}.root", spec.root, "an existing folder in the dataset's layout")
         if spec.list_file is not None and not Path(spec.list_file).is_file():
             _fail(f"{key}.list_file", spec.list_file, "an existing file of frame names, or null")
-    weights = params.train_seg.encoder_weights
-    if weights is not None and not Path(weights).is_file():
-        _fail("train_seg.encoder_weights", weights, "an existing local weights file, or null")
+    for key, weights in (
+        ("train_seg.encoder_weights", params.train_seg.encoder_weights),
+        ("fid.inception_weights", params.fid.inception_weights),
+    ):
+        if weights is not None and not Path(weights).is_file():
+            _fail(key, weights, "an existing local weights file, or null")
 
 
 def random_init_warning(params: Params, generated: Path) -> str | None:

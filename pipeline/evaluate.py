@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pipeline import dist
-from pipeline.config import EvaluateConfig, Precision
+from pipeline.config import EvaluateConfig
 from pipeline.data.labels import CLASS_NAMES, NUM_CLASSES
 from pipeline.data.split import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
@@ -290,29 +290,4 @@ def evaluate_variant(
     tracker.log_metrics({"val_n_images": result["n_images"]})
     tracker.log_table(class_table(result, matrix), "val_per_class")
     tracker.log_table(confusion_frame(matrix).reset_index(), "val_confusion")
-    return result
-
-
-def score_translation(
-    batch: int,
-    precision: Precision,
-    oracle: nn.Module,
-    sim: PreparedSplit,
-    translated: PreparedSplit,
-    out: Path,
-    tracker: Tracker,
-) -> dict[str, dict[str, float]]:
-    """The FCN-score (`fcn_score`) of a translation, written to `out` and logged as
-    fcn_<split>_<score> to `tracker` (the translator's training run)."""
-    device = pick_device()
-    result = fcn_score(oracle, sim, translated, batch, resolve_precision(precision, device), device)
-    write_json(out, result)
-    print(result)
-    tracker.log_metrics(
-        {
-            f"fcn_{name}_{key}": value
-            for name, scores in result.items()
-            for key, value in scores.items()
-        }
-    )
     return result

@@ -209,7 +209,7 @@ def _pct(value: float, digits: int = 1) -> str:
 def comparison_markdown(
     table: pd.DataFrame,
     dataset: str,
-    extra: dict | None = None,
+    extra: Sequence[str] = (),
     classes: int = 19,
     source_missing: Sequence[str] = (),
     cities: pd.DataFrame | None = None,
@@ -274,8 +274,7 @@ def comparison_markdown(
     if cities is not None and len(cities):
         lines += city_markdown(cities, classes)
     if extra:
-        lines += ["", "## Translation quality", ""]
-        lines += [f"- {key}: {value}" for key, value in extra.items()]
+        lines += ["", "## Translation quality", "", *extra]
     if source_kind == "synthia":
         return "\n".join(lines + _published_synthia_markdown()) + "\n"
     lines += [
@@ -520,7 +519,7 @@ class ReportInputs:
 
 def summary_of(
     reports: Path, prepared: Path, variants: Sequence[str], classes: int, source_kind: str
-) -> tuple[pd.DataFrame, dict[str, str], dict[str, Any]]:
+) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
     """The comparison of the evaluate stages' scores under `reports`: the table with the gap
     closed, the translation-quality lines and comparison_markdown's keyword arguments (but the
     per-city tables)."""
@@ -543,7 +542,7 @@ def write_report(
     classes: int,
     source_kind: str,
     tracker: Tracker,
-) -> tuple[pd.DataFrame, dict[str, str], dict[str, Any]]:
+) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
     """Write the comparison page and table, the per-variant summaries, per-class IoU files and
     figures, all naming the dataset; log them to `tracker` (the report's MLflow run).
 
@@ -646,29 +645,68 @@ def _source_runs(models: Path, variants: Sequence[str]) -> dict[str, str]:
     return runs
 
 
-def translation_scores(reports: Path) -> dict[str, str]:
-    """The page's translation-quality lines: FCN-score and colour-histogram distance."""
-    extra = {}
-    if (reports / "fcn_score.json").is_file():
-        fcn = read_json(reports / "fcn_score.json")
-        extra["FCN-score (oracle net on sim images vs sim labels), mIoU raw sim -> translated"] = (
-            f"{100 * fcn['raw_sim']['miou']:.1f} -> {100 * fcn['translated']['miou']:.1f}"
-        )
-        extra["FCN-score pixel accuracy raw sim -> translated"] = (
-            f"{100 * fcn['raw_sim']['pixel_accuracy']:.1f} -> "
-            f"{100 * fcn['translated']['pixel_accuracy']:.1f}"
-        )
-    if (reports / "translate.json").is_file():
-        shift = read_json(reports / "translate.json")
-        if "hist_distance_before" in shift:
-            extra["colour-histogram distance to real, before -> after translation"] = (
+TRANSLATORS = "translators"  # reports/translators/NAME/: translate.json, scores.json
+
+
+def translation_scores(reports: Path) -> list[str]:
+    """The page's translation-quality table: a row per translator with scores under
+    reports/translators/ (CycleGAN first), each score as raw sim -> translated sim."""
+    folder = reports / TRANSLATORS
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    names.sort(key=lambda name: name != "cyclegan")
+    if not names:
+        return []
+    lines = [
+        "Each translator's sim -> real output, as raw sim -> translated sim: the FCN-score (the "
+        "oracle net's scores on the sim frames against their labels: content kept), the "
+        "colour-histogram distance to the real frames and FID / KID against the real training "
+        "frames (lower: closer to real).",
+        "",
+        "| translator | FCN-score mIoU | FCN-score pixel acc. | colour distance | FID "
+        "| KID x 100 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    fid_missing = None
+    for name in names:
+        scores = _json_or_empty(folder / name / "scores.json")
+        shift = _json_or_empty(folder / name / "translate.json")
+        cells = [
+            _before_after(scores, "miou", 100, 1),
+            _before_after(scores, "pixel_accuracy", 100, 1),
+            (
                 f"{shift['hist_distance_before']:.3f} -> {shift['hist_distance_after']:.3f}"
-            )
-    return extra
+                if "hist_distance_before" in shift
+                else "-"
+            ),
+        ]
+        distances = scores.get("fid_kid", {})
+        if distances.get("computed"):
+            cells += [
+                _before_after(distances, "fid", 1, 1),
+                _before_after(distances, "kid", 100, 2),
+            ]
+        else:
+            fid_missing = distances.get("why", "not scored")
+            cells += ["-", "-"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if fid_missing:
+        lines += ["", f"FID / KID not computed: {fid_missing}."]
+    return lines
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    return read_json(path) if path.is_file() else {}
+
+
+def _before_after(scores: dict[str, Any], key: str, scale: float, digits: int) -> str:
+    if "raw_sim" not in scores or "translated" not in scores:
+        return "-"
+    before, after = scores["raw_sim"][key] * scale, scores["translated"][key] * scale
+    return f"{before:.{digits}f} -> {after:.{digits}f}"
 
 
 def update_readme(
-    path: Path, table: pd.DataFrame, extra: dict[str, str], page: dict[str, Any]
+    path: Path, table: pd.DataFrame, extra: Sequence[str], page: dict[str, Any]
 ) -> None:
     """Replace the README's results section (between the markers) with this run's summary;
     `page` holds comparison_markdown's keyword arguments."""
@@ -684,7 +722,7 @@ def update_readme(
             "<!-- written by `python -m pipeline.cli.readme` from the demo data; do not edit -->",
             summary,
             "",
-            *(f"- {k}: {v}" for k, v in extra.items()),
+            *extra,
             "",
             "![per-class IoU](reports/figures/per_class_iou.png)",
             "",

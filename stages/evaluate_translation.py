@@ -1,5 +1,6 @@
 """dvc stage `evaluate_translation`: the CycleGAN paper's FCN-score for sim -> real translation
-(pipeline.evaluate.fcn_score), logged to the translator's training run."""
+and FID / KID against the real training frames (pipeline.translation_scores), logged to the
+translator's training run."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import argparse
 from pathlib import Path
 
 from pipeline.data.split import PreparedSplit
-from pipeline.evaluate import score_translation
 from pipeline.models.model_folder import load_model
+from pipeline.translation_scores import score_translation
 from stages.door import open_stage
 
 
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--oracle", type=Path, required=True, help="models/seg/oracle")
     parser.add_argument("--sim", type=Path, required=True, help="prepared sim split (labels)")
     parser.add_argument("--translated", type=Path, required=True, help="translated sim split")
+    parser.add_argument("--real", type=Path, required=True, help="prepared real train split")
     parser.add_argument("--translator", type=Path, required=True, help="models/cyclegan")
     parser.add_argument("--out", type=Path, required=True, help="scores (JSON)")
     parser.add_argument("--log", type=Path, help="copy of the stage's output")
@@ -26,9 +28,20 @@ def main(argv: list[str] | None = None) -> None:
     ) as door:
         sim = PreparedSplit.open(args.sim, need_labels=True)
         translated = PreparedSplit.open(args.translated)
+        real = PreparedSplit.open(args.real)
         oracle = load_model(args.oracle)
-        batch, precision = door.params.evaluate.batch, door.params.evaluate.precision
-        score_translation(batch, precision, oracle, sim, translated, args.out, door.tracker)
+        params = door.params
+        score_translation(
+            params.evaluate.batch,
+            params.evaluate.precision,
+            oracle,
+            sim,
+            translated,
+            real,
+            params.fid.inception_weights,
+            args.out,
+            door.tracker,
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def test_markdown_takes_baseline_and_named_experiments_with_either_column_style(
         {
             "Experiment": None,
             "typ": "baseline",
-            "reports/fcn_score.json:translated.miou": 0.257,
+            "reports/translators/cyclegan/scores.json:translated.miou": 0.257,
             "metrics/cyclegan.json:miou": 0.187,
             "pixel_accuracy": 0.495,
             "hist_distance_after": 0.5379,
@@ -29,7 +29,7 @@ def test_markdown_takes_baseline_and_named_experiments_with_either_column_style(
         {
             "Experiment": "gan-only",
             "typ": "branch_commit",
-            "reports/fcn_score.json:translated.miou": 0.05,
+            "reports/translators/cyclegan/scores.json:translated.miou": 0.05,
             "metrics/cyclegan.json:miou": 0.06,
         },
         {"Experiment": "unrelated", "typ": "branch_commit"},

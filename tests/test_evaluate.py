@@ -291,13 +291,16 @@ def test_fcn_score_of_an_identity_translation_equals_raw_sim(repo, monkeypatch) 
             "--oracle=models/seg/oracle",
             "--sim=data/prepared/sim",
             "--translated=data/translated",
+            "--real=data/prepared/real_train",
             "--translator=models/cyclegan",
-            "--out=reports/fcn_score.json",
+            "--out=reports/translators/cyclegan/scores.json",
         ]
     )
-    scores = json.loads((repo / "reports/fcn_score.json").read_text())
+    scores = json.loads((repo / "reports/translators/cyclegan/scores.json").read_text())
     assert scores["translated"] == scores["raw_sim"]
     assert set(scores["raw_sim"]) == {"pixel_accuracy", "mean_class_accuracy", "miou"}
+    # No Inception weights file in the settings: FID / KID say why they are missing.
+    assert scores["fid_kid"] == {"computed": False, "why": "fid.inception_weights is null (README)"}
     row = search_runs("tiny").set_index("run_id").loc[cyclegan.run_id]
     assert row["metrics.fcn_translated_miou"] == pytest.approx(scores["translated"]["miou"])
 

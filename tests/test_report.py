@@ -326,3 +326,28 @@ def test_differences_are_marked_when_smaller_than_the_seed_spread(tmp_path):
     assert report.load_seed_spread(tmp_path / "seeds.json", "demo (abc)") is not None
     assert report.load_seed_spread(tmp_path / "seeds.json", "elsewhere (def)") is None
     assert "single runs" in " ".join(report.differences_markdown(table, None))
+
+
+def test_translation_quality_has_a_row_per_translator_cyclegan_first(tmp_path) -> None:
+    fcn = {"raw_sim": {"miou": 0.2, "pixel_accuracy": 0.5}}
+    fcn["translated"] = {"miou": 0.3, "pixel_accuracy": 0.6}
+    folder = tmp_path / "translators"
+    for name in ("cut", "cyclegan"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "translate.json").write_text(
+            json.dumps({"hist_distance_before": 1.5, "hist_distance_after": 0.25})
+        )
+    fid = {"computed": True, "raw_sim": {"fid": 80.0, "kid": 0.05}}
+    fid["translated"] = {"fid": 40.0, "kid": 0.0125}
+    (folder / "cyclegan" / "scores.json").write_text(json.dumps({**fcn, "fid_kid": fid}))
+    not_computed = {"computed": False, "why": "fid.inception_weights is null (README)"}
+    (folder / "cut" / "scores.json").write_text(json.dumps({**fcn, "fid_kid": not_computed}))
+    lines = report.translation_scores(tmp_path)
+    rows = [line for line in lines if line.startswith("| ") and "translator" not in line]
+    assert (
+        rows[0] == "| cyclegan | 20.0 -> 30.0 | 50.0 -> 60.0 | 1.500 -> 0.250 | 80.0 -> 40.0 "
+        "| 5.00 -> 1.25 |"
+    )
+    assert rows[1] == "| cut | 20.0 -> 30.0 | 50.0 -> 60.0 | 1.500 -> 0.250 | - | - |"
+    assert lines[-1] == "FID / KID not computed: fid.inception_weights is null (README)."
+    assert report.translation_scores(tmp_path / "nothing") == []
