@@ -10,11 +10,13 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
-from typing import Any
+from typing import Any, ClassVar
 
 
 class _Absent(types.ModuleType):
     """mlflow, or one of its modules or names, when mlflow is not installed."""
+
+    __path__: ClassVar[list[str]] = []  # a package: `from mlflow.entities import X` looks inside
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -30,14 +32,12 @@ class _Absent(types.ModuleType):
 
 class _AbsentFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name == "mlflow" or name.startswith("mlflow."):
+        if name.split(".")[0] == "mlflow":
             return importlib.machinery.ModuleSpec(name, self, is_package=True)
         return None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        module = _Absent(spec.name)
-        module.__path__ = []  # a package: `from mlflow.entities import X` looks inside
-        return module
+        return _Absent(spec.name)
 
     def exec_module(self, module: types.ModuleType) -> None:
         pass

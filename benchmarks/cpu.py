@@ -9,7 +9,9 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +32,13 @@ from pipeline.models.cyclegan import build_generator, translate_batch
 from pipeline.runtime import resolve_precision
 
 
-def memory_of(model: str, name: str, mode: str) -> float | None:
-    return h.isolated("benchmarks.harness:two_steps_memory", model=model, name=name, mode=mode).get(
-        "peak_mb"
-    )
+def with_memory(rows: list[Results], model: str, name: str, quick: bool) -> list[Results]:
+    """`rows` with each mode's peak RSS over two full-size training steps in a fresh process
+    (quick runs skip the fresh processes: seconds of imports each)."""
+    for row in [] if quick else rows:
+        job = {"model": model, "name": name, "mode": row["mode"]}
+        row["peak_rss_mb"] = h.isolated("benchmarks.harness:two_steps_memory", **job).get("peak_mb")
+    return rows
 
 
 def time_cyclegan_steps(
@@ -63,9 +68,7 @@ def translate_rows(name: str, quick: bool, modes: tuple[str, ...]) -> list[Resul
         if "compile" in levers:
             generator = torch.compile(generator, dynamic=False)
         calls[mode] = lambda g=generator, p=levers[0]: translate_batch(g, frames, p, CPU)
-    for call in calls.values():
-        h.warm(call)
-    samples = h.interleaved(calls, 2 if quick else 5)
+    samples = h.interleaved(calls, 2 if quick else 5, warmup=2)
     return h.rate_rows(samples, batch, config=name, kind="translate")
 
 
@@ -81,21 +84,16 @@ def translate_rows(name: str, quick: bool, modes: tuple[str, ...]) -> list[Resul
 def cyclegan(quick: bool) -> Results:
     """Every config and mode; the demo step's FLOP rate against this CPU's matmul rate."""
     modes = ("fp32", "bf16") if quick else ("fp32", "bf16", "bf16+cl", "bf16+compile")
-    size = 256 if quick else 2048
-    matmul = {
-        "fp32": h.matmul_flops(CPU, torch.float32, size, 3) / 1e9,
-        "bf16": h.matmul_flops(CPU, torch.bfloat16, size, 3) / 1e9,
-    }
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    matmul = {k: h.matmul_flops(CPU, v, 256 if quick else 2048, 3) / 1e9 for k, v in dtypes.items()}
     rows: list[Results] = []
     for name, (config, _, _) in h.cyclegan_configs(quick).items():
         _, warmup, samples = time_cyclegan_steps(name, quick, modes, rounds=3)
-        for row in h.rate_rows(samples, config.batch, config=name, kind="train"):
+        train = h.rate_rows(samples, config.batch, config=name, kind="train")
+        for row in train:
             row["s_per_step"] = round(h.median(samples[row["mode"]]), 4)
             row["warmup_s"] = warmup[row["mode"]]
-            if not quick:  # quick runs skip the fresh processes (seconds of imports) memory needs
-                row["peak_rss_mb"] = memory_of("cyclegan", name, row["mode"])
-            rows.append(row)
-        rows += translate_rows(name, quick, modes[:3])
+        rows += with_memory(train, "cyclegan", name, quick) + translate_rows(name, quick, modes[:3])
     first, (config, frame_size, _) = next(iter(h.cyclegan_configs(quick).items()))
     flops = h.count_flops(h.cyclegan_step(config, "fp32", frame_size, CPU))
     for row in rows:
@@ -197,28 +195,23 @@ def compile_cache(quick: bool) -> Results:
 def segmentation(quick: bool) -> Results:
     """Training step and inference per mode, demo and 512x1024; the data-wait share."""
     modes = ("fp32", "bf16") if quick else ("fp32", "bf16", "bf16+cl")
-    rows: list[Results] = []
+    rounds, rows = 2 if quick else 3, []
     for name, (config, size, batch) in h.seg_configs(quick).items():
         h.use_threads(config.threads)
+        waits: dict[str, list[float]] = {mode: [] for mode in modes}
         with tempfile.TemporaryDirectory() as tmp:
             split = h.fake_split(Path(tmp), 8, size)
             steps = {mode: h.seg_train_step(config, mode, split, CPU) for mode in modes}
-            waits: dict[str, list[float]] = {mode: [] for mode in modes}
             timed = {mode: lambda s=steps[mode], w=waits[mode]: w.append(s()) for mode in modes}
-            for call in timed.values():
-                call()
             calls = 1 if quick or name == "paper" else 4
-            samples = h.interleaved(timed, 2 if quick else 3, calls)
-        for row in h.rate_rows(samples, config.batch, config=name, kind="train"):
-            mode = row["mode"]
-            row["data_wait_share"] = round(h.median(waits[mode]) / h.median(samples[mode]), 4)
-            if not quick:  # quick runs skip the fresh processes peak memory needs
-                row["peak_rss_mb"] = memory_of("seg", name, mode)
-            rows.append(row)
+            samples = h.interleaved(timed, rounds, calls, warmup=1)
+        train = h.rate_rows(samples, config.batch, config=name, kind="train")
+        for row in train:
+            wait = h.median(waits[row["mode"]]) / h.median(samples[row["mode"]])
+            row["data_wait_share"] = round(wait, 4)
         calls = {mode: h.seg_inference_step(config, mode, size, batch, CPU) for mode in modes}
-        for call in calls.values():
-            call()
-        samples = h.interleaved(calls, 2 if quick else 3)
+        samples = h.interleaved(calls, rounds, warmup=1)
+        rows += with_memory(train, "seg", name, quick)
         rows += h.rate_rows(samples, batch, config=name, kind="inference")
     return {"rows": rows}
 
@@ -242,6 +235,14 @@ def read_train_ids(path: Path) -> torch.Tensor:
     return torch.from_numpy(to_train_ids(np.array(Image.open(path))))
 
 
+def confusion(pairs: Iterable[tuple[Any, Any]]) -> ConfusionMatrix:
+    """The confusion matrix of (truth, prediction) train-id maps, or of label-id PNGs."""
+    matrix = ConfusionMatrix()
+    for pair in pairs:
+        matrix.update(*(read_train_ids(p) if isinstance(p, Path) else p for p in pair))
+    return matrix
+
+
 def scoring_section(results: Results) -> str:
     return f"## Scoring against cityscapesscripts\n\n```\n{json.dumps(results, indent=1)}\n```\n"
 
@@ -262,27 +263,20 @@ def scoring(quick: bool) -> Results:
     rng = np.random.default_rng(0)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            truths, predictions, pairs = [], [], []
+            pairs, files = [], []
             for i in range(count):
                 truth, prediction = label_maps(rng, height, width)
                 pairs.append((torch.from_numpy(truth), torch.from_numpy(prediction)))
-                truths.append(Path(tmp) / f"bench_{i:06d}_000019_gtFine_labelIds.png")
-                predictions.append(Path(tmp) / f"bench_{i:06d}_000019_pred_labelIds.png")
-                Image.fromarray(TRAIN_ID_TO_ID[truth]).save(truths[-1])
-                Image.fromarray(TRAIN_ID_TO_ID[prediction]).save(predictions[-1])
-            start = time.perf_counter()
-            theirs = cityscapes_reference_scores(predictions, truths)
-            cityscapes_s = time.perf_counter() - start
-            with_io = ConfusionMatrix()
-            start = time.perf_counter()
-            for truth_file, prediction_file in zip(truths, predictions, strict=True):
-                with_io.update(read_train_ids(truth_file), read_train_ids(prediction_file))
-            ours_with_io_s = time.perf_counter() - start
-        in_memory = ConfusionMatrix()
-        start = time.perf_counter()
-        for truth, prediction in pairs:
-            in_memory.update(truth, prediction)
-        ours_no_io_s = time.perf_counter() - start
+                stem = f"{tmp}/bench_{i:06d}_000019"
+                files.append(
+                    (Path(f"{stem}_gtFine_labelIds.png"), Path(f"{stem}_pred_labelIds.png"))
+                )
+                Image.fromarray(TRAIN_ID_TO_ID[truth]).save(files[-1][0])
+                Image.fromarray(TRAIN_ID_TO_ID[prediction]).save(files[-1][1])
+            truths, predictions = (list(column) for column in zip(*files))
+            theirs, cityscapes_s = h.timed(lambda: cityscapes_reference_scores(predictions, truths))
+            with_io, ours_with_io_s = h.timed(lambda: confusion(files))
+        in_memory, ours_no_io_s = h.timed(lambda: confusion(pairs))
     finally:
         torch.set_num_threads(threads)
     ours = in_memory.scores()

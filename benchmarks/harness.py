@@ -59,6 +59,7 @@ from pipeline.runtime import autocast
 
 Results = dict[str, Any]
 Step = Callable[[], Any]
+Run = Callable[[bool], Results]  # quick -> results
 CPU = torch.device("cpu")
 DEFAULT_THREADS = torch.get_num_threads()  # one per core, before a measurement sets its own
 REFERENCE = Path(".ref/pytorch-CycleGAN-and-pix2pix")
@@ -71,16 +72,17 @@ PAGE_NOTE = (
     "table (measured interleaved in one process), not across sections."
 )
 RATE_COLUMNS = "config|kind|mode|img_per_s=img/s|speedup=x fp32|peak_rss_mb=peak RSS MB"
+median = statistics.median
 
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
-    run: Callable[[bool], Results]  # quick -> results
+    run: Run
     page: str
-    title: str
-    columns: str  # of its table of results["rows"] (see `table`)
-    intro: str
-    render: Callable[[Results], str] | None  # instead of title, intro, table and notes
+    title: str = ""
+    columns: str = ""  # of its table of results["rows"] (see `table`)
+    intro: str = ""
+    render: Callable[[Results], str] | None = None  # instead of title, intro, table and notes
 
     def section(self, results: Results) -> str:
         if self.render:
@@ -95,13 +97,11 @@ MEASUREMENTS: dict[str, Measurement] = {}
 _partial: list[Callable[[Results], None]] = []  # the page writer of the running measurement
 
 
-def measurement(
-    name: str, page: str, title: str = "", columns: str = "", intro: str = "", render: Any = None
-) -> Callable[[Callable[[bool], Results]], Callable[[bool], Results]]:
-    """Register the decorated `quick -> results` function under `name`."""
+def measurement(name: str, page: str, **layout: Any) -> Callable[[Run], Run]:
+    """Register the decorated function under `name` (`layout`: Measurement's other fields)."""
 
-    def register(run: Callable[[bool], Results]) -> Callable[[bool], Results]:
-        MEASUREMENTS[name] = Measurement(run, page, title, columns, intro, render)
+    def register(run: Run) -> Run:
+        MEASUREMENTS[name] = Measurement(run, page, **layout)
         return run
 
     return register
@@ -196,11 +196,13 @@ def use_threads(setting: int) -> int:
 
 
 def interleaved(
-    candidates: Mapping[str, Step], rounds: int, calls: int = 1, device: Any = CPU
+    candidates: Mapping[str, Step], rounds: int, calls: int = 1, device: Any = CPU, warmup: int = 0
 ) -> dict[str, list[float]]:
     """Seconds per call of each candidate, one sample per round: each round times `calls`
-    calls of every candidate in turn. Warm the candidates up first."""
+    calls of every candidate in turn, after `warmup` untimed calls of each."""
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    for call in candidates.values():
+        warm(call, warmup)
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, call in candidates.items():
@@ -213,7 +215,11 @@ def interleaved(
     return samples
 
 
-median = statistics.median
+def timed(call: Step) -> tuple[Any, float]:
+    """What `call()` returns, and the seconds it took."""
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
 
 
 def warm(step: Step, calls: int = 2) -> float:
@@ -244,11 +250,9 @@ def count_flops(function: Step) -> int:
 def matmul_flops(device: torch.device, dtype: torch.dtype, size: int, rounds: int) -> float:
     """FLOP/s of a dense (size x size) @ (size x size) product: the ceiling a conv net's rate
     is compared with. Random operands (zeros run faster than real data on some chips)."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b
-    seconds = median(interleaved({"matmul": lambda: a @ b}, rounds, device=device)["matmul"])
-    return 2 * size**3 / seconds
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    samples = interleaved({"matmul": lambda: a @ b}, rounds, device=device, warmup=1)
+    return 2 * size**3 / median(samples["matmul"])
 
 
 def machine() -> Results:
@@ -299,8 +303,7 @@ def rate_rows(samples: Mapping[str, Sequence[float]], images: int, **fields: Any
 
 def cyclegan_configs(quick: bool) -> dict[str, tuple[CycleGANConfig, tuple[int, int], int]]:
     """name -> (training config, frame size (H, W), translation batch)."""
-    params = load_params()
-    replace = dataclasses.replace
+    params, replace = load_params(), dataclasses.replace
     if quick:
         tiny = replace(params.cyclegan, netG="resnet_6blocks", ngf=4, ndf=4, crop=(32, 32))
         return {"tiny": (replace(tiny, pool_size=4), (32, 64), 2)}
@@ -308,6 +311,17 @@ def cyclegan_configs(quick: bool) -> dict[str, tuple[CycleGANConfig, tuple[int, 
     return {
         "demo": (params.cyclegan, params.data.size, params.translate.batch),
         "paper": (replace(paper, crop=(256, 256)), (286, 286), 1),
+    }
+
+
+def seg_configs(quick: bool) -> dict[str, tuple[TrainSegConfig, tuple[int, int], int]]:
+    """name -> (train_seg config, frame size (H, W), inference batch)."""
+    params, replace = load_params(), dataclasses.replace
+    if quick:
+        return {"tiny": (replace(params.train_seg, crop=(32, 64), batch=2), (32, 64), 2)}
+    return {
+        "demo": (params.train_seg, params.data.size, params.evaluate.batch),
+        "paper": (replace(params.train_seg, crop=(512, 1024), batch=2), (512, 1024), 1),
     }
 
 
@@ -370,26 +384,13 @@ def reference_step(config: CycleGANConfig, device: torch.device) -> Step:
     # fmt: on
     model = CycleGANModel(options)
     # Random images in [-1, 1], as its data loader hands them over (on the host).
-    sim = torch.rand(config.batch, 3, *config.crop) * 2 - 1
-    real = torch.rand(config.batch, 3, *config.crop) * 2 - 1
+    sim, real = (torch.rand(config.batch, 3, *config.crop) * 2 - 1 for _ in range(2))
 
     def step() -> None:
         model.set_input({"A": sim, "B": real, "A_paths": None, "B_paths": None})
         model.optimize_parameters()
 
     return step
-
-
-def seg_configs(quick: bool) -> dict[str, tuple[TrainSegConfig, tuple[int, int], int]]:
-    """name -> (train_seg config, frame size (H, W), inference batch)."""
-    params = load_params()
-    seg = params.train_seg
-    if quick:
-        return {"tiny": (dataclasses.replace(seg, crop=(32, 64), batch=2), (32, 64), 2)}
-    return {
-        "demo": (seg, params.data.size, params.evaluate.batch),
-        "paper": (dataclasses.replace(seg, crop=(512, 1024), batch=2), (512, 1024), 1),
-    }
 
 
 def fake_split(root: Path, frames: int, size: tuple[int, int]) -> PreparedSplit:
@@ -462,16 +463,21 @@ def seg_inference_step(
     return step
 
 
+def train_step(model: str, configs: Mapping[str, Any], name: str, mode: str, root: Path) -> Step:
+    """A CPU training step of `model` ("cyclegan" or "seg") at `configs[name]` (seg: on a split
+    of 8 random frames written under `root`)."""
+    config, size, _ = configs[name]
+    if model == "cyclegan":
+        return cyclegan_step(config, mode, size, CPU)
+    return seg_train_step(config, mode, fake_split(root, 8, size), CPU)
+
+
 def two_steps_memory(model: str, name: str, mode: str) -> Results:
     """Peak memory of two training steps of `model` ("cyclegan" or "seg") at full-size config
     `name`, in a fresh process (run through `isolated`)."""
+    configs = cyclegan_configs(False) if model == "cyclegan" else seg_configs(False)
     with tempfile.TemporaryDirectory() as tmp:
-        if model == "cyclegan":
-            config, size, _ = cyclegan_configs(False)[name]
-            warm(cyclegan_step(config, mode, size, CPU))
-        else:
-            seg, size, _ = seg_configs(False)[name]
-            warm(seg_train_step(seg, mode, fake_split(Path(tmp), 8, size), CPU))
+        warm(train_step(model, configs, name, mode, Path(tmp)))
     return {"peak_mb": peak_memory_mb(CPU)}
 
 

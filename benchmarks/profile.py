@@ -1,6 +1,6 @@
 """Where a training step spends its time, per mode (torch.profiler and oneDNN's own log).
 
-The real CycleGAN and segmentation steps (benchmarks.workloads) on random frames, each mode in a
+The real CycleGAN and segmentation steps (benchmarks.harness) on random frames, each mode in a
 fresh process. Every operator's *self* CPU time is grouped into categories (convolutions forward
 / backward, normalisation, padding, dtype casts and layout copies, optimizer, ...), so the page
 says which part a lever speeds up and which it does not. A second pass over as many steps with
@@ -17,20 +17,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import (
-    CPU,
-    Results,
-    cyclegan_configs,
-    cyclegan_step,
-    fake_split,
-    isolated,
-    measurement,
-    seg_configs,
-    seg_train_step,
-    table,
-    use_threads,
-    warm,
-)
+from benchmarks import harness as h
+from benchmarks.harness import Results, measurement, table
 
 MODES = ("fp32", "bf16", "bf16+cl")
 TITLES = {"cyclegan": "CycleGAN", "seg": "Segmentation"}
@@ -80,15 +68,11 @@ def profile_mode(model: str, quick: bool, mode: str, steps: int) -> Results:
     """One model and mode, in this process: ms per step by category, top operators, oneDNN."""
     from torch.profiler import ProfilerActivity, profile
 
-    if model == "cyclegan":
-        config, size, _ = next(iter(cyclegan_configs(quick).values()))
-        use_threads(config.threads)
-        step = cyclegan_step(config, mode, size, CPU)
-    else:
-        seg, size, _ = next(iter(seg_configs(quick).values()))
-        use_threads(seg.threads)
-        step = seg_train_step(seg, mode, fake_split(Path(tempfile.mkdtemp()), 8, size), CPU)
-    warm(step, 1 if quick else 5)
+    configs = h.cyclegan_configs(quick) if model == "cyclegan" else h.seg_configs(quick)
+    name = next(iter(configs))
+    h.use_threads(configs[name][0].threads)
+    step = h.train_step(model, configs, name, mode, Path(tempfile.mkdtemp()))
+    h.warm(step, 1 if quick else 5)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
@@ -127,14 +111,9 @@ def step_profiles(quick: bool) -> Results:
     """Where each training step's time goes, by operator category and oneDNN kernel."""
     results: Results = {"cpu": cpu_facts(), "models": {}}
     for model, steps in (("cyclegan", 20), ("seg", 10)):
+        job = {"model": model, "quick": quick, "steps": 1 if quick else steps}
         results["models"][model] = {
-            mode: isolated(
-                "benchmarks.profile:profile_mode",
-                model=model,
-                quick=quick,
-                mode=mode,
-                steps=1 if quick else steps,
-            )
+            mode: h.isolated("benchmarks.profile:profile_mode", mode=mode, **job)
             for mode in (MODES[:2] if quick else MODES)
         }
     return results

@@ -37,6 +37,7 @@ GPU_RESULTS = Path("reports/gpu.json")
 DOCUMENTED_TFLOP_PER_S = 1.87 / 0.120  # issue 16: eager bf16 step on one H100
 DDP_EFFICIENCY = 0.9
 GPUS = (1, 4, 8)
+NATIVE_JOB = "benchmarks.scaling:prepare_seconds_per_native_frame"
 
 
 def prepare_seconds(frames: int, size: list[int]) -> Results:
@@ -47,10 +48,8 @@ def prepare_seconds(frames: int, size: list[int]) -> Results:
 
     with tempfile.TemporaryDirectory() as tmp:
         generate(DemoSpec(0, frames, 1, 1, tuple(size)), tmp, workers=2)
-        index = index_gta5(Path(tmp) / "gta5")
-        start = time.perf_counter()
-        prepare_split(index, Path(tmp) / "prepared", (size[0] // 2, size[1] // 2), workers=2)
-        seconds = time.perf_counter() - start
+        index, half = index_gta5(Path(tmp) / "gta5"), (size[0] // 2, size[1] // 2)
+        _, seconds = h.timed(lambda: prepare_split(index, Path(tmp) / "prepared", half, workers=2))
     return {"seconds": round(seconds, 3), "peak_rss_mb": h.peak_memory_mb(CPU)}
 
 
@@ -69,10 +68,8 @@ def prepare_seconds_per_native_frame(height: int, width: int, frames: int) -> Re
             write_png(Path(tmp) / f"{i}.png", image)
             write_png(Path(tmp) / f"{i}_label.png", TRAIN_ID_TO_ID[label])
             samples.append(Sample(str(i), Path(tmp) / f"{i}.png", Path(tmp) / f"{i}_label.png"))
-        start = time.perf_counter()
-        for sample in samples:
-            decode_sample(sample, (512, 1024))
-    return {"seconds_per_frame": round((time.perf_counter() - start) / frames, 4)}
+        _, seconds = h.timed(lambda: [decode_sample(sample, (512, 1024)) for sample in samples])
+    return {"seconds_per_frame": round(seconds / frames, 4)}
 
 
 def translate_seconds(frames: int, size: list[int], workers: int) -> Results:
@@ -115,45 +112,37 @@ def scaling(quick: bool) -> Results:
     base = 8 if quick else 100
     counts = [base, 2 * base, 4 * base]
     frame_size = [64, 128] if quick else list(params.demo_data.size)
-    workers = params.translate.workers
+    translating = {"size": list(params.data.size), "workers": params.translate.workers}
     rows = []
     for stage, job, kwargs in (
         ("prepare", "prepare_seconds", {"size": frame_size}),
-        ("translate", "translate_seconds", {"size": list(params.data.size), "workers": workers}),
+        ("translate", "translate_seconds", translating),
     ):
         runs = [h.isolated(f"benchmarks.scaling:{job}", frames=n, **kwargs) for n in counts]
-        row: Results = {
-            "stage": stage,
-            "peak_rss_mb": "/".join(str(r.get("peak_rss_mb")) for r in runs),
-        }
+        row: Results = {"stage": stage}
+        row["peak_rss_mb"] = "/".join(str(r.get("peak_rss_mb")) for r in runs)
         for n, run in zip(counts, runs):
             row[f"n{n // base}"] = run.get("seconds", run.get("error"))
         if all("seconds" in run for run in runs):
             row["exponent"] = exponent(counts, [run["seconds"] for run in runs])
         rows.append(row)
     notes = [f"N = {base} frames; each run in a fresh process."]
-    shrink = 8 if quick else 1
+    (shrink, count), workers = (8, 2) if quick else (1, 4), params.prepare.workers
     native = {
         name: h.isolated(
-            "benchmarks.scaling:prepare_seconds_per_native_frame",
-            height=size[0] // shrink,
-            width=size[1] // shrink,
-            frames=2 if quick else 4,
+            NATIVE_JOB, height=size[0] // shrink, width=size[1] // shrink, frames=count
         )
         for name, size in (("gta5", GTA5_SIZE), ("cityscapes", CITYSCAPES_SIZE))
     }
     results: Results = {"counts": counts, "rows": rows, "native": native}
     if all("seconds_per_frame" in v for v in native.values()):
         frames = {"gta5": GTA5_FRAMES, "cityscapes": CITYSCAPES_TRAIN + CITYSCAPES_VAL}
-        minutes = {
-            k: native[k]["seconds_per_frame"] * n / params.prepare.workers / 60
-            for k, n in frames.items()
-        }
+        minutes = {k: native[k]["seconds_per_frame"] * n / workers / 60 for k, n in frames.items()}
         results["prepare_minutes"] = {k: round(v, 1) for k, v in minutes.items()}
-        results["prepare_minutes"]["workers"] = params.prepare.workers
+        results["prepare_minutes"]["workers"] = workers
         notes.append(
             f"Projected `prepare` on the real sets at native size to 512x1024 with "
-            f"{params.prepare.workers} workers: GTA5 {minutes['gta5']:.1f} min, Cityscapes "
+            f"{workers} workers: GTA5 {minutes['gta5']:.1f} min, Cityscapes "
             f"{minutes['cityscapes']:.1f} min."
         )
     if "exponent" in rows[1]:
@@ -179,7 +168,6 @@ def work(params: Params, small: tuple[int, int]) -> dict[str, float]:
     from pipeline.models.segmentation import build_segmentation_model
     from pipeline.train.cyclegan import build_trainer
 
-    pixels = small[0] * small[1]
     cyclegan = dataclasses.replace(params.cyclegan, crop=small, precision="fp32")
     trainer = build_trainer(cyclegan, CPU, "fp32")
     batch = torch.rand(cyclegan.batch, 3, *small) * 2 - 1
@@ -191,12 +179,10 @@ def work(params: Params, small: tuple[int, int]) -> dict[str, float]:
         generator_flops = h.count_flops(lambda: generator(images))
         seg_inference = h.count_flops(lambda: net.eval()(images))
     seg_step = h.count_flops(lambda: net.train()(images).sum().backward())
-    crop, size = params.cyclegan.crop, params.data.size
+    cyclegan_step = h.count_flops(lambda: trainer.step(batch, batch))
+    pixels, crop, size = small[0] * small[1], params.cyclegan.crop, params.data.size
     return {
-        "cyclegan_step": h.count_flops(lambda: trainer.step(batch, batch))
-        * crop[0]
-        * crop[1]
-        / pixels,
+        "cyclegan_step": cyclegan_step * crop[0] * crop[1] / pixels,
         "generator_frame": generator_flops * size[0] * size[1] / pixels,
         "seg_step": seg_step * seg.batch * seg.crop[0] * seg.crop[1] / pixels,
         "seg_frame": seg_inference * size[0] * size[1] / pixels,
@@ -241,9 +227,7 @@ def projection(quick: bool) -> Results:
     if quick:  # tiny frames, in this process
         prepare = prepare_seconds_per_native_frame(1052 // 8, 1914 // 8, 1)
     else:
-        prepare = h.isolated(
-            "benchmarks.scaling:prepare_seconds_per_native_frame", height=1052, width=1914, frames=2
-        )
+        prepare = h.isolated(NATIVE_JOB, height=1052, width=1914, frames=2)
     frames = GTA5_FRAMES + CITYSCAPES_TRAIN + CITYSCAPES_VAL
     variants = len(params.train_seg.variants)
     cg, seg, workers = params.cyclegan, params.train_seg, params.prepare.workers

@@ -83,6 +83,31 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+class OutputClaimed(Exception):
+    """A folder holds another producer's outputs: `marked` says whether a marker names their
+    producer, `owner` what it names."""
+
+    def __init__(self, marked: bool, owner: Any = None) -> None:
+        super().__init__(owner)
+        self.marked, self.owner = marked, owner
+
+
+def claim_folder(
+    marker: Path, key: str, producer: str, digest: str, outputs: Path, pattern: str
+) -> None:
+    """Mark the folder of `marker` as `producer`'s (identified by `digest`): the JSON `marker`
+    holds {key: producer, key_sha256: digest}. Raise OutputClaimed when `marker` names another
+    digest, or when there is no marker but `outputs` holds files matching `pattern`: a rerun
+    would otherwise skip another producer's files as its own, done."""
+    if marker.is_file():
+        if read_json(marker).get(f"{key}_sha256") == digest:
+            return
+        raise OutputClaimed(True, read_json(marker).get(key))
+    if outputs.is_dir() and any(outputs.glob(pattern)):
+        raise OutputClaimed(False)
+    write_json(marker, {key: producer, f"{key}_sha256": digest})
+
+
 def write_png(path: str | Path, array: np.ndarray) -> None:
     """Write a (H, W, 3) or (H, W) uint8 array as PNG, atomically."""
     with atomic_path(path) as tmp:

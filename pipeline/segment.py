@@ -26,11 +26,11 @@ from pipeline import runtime
 from pipeline.data.labels import TRAIN_ID_TO_COLOR
 from pipeline.io import (
     ImageReadError,
+    OutputClaimed,
+    claim_folder,
     image_files,
-    read_json,
     read_rgb,
     resize_rgb,
-    write_json,
     write_png,
 )
 from pipeline.models.model_folder import load_model, read_model_spec, weights_digest
@@ -106,20 +106,18 @@ def claim_output(output_dir: Path, model_dir: Path) -> None:
     """Mark `output_dir` as this model's, or refuse it when another model's masks are there."""
     marker = output_dir / OUTPUT_MARKER
     digest = weights_digest(model_dir)
-    if marker.is_file():
-        if read_json(marker).get("model_sha256") == digest:
-            return
+    try:
+        claim_folder(marker, "model", str(model_dir), digest, output_dir / "masks", "*")
+    except OutputClaimed as claimed:
+        if not claimed.marked:
+            raise SegmentError(
+                f"{output_dir / 'masks'} holds masks but no {OUTPUT_MARKER} says which model "
+                f"made them; pick another --output folder"
+            ) from None
         raise SegmentError(
-            f"{output_dir} holds masks of another model ({marker} names "
-            f"{read_json(marker).get('model')}); pick another --output folder, or delete that "
-            f"one to redo it with {model_dir}"
-        )
-    if (output_dir / "masks").is_dir() and any((output_dir / "masks").iterdir()):
-        raise SegmentError(
-            f"{output_dir / 'masks'} holds masks but no {OUTPUT_MARKER} says which model made "
-            f"them; pick another --output folder"
-        )
-    write_json(marker, {"model": str(model_dir), "model_sha256": digest})
+            f"{output_dir} holds masks of another model ({marker} names {claimed.owner}); pick "
+            f"another --output folder, or delete that one to redo it with {model_dir}"
+        ) from None
 
 
 def segment_folder(

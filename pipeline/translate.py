@@ -39,7 +39,9 @@ from pipeline.data.split import PreparedSplit
 from pipeline.fingerprint import run_fingerprint
 from pipeline.io import (
     ImageReadError,
+    OutputClaimed,
     atomic_path,
+    claim_folder,
     image_files,
     read_json,
     read_rgb,
@@ -375,21 +377,19 @@ def claim_output(output_dir: Path, generator: nn.Module, weights: str | Path) ->
     """Mark `output_dir` as the translations of `generator` (loaded from `weights`), or refuse
     it when another generator's PNGs are there: a rerun would otherwise skip them as done."""
     marker = output_dir / OUTPUT_MARKER
-    digest = fingerprint(generator)
-    if marker.is_file():
-        if read_json(marker).get("generator_sha256") == digest:
-            return
+    try:
+        claim_folder(marker, "generator", str(weights), fingerprint(generator), output_dir, "*.png")
+    except OutputClaimed as claimed:
+        if not claimed.marked:
+            raise TranslateError(
+                f"{output_dir} holds PNGs but no {OUTPUT_MARKER} says which generator made "
+                f"them; pick another --output folder"
+            ) from None
         raise TranslateError(
             f"{output_dir} holds translations of another generator ({marker} names "
-            f"{read_json(marker).get('generator')}); pick another --output folder, or delete "
-            f"that one to redo it with {weights}"
-        )
-    if output_dir.is_dir() and any(output_dir.glob("*.png")):
-        raise TranslateError(
-            f"{output_dir} holds PNGs but no {OUTPUT_MARKER} says which generator made them; "
-            f"pick another --output folder"
-        )
-    write_json(marker, {"generator": str(weights), "generator_sha256": digest})
+            f"{claimed.owner}); pick another --output folder, or delete that one to redo it "
+            f"with {weights}"
+        ) from None
 
 
 def translate_folder(
