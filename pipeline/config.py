@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
@@ -195,6 +196,161 @@ class CycleGANConfig:
         )
         _check(self.max_bad_steps >= 0, "cyclegan.max_bad_steps", self.max_bad_steps, ">= 0")
         _check(self.threads >= 0, "cyclegan.threads", self.threads, "an integer >= 0")
+
+
+# The paper's defaults of the settings a CUT section may leave null, by mode (Park et al. 2020,
+# and their code's `--CUT_mode`): CUT weighs PatchNCE 1 and adds the identity term, FastCUT
+# weighs it 10 and replaces the identity term by flip equivariance.
+CUT_MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cut": {"lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": False},
+    "fastcut": {"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True},
+}
+# ResnetGenerator.model indices up to the last residual block (the encoder the taps may use):
+# 10 layers before the first block, then one per block.
+_RESNET_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}
+_TRUNK_START = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class CUTConfig:
+    """Contrastive unpaired translation (Park et al., ECCV 2020): one generator sim -> real,
+    trained with an adversarial loss and PatchNCE between patches of its input and its output.
+
+    `translators` names the runs to train (NAME -> overrides of this section's keys);
+    `cut_config(params, NAME)` resolves one. A resolved config has no null left and no
+    translators of its own.
+    """
+
+    netG: Literal["resnet_9blocks", "resnet_6blocks"]  # the taps need ResNet's flat layer list
+    ngf: int
+    ndf: int
+    n_layers_D: int
+    norm: Literal["instance", "batch"]
+    gan_mode: Literal["lsgan", "vanilla"]
+    mode: Literal["cut", "fastcut"]
+    lambda_gan: float
+    # null: the mode's paper default (CUT_MODE_DEFAULTS).
+    lambda_nce: float | None
+    nce_idt: bool | None  # PatchNCE also between real frames and their translation
+    flip_equivariance: bool | None  # FastCUT: translate a mirrored input, mirror the queries back
+    # Indices into ResnetGenerator.model whose outputs PatchNCE compares (pipeline/models/cut.py).
+    nce_layers: tuple[int, ...]
+    num_patches: int  # locations sampled per layer and image
+    nce_t: float  # temperature of the PatchNCE logits
+    netF_nc: int  # width of the per-layer MLP heads
+    lr: float
+    beta1: float
+    beta2: float
+    iters: int
+    # Constant learning rate until this step, then linear decay to zero at `iters`.
+    decay_from: int
+    batch: int
+    crop: tuple[int, int]
+    flip: bool
+    precision: Precision
+    seed: int
+    channels_last: bool = field(metadata=RUNTIME)
+    compile: Literal["eager", "default", "reduce-overhead"] = field(metadata=RUNTIME)
+    checkpoint_every: int = field(metadata=RUNTIME)
+    log_every: int = field(metadata=RUNTIME)
+    sample_every: int = field(metadata=RUNTIME)
+    max_bad_steps: int = field(metadata=RUNTIME)
+    threads: int = field(metadata=RUNTIME)  # 0 = torch's default
+    # Which translators exist is not a setting of any one translator's run: its own entry is.
+    translators: dict[str, dict[str, Any]] = field(metadata=RUNTIME)
+
+    def __post_init__(self) -> None:
+        _check_cut(self.__dict__, lambda name: f"cut.{name}")
+        for name in self.translators:
+            self.translator(name)  # each entry fails now, naming its key, not when it trains
+
+    def translator(self, name: str) -> CUTConfig:
+        """The settings of translator `name`: this section, its overrides, then the mode's
+        defaults for what is still null."""
+        if name not in self.translators:
+            raise ConfigError(
+                f"unknown translator {name!r}; cut.translators in params.yaml has: "
+                f"{', '.join(self.translators) or 'none'}"
+            )
+        _check(
+            name.isidentifier() and name.isascii() and name != "cyclegan",
+            "cut.translators",
+            name,
+            "translator names of letters, digits and '_' (not starting with a digit), "
+            "other than 'cyclegan'",
+        )
+        overrides = self.translators[name]
+        fields = [f.name for f in dataclasses.fields(CUTConfig) if f.name != "translators"]
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"params.yaml: unknown key cut.translators.{name}.{unknown[0]}; allowed keys "
+                f"under cut.translators.{name}: {', '.join(fields)}"
+            )
+
+        def key(field_name: str) -> str:
+            inside = field_name in overrides
+            return f"cut.translators.{name}.{field_name}" if inside else f"cut.{field_name}"
+
+        hints = typing.get_type_hints(CUTConfig)
+        values = {f: getattr(self, f) for f in fields}
+        values.update({f: _convert(v, hints[f], key(f)) for f, v in overrides.items()})
+        for setting, default in CUT_MODE_DEFAULTS[values["mode"]].items():
+            if values[setting] is None:
+                values[setting] = default
+        _check_cut(values, key)
+        return CUTConfig(**values, translators={})
+
+
+def _check_cut(values: Mapping[str, Any], key: Callable[[str], str]) -> None:
+    """Range checks of a CUT section or translator; `key` names a setting where it is set."""
+    for name in (
+        "ngf", "ndf", "n_layers_D", "num_patches", "netF_nc", "iters", "batch",
+        "checkpoint_every", "log_every", "sample_every",
+    ):  # fmt: skip
+        _check(values[name] > 0, key(name), values[name], "an integer > 0")
+    _check(values["lambda_gan"] >= 0, key("lambda_gan"), values["lambda_gan"], "a number >= 0")
+    lambda_nce = values["lambda_nce"]
+    _check(
+        lambda_nce is None or lambda_nce >= 0,
+        key("lambda_nce"),
+        lambda_nce,
+        "a number >= 0, or null for the mode's default",
+    )
+    _check(values["nce_t"] > 0, key("nce_t"), values["nce_t"], "a number > 0")
+    _check(0 < values["lr"] < 1, key("lr"), values["lr"], "a number in (0, 1)")
+    for name in ("beta1", "beta2"):
+        _check(0 <= values[name] < 1, key(name), values[name], "a number in [0, 1)")
+    _check(
+        0 <= values["decay_from"] <= values["iters"],
+        key("decay_from"),
+        values["decay_from"],
+        f"an integer in [0, iters={values['iters']}]",
+    )
+    _check(
+        all(c > 0 and c % 4 == 0 for c in values["crop"]),
+        key("crop"),
+        list(values["crop"]),
+        "[H, W], positive multiples of 4 (the generator downsamples twice)",
+    )
+    last = _TRUNK_START + _RESNET_BLOCKS[values["netG"]] - 1
+    layers = list(values["nce_layers"])
+    _check(
+        len(layers) > 0
+        and all(a < b for a, b in itertools.pairwise(layers))
+        and all(0 <= i <= last for i in layers),
+        key("nce_layers"),
+        layers,
+        f"increasing indices of {values['netG']}'s layers, from 0 to {last} (its last "
+        "residual block)",
+    )
+    _check(values["max_bad_steps"] >= 0, key("max_bad_steps"), values["max_bad_steps"], ">= 0")
+    _check(values["threads"] >= 0, key("threads"), values["threads"], "an integer >= 0")
+
+
+def cut_config(params: Params, name: str) -> CUTConfig:
+    """The resolved settings of translator `name` of params.yaml's cut section."""
+    return params.cut.translator(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,6 +644,7 @@ class Params:
     demo_data: DemoDataConfig
     prepare: PrepareConfig
     cyclegan: CycleGANConfig
+    cut: CUTConfig
     translate: TranslateConfig
     train_seg: TrainSegConfig
     evaluate: EvaluateConfig
@@ -499,8 +656,11 @@ class Params:
 
     def __post_init__(self) -> None:
         # Crops are cut from images at the working resolution, so they must fit inside it.
+        translators = [(name, self.cut.translator(name)) for name in self.cut.translators]
         for key, crop in (
             ("cyclegan.crop", self.cyclegan.crop),
+            ("cut.crop", self.cut.crop),
+            *((f"cut.translators.{name}.crop", c.crop) for name, c in translators),
             ("train_seg.crop", self.train_seg.crop),
         ):
             _check(
@@ -519,6 +679,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
         args = typing.get_args(tp)
+        if args[1:] == (Ellipsis,):
+            return f"a list of {_type_name(args[0])}s"
         return f"a list of {len(args)} {_type_name(args[0])}s"
     if origin is dict:
         return f"a mapping of names to {_type_name(typing.get_args(tp)[1])}"
@@ -557,6 +719,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             # One type besides null (an optional block): its own error names the inner key.
             raise errors[0]
         _fail(key, value, _type_name(tp))
+    if origin is tuple and typing.get_args(tp)[1:] == (Ellipsis,):
+        _check(isinstance(value, list | tuple), key, value, _type_name(tp))
+        item = typing.get_args(tp)[0]
+        return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         args = typing.get_args(tp)
         _check(
@@ -570,6 +736,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         _check(isinstance(value, Mapping), key, value, _type_name(tp))
         value_type = typing.get_args(tp)[1]
         return {str(k): _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value  # checked by the section that holds it (cut.translators' overrides)
     if tp is bool:
         _check(isinstance(value, bool), key, value, "true/false")
         return value

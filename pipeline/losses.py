@@ -1,7 +1,9 @@
-"""Training objectives: CycleGAN's adversarial, cycle-consistency and identity losses, and the
-segmentation loss every segmentation step (supervised, DACS, MIC) trains with."""
+"""Training objectives: CycleGAN's adversarial, cycle-consistency and identity losses, CUT's
+PatchNCE, and the segmentation loss every segmentation step (supervised, DACS, MIC) trains with."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
 import torch
@@ -74,3 +76,25 @@ class SegmentationLoss(nn.Module):
         if self.dice is not None:
             loss = loss + self.dice(logits, target)
         return loss
+
+
+def patch_nce(
+    queries: Sequence[torch.Tensor], keys: Sequence[torch.Tensor], temperature: float
+) -> torch.Tensor:
+    """PatchNCE (Park et al. 2020): per tap, each query patch must pick its own location's key
+    among all key patches of the same image; the mean over taps of the mean cross-entropy.
+
+    `queries` and `keys` hold one (N, P, C) tensor per tap, rows of unit length, so the logits
+    are cosines over `temperature`. Keys are detached, as in the reference. The reference also
+    lists the positive twice (once as the positive, once on the diagonal masked to -10 / T); its
+    weight there, exp(-10 / 0.07), is below float precision, so this is the same loss. Computed
+    in float32 whatever autocast is on.
+    """
+    per_tap = []
+    with torch.autocast(queries[0].device.type, enabled=False):
+        for query, key in zip(queries, keys, strict=True):
+            logits = torch.bmm(query.float(), key.detach().float().transpose(1, 2))  # (N, P, P)
+            count, patches = logits.shape[:2]
+            target = torch.arange(patches, device=logits.device).repeat(count)
+            per_tap.append(F.cross_entropy(logits.flatten(0, 1) / temperature, target))
+    return torch.stack(per_tap).mean()

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses import GANLoss, cycle_loss, identity_loss
+from pipeline.losses import GANLoss, cycle_loss, identity_loss, patch_nce
 
 
 def test_lsgan_on_constant_prediction() -> None:
@@ -73,3 +73,32 @@ def test_cycle_and_identity_are_mean_absolute_error() -> None:
     assert cycle_loss(other, original).item() == pytest.approx(expected)
     assert identity_loss(other, original).item() == pytest.approx(expected)
     assert cycle_loss(original, original).item() == 0.0
+
+
+def test_patch_nce_by_hand() -> None:
+    """Tap 1: one image, two patches. Query 0 = (1, 0) meets keys (0.6, 0.8) and (0, 1): cosines
+    0.6 (its own) and 0; query 1 = (0, 1): 0.8 and 1 (its own). Tap 2: two images of one patch
+    each: a patch has no other patch of its image to confuse it with, so 0 (other images' patches
+    are no negatives). The loss is the mean over taps."""
+    temperature = 0.5
+    tap1_queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]], requires_grad=True)  # (1, 2, 2)
+    tap1_keys = torch.tensor([[[0.6, 0.8], [0.0, 1.0]]], requires_grad=True)
+    tap2_queries = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # (2, 1, 2)
+    tap2_keys = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]])
+    loss = patch_nce([tap1_queries, tap2_queries], [tap1_keys, tap2_keys], temperature)
+    # Row 0: logits (0.6, 0) / T, positive first; row 1: (0.8, 1) / T, positive second.
+    row0 = math.log(1 + math.exp((0.0 - 0.6) / temperature))
+    row1 = math.log(1 + math.exp((0.8 - 1.0) / temperature))
+    assert loss.item() == pytest.approx(((row0 + row1) / 2 + 0.0) / 2, rel=1e-6)
+    loss.backward()
+    assert tap1_queries.grad.abs().sum() > 0 and tap1_keys.grad is None  # keys are detached
+
+
+def test_patch_nce_is_float32_under_autocast() -> None:
+    queries = F.normalize(torch.randn(2, 8, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+    keys = F.normalize(queries + 0.1, dim=-1)
+    expected = patch_nce([queries], [keys], 0.07)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = patch_nce([queries.bfloat16()], [keys.bfloat16()], 0.07)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05)

@@ -1,8 +1,11 @@
-"""The CycleGAN generator folder: the trained translation nets on disk, their writer and reader.
+"""The generator folder: the trained translation nets on disk, their writer and reader.
 
 The train_cyclegan stage writes into models/cyclegan
     gen_sim2real.safetensors  gen_real2sim.safetensors   each generator's weights
     generator.json            netG, ngf, norm: what `build_generator` rebuilds either net from
+A CUT / FastCUT run trains sim -> real only: its folder has gen_sim2real.safetensors alone, and
+its generator.json also says which it is ("family": "cut" or "fastcut"). Translation reads
+gen_sim2real and netG, ngf, norm, so it takes either folder.
 The reader also takes a reference checkpoint (``latest_net_G_A.pth`` of
 junyanz/pytorch-CycleGAN-and-pix2pix) given its architecture, since it has no generator.json.
 
@@ -32,16 +35,22 @@ class GeneratorFolderError(ValueError):
 def write_generators(
     out_dir: str | Path,
     gen_sim2real: nn.Module,
-    gen_real2sim: nn.Module,
+    gen_real2sim: nn.Module | None,
     netG: str,
     ngf: int,
     norm: str,
+    family: str | None = None,
 ) -> None:
-    """Write both generators' weights and generator.json into `out_dir`, each atomically."""
+    """Write the generators' weights (gen_real2sim only where there is one) and generator.json
+    (with `family` where given) into `out_dir`, each atomically."""
     out_dir = Path(out_dir)
     for name, net in zip(DIRECTIONS, (gen_sim2real, gen_real2sim)):
-        save_weights(out_dir / f"{name}{SUFFIX}", net.state_dict())
-    write_json(out_dir / GENERATOR_SETTINGS, {"netG": netG, "ngf": ngf, "norm": norm})
+        if net is not None:
+            save_weights(out_dir / f"{name}{SUFFIX}", net.state_dict())
+    settings: dict[str, str | int] = {"netG": netG, "ngf": ngf, "norm": norm}
+    if family is not None:
+        settings["family"] = family
+    write_json(out_dir / GENERATOR_SETTINGS, settings)
 
 
 def load_generator(

@@ -15,7 +15,6 @@ optimizers skip that update there (``found_inf``), leaving weights and moments u
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -26,138 +25,24 @@ from torch import Tensor, nn
 
 from pipeline import dist, runtime
 from pipeline.config import CycleGANConfig, run_settings
-from pipeline.data.tensors import normalize, to_gan_input
+from pipeline.data.tensors import normalize
 from pipeline.io import write_png
 from pipeline.losses import GANLoss, cycle_loss, identity_loss
 from pipeline.models.cyclegan import build_discriminator, build_generator, translate_batch
-from pipeline.models.generator_folder import write_generators
 from pipeline.tracking import Tracker
 from pipeline.train.image_pool import ImagePool
 from pipeline.train.run import Run, spec_of, stream_seed
+from pipeline.train.translator import (
+    UnpairedSampler,
+    apply_updates,
+    frames_fit_on_device,
+    fused_adam,
+    linear_decay,
+    lr_factor,  # noqa: F401  (imported from here by the CycleGAN tests)
+    save_generators,
+)
 
 NET_NAMES = ("gen_sim2real", "gen_real2sim", "disc_real", "disc_sim")
-
-
-def lr_factor(step: int, iters: int, decay_from: int) -> float:
-    """Multiplier of the base learning rate for the update made at 0-based `step`: 1 before
-    `decay_from`, then linear down to 0 at `iters`."""
-    if step < decay_from:
-        return 1.0
-    return max(0.0, 1.0 - (step - decay_from) / max(1, iters - decay_from))
-
-
-class UnpairedSampler:
-    """Random, independent batches from the two image sets: unpaired, as CycleGAN needs.
-
-    Each batch draws, in this order, frame rows, crop offsets and (with `flip`) horizontal
-    flips from `generator`, a stream the run checkpoints, so a resumed run draws the same
-    batches. `frames_on_device` decides where the frames live and so where `generator` must:
-
-    - True (`generator` on `device`): the frames are uploaded once and each batch is one gather
-      on the device (rows, crop window and flip together); nothing waits for the host or makes
-      the host wait.
-    - False (`generator` on the CPU): each crop window is read from the (memory-mapped) host
-      arrays, flipped there and copied over, from page-locked memory on CUDA. Only the window
-      is read, which matters for full-size frames that do not fit on the device.
-
-    Both give the same batches for the same draws.
-    """
-
-    def __init__(
-        self,
-        sim: np.ndarray,
-        real: np.ndarray,
-        batch: int,
-        crop: tuple[int, int],
-        flip: bool,
-        generator: torch.Generator,
-        device: torch.device,
-        channels_last: bool,
-        frames_on_device: bool,
-    ):
-        for name, images in (("sim", sim), ("real", real)):
-            if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
-                raise ValueError(f"{name} images must be (N, H, W, 3), got {images.shape}")
-            if images.shape[1] < crop[0] or images.shape[2] < crop[1]:
-                raise ValueError(
-                    f"cyclegan.crop {list(crop)} is larger than the {name} frames "
-                    f"({images.shape[1]}x{images.shape[2]}); lower the crop or data.size"
-                )
-        draws_on = device if frames_on_device else torch.device("cpu")
-        if generator.device.type != draws_on.type:
-            raise ValueError(f"the sampler's generator must be on {draws_on}")
-        self.batch, self.crop, self.flip = batch, crop, flip
-        self.generator = generator
-        self.device = device
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.frames_on_device = frames_on_device
-        # (N, H, W, 3) uint8: tensors on the device, or the host arrays as given.
-        self.sim: np.ndarray | Tensor = self._place(sim)
-        self.real: np.ndarray | Tensor = self._place(real)
-
-    def _place(self, images: np.ndarray) -> np.ndarray | Tensor:
-        if not self.frames_on_device:
-            return images
-        frames = torch.empty(images.shape, dtype=torch.uint8, device=self.device)
-        for first in range(0, len(images), 256):  # in chunks: no second host copy of the set
-            chunk = np.ascontiguousarray(images[first : first + 256], dtype=np.uint8)
-            frames[first : first + 256].copy_(torch.from_numpy(chunk))
-        return frames
-
-    def _draw(self, images: np.ndarray | Tensor) -> Tensor:
-        """(B, 3, crop_h, crop_w) in [-1, 1] from one image set."""
-        count, height, width = images.shape[:3]
-        crop_h, crop_w = self.crop
-        where = {"generator": self.generator, "device": self.generator.device}
-        rows = torch.randint(count, (self.batch,), **where)
-        tops = torch.randint(height - crop_h + 1, (self.batch,), **where)
-        lefts = torch.randint(width - crop_w + 1, (self.batch,), **where)
-        if self.flip:
-            flips = torch.rand(self.batch, **where) < 0.5
-        else:
-            flips = torch.zeros(self.batch, dtype=torch.bool, device=self.generator.device)
-        if isinstance(images, Tensor):
-            crops = _gather_crops(images, rows, tops, lefts, flips, self.crop)
-        else:
-            windows = [
-                images[row, top : top + crop_h, left : left + crop_w]
-                for row, top, left in zip(rows.tolist(), tops.tolist(), lefts.tolist())
-            ]
-            crops = torch.from_numpy(
-                np.stack([w[:, ::-1] if f else w for w, f in zip(windows, flips.tolist())])
-            )
-        batch = to_gan_input(crops, self.device)  # (B, 3, crop_h, crop_w)
-        return batch.contiguous(memory_format=self.memory_format)
-
-    def next(self) -> tuple[Tensor, Tensor]:
-        """(sim, real) batches, each (batch, 3, crop_h, crop_w) in [-1, 1]."""
-        return self._draw(self.sim), self._draw(self.real)
-
-
-def _gather_crops(
-    frames: Tensor,
-    rows: Tensor,
-    tops: Tensor,
-    lefts: Tensor,
-    flips: Tensor,
-    crop: tuple[int, int],
-) -> Tensor:
-    """(B, crop_h, crop_w, 3) windows of (N, H, W, 3) `frames`, each mirrored left-right where
-    `flips` says so, as one indexing kernel; `rows`, `tops`, `lefts`, `flips` are (B,)."""
-    crop_h, crop_w = crop
-    ys = tops[:, None, None] + torch.arange(crop_h, device=frames.device)[None, :, None]
-    xs = torch.arange(crop_w, device=frames.device)
-    xs = torch.where(flips[:, None, None], crop_w - 1 - xs, xs) + lefts[:, None, None]
-    return frames[rows[:, None, None], ys, xs]  # (B, h, 1) and (B, 1, w) broadcast to (B, h, w)
-
-
-def frames_fit_on_device(device: torch.device, *image_sets: np.ndarray) -> bool:
-    """Whether the image sets may live on `device` for the whole run: CUDA, and together at
-    most a quarter of its memory (the rest is for the nets, their activations and the pools)."""
-    if device.type != "cuda":
-        return False
-    total = torch.cuda.get_device_properties(device).total_memory
-    return sum(images.nbytes for images in image_sets) <= total // 4
 
 
 @dataclasses.dataclass
@@ -353,13 +238,7 @@ class CycleGANTrainer:
         dist.all_reduce_sum(bad)
         # D's loss never depended on G's update (its fakes are detached), so stepping both here
         # equals the reference's G-step-then-D-step order, and a bad step leaves both untouched.
-        for optimizer in (self.opt_gen, self.opt_disc):
-            if self.scaler.is_enabled():
-                self.scaler.step(optimizer)  # fp16: the scaler skips non-finite gradients
-            else:
-                optimizer.found_inf = bad  # fused Adam skips the update on the device if > 0
-                optimizer.step()
-        self.scaler.update()
+        apply_updates((self.opt_gen, self.opt_disc), self.scaler, bad)
         self.schedule_gen.step()
         self.schedule_disc.step()
         return values, bad == 0
@@ -401,16 +280,10 @@ def build_trainer(
         net.to(device=device, memory_format=memory_format)
 
     def adam(*modules: nn.Module) -> torch.optim.Adam:
-        # Fused: one kernel for all parameters, and it can skip a step on the device.
-        parameters = itertools.chain(*(m.parameters() for m in modules))
-        return torch.optim.Adam(
-            parameters, lr=config.lr, betas=(config.beta1, config.beta2), fused=True
-        )
+        return fused_adam(config.lr, (config.beta1, config.beta2), *modules)
 
     def schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, config.iters, config.decay_from)
-        )
+        return linear_decay(optimizer, config.iters, config.decay_from)
 
     def pool_generator(name: str) -> torch.Generator:
         generator = torch.Generator(device=device)
@@ -524,13 +397,10 @@ def train_cyclegan(
         if not (out_dir / "samples" / f"step_{run.step:08d}.png").is_file():
             write_sample()
         nets = trainer.nets
-        write_generators(
-            out_dir, nets.gen_sim2real, nets.gen_real2sim, config.netG, config.ngf, config.norm
+        settings = (config.netG, config.ngf, config.norm)
+        save_generators(
+            out_dir, tracker, config.crop, settings, nets.gen_sim2real, nets.gen_real2sim
         )
-        example = np.zeros((1, 3, *config.crop), dtype=np.float32)
-        generator = build_generator(config.netG, config.ngf, config.norm)
-        generator.load_state_dict(trainer.nets.gen_sim2real.state_dict())
-        tracker.log_torch_model(generator.eval(), "gen_sim2real", input_example=example)
     dist.barrier()
     return summary
 

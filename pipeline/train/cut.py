@@ -1,0 +1,371 @@
+"""CUT and FastCUT training, sim -> real (Park et al., ECCV 2020, "Contrastive Learning for Unpaired
+Image-to-Image Translation"; reference code taesungp/contrastive-unpaired-translation).
+
+One generator, one discriminator, and per-tap MLP heads (`pipeline.models.cut`). The generator's
+loss is adversarial (times `lambda_gan`) plus PatchNCE between the patches of its input and of
+its output (times `lambda_nce`): a patch of the translation must be closer, in the heads'
+embedding of the generator's own encoder features, to the patch of the input at the same place
+than to the input's other patches. CUT also averages in the identity term, PatchNCE between real
+frames and their translation (`nce_idt`); FastCUT drops it, weighs PatchNCE 10 and, half of the
+steps, translates a mirrored input and mirrors the translation's features back before comparing
+(`flip_equivariance`). The discriminator's loss is real against fake, halved; no image pool.
+
+Step order. The reference updates D first and then computes G's losses against the updated D.
+Here, as in our CycleGAN step, both losses are computed against the same D and both optimizers
+step together afterwards, so that one non-finite check (on the device, agreed across ranks)
+skips the whole step without waiting for the host; G's adversarial term lags D by one update.
+
+Everything between the steps (resume, signals, checkpoints, logging, the non-finite guard) is the
+run layer's (`pipeline.train.run`), as for CycleGAN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pipeline import dist, runtime
+from pipeline.config import CUTConfig, run_settings
+from pipeline.io import write_png
+from pipeline.losses import GANLoss, patch_nce
+from pipeline.models.cut import ContrastiveGenerator, PatchHeads, sample_patch_ids, tap_shapes
+from pipeline.models.cyclegan import build_discriminator, build_generator, translate_batch
+from pipeline.tracking import Tracker
+from pipeline.train.run import Run, spec_of
+from pipeline.train.translator import (
+    UnpairedSampler,
+    apply_updates,
+    frames_fit_on_device,
+    fused_adam,
+    linear_decay,
+    save_generators,
+)
+
+NET_NAMES = ("gen_sim2real", "patch_heads", "disc_real")
+
+
+@dataclasses.dataclass
+class CUTNets:
+    gen_sim2real: nn.Module
+    patch_heads: PatchHeads
+    disc_real: nn.Module  # real vs fake real (gen_sim2real's output)
+
+    def named(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in NET_NAMES}
+
+
+@dataclasses.dataclass
+class CUTRunners:
+    """What the step calls: DDP-wrapped where several ranks train."""
+
+    translator: nn.Module  # a ContrastiveGenerator over gen_sim2real and patch_heads
+    disc_real: nn.Module
+
+
+def build_nets(config: CUTConfig) -> CUTNets:
+    """Generator, heads (sized from the taps' channels) and discriminator, initialised from
+    torch's global RNG."""
+    generator = build_generator(config.netG, config.ngf, config.norm)
+    shapes = tap_shapes(generator, config.nce_layers, config.crop)
+    return CUTNets(
+        gen_sim2real=generator,
+        patch_heads=PatchHeads([channels for channels, _, _ in shapes], config.netF_nc),
+        disc_real=build_discriminator("n_layers", config.ndf, config.n_layers_D, config.norm),
+    )
+
+
+class CUTObjective:
+    """The losses of one step, weighted as the reference weights them (see the module doc)."""
+
+    def __init__(
+        self,
+        gan_mode: str,
+        lambda_gan: float,
+        lambda_nce: float,
+        nce_idt: bool,
+        nce_t: float,
+    ) -> None:
+        self.gan_loss = GANLoss(gan_mode)
+        self.lambda_gan, self.lambda_nce = lambda_gan, lambda_nce
+        self.nce_idt, self.nce_t = nce_idt, nce_t
+
+    def sources(self, sim: Tensor, real: Tensor) -> Tensor:
+        """What the generator translates in a step: sim, and with `nce_idt` real after it."""
+        return torch.cat([sim, real]) if self.nce_idt else sim
+
+    def generator_losses(
+        self, runners: CUTRunners, sim: Tensor, real: Tensor, flip: Tensor, ids: list[Tensor]
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """Losses on (B, 3, h, w) batches, their weighted total and the fake real frames;
+        `flip` and `ids` as `ContrastiveGenerator` takes them, for `sources(sim, real)`."""
+        batch = sim.shape[0]
+        translated, queries, keys = runners.translator(self.sources(sim, real), flip, ids)
+        fake_real = translated[:batch]
+
+        def nce(part: slice) -> Tensor:
+            return patch_nce([q[part] for q in queries], [k[part] for k in keys], self.nce_t)
+
+        losses = {
+            "loss_gan_sim2real": self.gan_loss(runners.disc_real(fake_real), True)
+            * self.lambda_gan,
+            "loss_nce": nce(slice(0, batch)) * self.lambda_nce,
+        }
+        contrastive = losses["loss_nce"]
+        if self.nce_idt:
+            losses["loss_nce_idt"] = nce(slice(batch, None)) * self.lambda_nce
+            contrastive = 0.5 * (losses["loss_nce"] + losses["loss_nce_idt"])
+        return losses, losses["loss_gan_sim2real"] + contrastive, fake_real
+
+    def discriminator_losses(
+        self, runners: CUTRunners, real: Tensor, fake_real: Tensor
+    ) -> dict[str, Tensor]:
+        gan = self.gan_loss
+        disc = runners.disc_real
+        return {"loss_disc_real": 0.5 * (gan(disc(real), True) + gan(disc(fake_real), False))}
+
+
+@dataclasses.dataclass
+class CUTTrainer:
+    """The nets, their optimizers and the update they make together (`step`)."""
+
+    nets: CUTNets  # the plain modules: their state dicts are what gets saved
+    runners: CUTRunners  # what the step calls: DDP-wrapped and compiled where asked
+    objective: CUTObjective
+    opt_gen: torch.optim.Adam  # the generator and the heads
+    opt_disc: torch.optim.Adam
+    schedule_gen: torch.optim.lr_scheduler.LambdaLR
+    schedule_disc: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    # Patch locations and FastCUT's mirror draws, on the device: a stream the run checkpoints.
+    draws: torch.Generator
+    tap_shapes: list[tuple[int, int, int]]
+    num_patches: int
+    precision: str
+    device: torch.device
+    compile: str = "eager"  # set by `wrap`
+
+    def wrap(self, compile: str) -> None:
+        """DDP-wrap the nets (several ranks) once the weights are final; with `compile` other
+        than "eager", compile each phase of the step into one graph, its backward into another
+        (as CycleGANTrainer.wrap: crop and batch are fixed, so the graphs are static)."""
+        translator = self.runners.translator
+        self.runners = CUTRunners(
+            translator=dist.wrap(translator, self.device),
+            disc_real=dist.wrap(self.nets.disc_real, self.device),
+        )
+        self.compile = compile
+        if compile != "eager":
+            self._generator_phase = torch.compile(  # type: ignore[method-assign]
+                self._generator_phase, mode=compile, dynamic=False
+            )
+            self._discriminator_phase = torch.compile(  # type: ignore[method-assign]
+                self._discriminator_phase, mode=compile, dynamic=False
+            )
+
+    def lr(self) -> float:
+        """The learning rate of the next update."""
+        return self.schedule_gen.get_last_lr()[0]
+
+    def step(self, sim: Tensor, real: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """One generator + discriminator update on (B, 3, h, w) batches.
+
+        Returns the losses (device scalars, valid until the next step) and whether the update
+        was applied (a device bool, equal on every rank): when any loss on any rank is
+        NaN/inf, nothing is updated.
+        """
+        if self.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        self.opt_gen.zero_grad(set_to_none=True)
+        self.opt_disc.zero_grad(set_to_none=True)
+        # Drawn outside the compiled phases, as tensors: the graphs stay the same every step.
+        where = {"generator": self.draws, "device": self.draws.device}
+        flip = torch.rand((), **where) < 0.5
+        count = self.objective.sources(sim, real).shape[0]
+        ids = sample_patch_ids(self.tap_shapes, count, self.num_patches, self.draws)
+
+        # Generator and heads, with the discriminator frozen so the adversarial term moves G.
+        self.nets.disc_real.requires_grad_(False)
+        gen_losses, gen_total, fake_real = self._generator_phase(sim, real, flip, ids)
+        self.scaler.scale(gen_total).backward()
+
+        # Discriminator, on the detached fake: no gradient of its reaches G.
+        self.nets.disc_real.requires_grad_(True)
+        disc_losses, disc_total = self._discriminator_phase(real, fake_real.detach())
+        self.scaler.scale(disc_total).backward()
+
+        values = {name: loss.detach() for name, loss in {**gen_losses, **disc_losses}.items()}
+        bad = (~torch.isfinite(torch.stack(list(values.values())))).any().float()
+        dist.all_reduce_sum(bad)  # every rank skips the same steps
+        apply_updates((self.opt_gen, self.opt_disc), self.scaler, bad)
+        self.schedule_gen.step()
+        self.schedule_disc.step()
+        return values, bad == 0
+
+    def _generator_phase(
+        self, sim: Tensor, real: Tensor, flip: Tensor, ids: list[Tensor]
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        with runtime.autocast(self.precision, self.device):
+            return self.objective.generator_losses(self.runners, sim, real, flip, ids)
+
+    def _discriminator_phase(
+        self, real: Tensor, fake_real: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        with runtime.autocast(self.precision, self.device):
+            losses = self.objective.discriminator_losses(self.runners, real, fake_real)
+        return losses, sum(losses.values())
+
+
+def build_trainer(
+    nets: CUTNets,
+    config: CUTConfig,
+    device: torch.device,
+    precision: str,
+    draws: torch.Generator,
+) -> CUTTrainer:
+    """`nets` on `device`, their Adam optimizers and schedules, for a resolved `config`
+    (`cut_config`); `draws` (on `device`) gives the patch locations and mirror draws."""
+    if config.lambda_nce is None or config.nce_idt is None or config.flip_equivariance is None:
+        raise ValueError("CUT needs one translator's resolved settings: cut_config(params, NAME)")
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    for net in nets.named().values():
+        net.to(device=device, memory_format=memory_format)
+    betas = (config.beta1, config.beta2)
+    opt_gen = fused_adam(config.lr, betas, nets.gen_sim2real, nets.patch_heads)
+    opt_disc = fused_adam(config.lr, betas, nets.disc_real)
+    translator = ContrastiveGenerator(
+        nets.gen_sim2real, nets.patch_heads, config.nce_layers, config.flip_equivariance
+    )
+    return CUTTrainer(
+        nets=nets,
+        runners=CUTRunners(translator=translator, disc_real=nets.disc_real),
+        objective=CUTObjective(
+            config.gan_mode, config.lambda_gan, config.lambda_nce, config.nce_idt, config.nce_t
+        ),
+        opt_gen=opt_gen,
+        opt_disc=opt_disc,
+        schedule_gen=linear_decay(opt_gen, config.iters, config.decay_from),
+        schedule_disc=linear_decay(opt_disc, config.iters, config.decay_from),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        draws=draws,
+        tap_shapes=tap_shapes(nets.gen_sim2real, config.nce_layers, config.crop),
+        num_patches=config.num_patches,
+        precision=precision,
+        device=device,
+    )
+
+
+def train_cut(
+    config: CUTConfig,
+    sim: np.ndarray,
+    real: np.ndarray,
+    out_dir: str | Path,
+    tracker: Tracker,
+    curves_path: str | Path | None = None,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
+    """Train CUT or FastCUT (`config.mode`) on (N, H, W, 3) uint8 sim and real frames, with one
+    translator's resolved settings (`cut_config(params, NAME)`); resume from out_dir if possible.
+
+    Writes out_dir/checkpoints/, out_dir/samples/, the final generator (gen_sim2real.safetensors
+    and generator.json, whose "family" is the mode) and, with `curves_path`, the loss curves as
+    CSV. Only rank 0 writes. Returns the run summary (steps, img_per_s, train_seconds, the last
+    logged losses) and the precision used.
+    """
+    out_dir = Path(out_dir)
+    device = device or runtime.pick_device()
+    precision = runtime.resolve_precision(config.precision, device)
+    runtime.set_threads(config.threads)
+    if device.type == "cuda":
+        # Fixed crop size: let cuDNN pick the fastest kernels (resume exact up to their
+        # non-determinism, as for CycleGAN).
+        torch.backends.cudnn.benchmark = True
+
+    # Every rank builds the same initial weights; the run then seeds each rank's own streams.
+    torch.manual_seed(config.seed)
+    nets = build_nets(config)
+    curves = Path(curves_path) if curves_path is not None else None
+    folder = out_dir / "checkpoints"
+    spec = spec_of(config, config.mode, folder, run_settings(config), curves, "cut.")
+    run = Run(spec, tracker, device)
+    trainer = build_trainer(nets, config, device, precision, run.generator("draws", device))
+    frames_on_device = frames_fit_on_device(device, sim, real)
+    sampler = UnpairedSampler(
+        sim,
+        real,
+        config.batch,
+        config.crop,
+        config.flip,
+        run.generator("sampler", device if frames_on_device else None),
+        device,
+        config.channels_last,
+        frames_on_device,
+        section="cut",
+    )
+    run.hold(
+        **trainer.nets.named(),
+        opt_gen=trainer.opt_gen,
+        opt_disc=trainer.opt_disc,
+        schedule_gen=trainer.schedule_gen,
+        schedule_disc=trainer.schedule_disc,
+        scaler=trainer.scaler,
+    )
+    run.resume()
+    trainer.wrap(config.compile)
+    tracker.set_tags(
+        {
+            "family": config.mode,
+            "precision": precision,
+            "channels_last": config.channels_last,
+            "compile": config.compile,
+        }
+    )
+
+    def write_sample() -> None:
+        grid = sample_grid(trainer.nets.gen_sim2real, sim[0], real[0], precision, device)
+        tracker.log_image("samples", grid, step=run.step)
+        write_png(out_dir / "samples" / f"step_{run.step:08d}.png", grid)
+
+    for _ in run:
+        lr = trainer.lr()
+        sim_batch, real_batch = sampler.next()
+        losses, applied = trainer.step(sim_batch, real_batch)
+        run.log(losses, applied, lr)
+        if dist.is_main() and run.due(config.sample_every):
+            write_sample()
+
+    summary = {**run.finish(), "precision": precision}
+    if dist.is_main():
+        # A rerun of a finished run trains nothing; the final sample is still an output.
+        if not (out_dir / "samples" / f"step_{run.step:08d}.png").is_file():
+            write_sample()
+        settings = (config.netG, config.ngf, config.norm)
+        save_generators(
+            out_dir, tracker, config.crop, settings, trainer.nets.gen_sim2real, family=config.mode
+        )
+    dist.barrier()
+    return summary
+
+
+def sample_grid(
+    generator: nn.Module,
+    sim_image: np.ndarray,
+    real_image: np.ndarray,
+    precision: str,
+    device: torch.device,
+) -> np.ndarray:
+    """(2H, 2W, 3) uint8: sim | sim->real over real | real->real (what the identity term asks
+    to leave alone)."""
+    generator.eval()
+    try:
+        fake_real = translate_batch(generator, sim_image[None], precision, device)
+        same_real = translate_batch(generator, real_image[None], precision, device)
+    finally:
+        generator.train()
+    top = np.concatenate([sim_image, fake_real[0]], axis=1)
+    bottom = np.concatenate([real_image, same_real[0]], axis=1)
+    return np.concatenate([top, bottom], axis=0)
