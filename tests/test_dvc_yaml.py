@@ -29,6 +29,8 @@ NOT_OUTPUT_CODE = {
     "pipeline/fingerprint.py",  # whether a checkpoint resumes, not what the run computes
     "pipeline/dist.py",  # process-group plumbing; the process count is a runtime setting
 }
+# The foreach stages that train one entry of a runtime-marked list depend on that entry.
+OWN_ENTRY = {"train_seg": "train_seg.variants.${key}", "train_cut": "cut.translators.${key}"}
 # Settings a stage reads that are runtime-marked for the runs but still shape its outputs.
 EXTRA_PARAMS = {
     "report": {"train_seg.variants"},  # which variants the comparison lists
@@ -156,9 +158,9 @@ def test_every_stage_depends_on_exactly_the_settings_that_change_its_outputs() -
             assert body["params"] == [{"params.yaml": None}]  # every key of the file
             continue
         expected = params_read(_script(stage)) | EXTRA_PARAMS.get(name, set())
-        if "foreach" in stage and stage["foreach"] == "${train_seg.variants}":
-            # Each variant's own entry (the variants list as a whole is runtime-marked).
-            expected |= {"train_seg.variants.${key}"} if name == "train_seg" else set()
+        if name in OWN_ENTRY:
+            # Each variant's / translator's own entry (the list as a whole is runtime-marked).
+            expected.add(OWN_ENTRY[name])
         if declared != expected:
             wrong[name] = {
                 "missing": sorted(expected - declared),
@@ -181,7 +183,10 @@ def test_dvc_itself_sees_every_imported_file_as_a_dep_of_every_stage(tmp_path) -
     from dvc.repo import Repo
 
     shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    shutil.copy(TEST_PARAMS, tmp_path / "params.yaml")
+    params = yaml.safe_load(TEST_PARAMS.read_text())
+    # Opt-in in the shipped settings; named here so their foreach stages resolve too.
+    params["cut"]["translators"] = {"cut": {}, "fastcut": {"mode": "fastcut"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(
         [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True
     )

@@ -35,8 +35,30 @@ TINY = {
         "log_every": 4,
         "sample_every": 6,
     },
+    # A contrastive translator beside CycleGAN, and a variant trained on its translation.
+    "cut": {
+        "ngf": 8,
+        "ndf": 8,
+        "num_patches": 16,
+        "netF_nc": 16,
+        "iters": 12,
+        "decay_from": 6,
+        "crop": [32, 64],
+        "checkpoint_every": 5,
+        "log_every": 4,
+        "sample_every": 6,
+    },
     "translate": {"batch": 4},
-    "train_seg": {"iters": 6, "batch": 2, "crop": [32, 64], "checkpoint_every": 3, "log_every": 2},
+    "train_seg": {
+        "iters": 6,
+        "batch": 2,
+        "crop": [32, 64],
+        "checkpoint_every": 3,
+        "log_every": 2,
+        "variants": {
+            "fastcut": {"images": "data/translated_fastcut", "labels": "data/prepared/sim"}
+        },
+    },
     "evaluate": {"batch": 4},
     "report": {"n_samples": 2},
 }
@@ -70,8 +92,9 @@ def repo(tmp_path_factory):
         else:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, root / name)
-    params = yaml.safe_load(TEST_PARAMS.read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    params = _merge(yaml.safe_load(TEST_PARAMS.read_text()), TINY)
+    params["cut"]["translators"] = {"fastcut": {"mode": "fastcut"}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -93,7 +116,7 @@ def repo(tmp_path_factory):
     return root, env, first
 
 
-VARIANTS = ["source_only", "fda", "cyclegan", "source_st", "cyclegan_st", "oracle"]
+VARIANTS = ["source_only", "fda", "cyclegan", "source_st", "cyclegan_st", "oracle", "fastcut"]
 
 
 def test_every_stage_writes_its_outputs(repo):
@@ -106,8 +129,15 @@ def test_every_stage_writes_its_outputs(repo):
     translated = sorted(p.name for p in (root / "data" / "translated" / "images").glob("*.png"))
     sim = json.loads((root / "data" / "prepared" / "sim" / "names.json").read_text())
     assert translated == [f"{name}.png" for name in sim]
+    by_fastcut = sorted(p.name for p in (root / "data/translated_fastcut/images").glob("*.png"))
+    assert by_fastcut == translated
+    generator = json.loads((root / "models/fastcut/generator.json").read_text())
+    assert generator["family"] == "fastcut"
     comparison = (root / "reports" / "comparison.md").read_text()
     assert all(f"| {v} |" in comparison for v in variants)
+    # The translation-quality table has a row per translator, CycleGAN first.
+    quality = comparison.split("## Translation quality")[1]
+    assert quality.index("| cyclegan |") < quality.index("| fastcut |")
     assert (root / "reports" / "figures" / "per_class_iou.png").stat().st_size > 0
     assert (root / "mlflow.db").is_file()
     # Every stage kept its output in a log, without progress-bar refreshes.

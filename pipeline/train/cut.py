@@ -10,10 +10,10 @@ frames and their translation (`nce_idt`); FastCUT drops it, weighs PatchNCE 10 a
 steps, translates a mirrored input and mirrors the translation's features back before comparing
 (`flip_equivariance`). The discriminator's loss is real against fake, halved; no image pool.
 
-Step order. The reference updates D first and then computes G's losses against the updated D.
-Here, as in our CycleGAN step, both losses are computed against the same D and both optimizers
-step together afterwards, so that one non-finite check (on the device, agreed across ranks)
-skips the whole step without waiting for the host; G's adversarial term lags D by one update.
+Step order, as the reference's `optimize_parameters`: translate; update D on the detached
+translation; then compute G's and the heads' losses against the updated D and update them. The
+non-finite guard stays on the device: D's update is skipped when its loss is not finite, G's when
+its own or D's is not (agreed across ranks either way).
 
 Everything between the steps (resume, signals, checkpoints, logging, the non-finite guard) is the
 run layer's (`pipeline.train.run`), as for CycleGAN.
@@ -98,13 +98,23 @@ class CUTObjective:
         """What the generator translates in a step: sim, and with `nce_idt` real after it."""
         return torch.cat([sim, real]) if self.nce_idt else sim
 
-    def generator_losses(
+    def translate(
         self, runners: CUTRunners, sim: Tensor, real: Tensor, flip: Tensor, ids: list[Tensor]
-    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        """Losses on (B, 3, h, w) batches, their weighted total and the fake real frames;
-        `flip` and `ids` as `ContrastiveGenerator` takes them, for `sources(sim, real)`."""
-        batch = sim.shape[0]
-        translated, queries, keys = runners.translator(self.sources(sim, real), flip, ids)
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """The translation of `sources(sim, real)` and the PatchNCE queries and keys at the
+        patch locations `ids` (`flip`: FastCUT's mirrored pass), as `ContrastiveGenerator`."""
+        return runners.translator(self.sources(sim, real), flip, ids)
+
+    def generator_losses(
+        self,
+        runners: CUTRunners,
+        translated: Tensor,
+        queries: list[Tensor],
+        keys: list[Tensor],
+        batch: int,
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Losses of a `translate` output whose first `batch` frames are the sim ones, and
+        their weighted total."""
         fake_real = translated[:batch]
 
         def nce(part: slice) -> Tensor:
@@ -119,7 +129,7 @@ class CUTObjective:
         if self.nce_idt:
             losses["loss_nce_idt"] = nce(slice(batch, None)) * self.lambda_nce
             contrastive = 0.5 * (losses["loss_nce"] + losses["loss_nce_idt"])
-        return losses, losses["loss_gan_sim2real"] + contrastive, fake_real
+        return losses, losses["loss_gan_sim2real"] + contrastive
 
     def discriminator_losses(
         self, runners: CUTRunners, real: Tensor, fake_real: Tensor
@@ -160,6 +170,9 @@ class CUTTrainer:
         )
         self.compile = compile
         if compile != "eager":
+            self._translate_phase = torch.compile(  # type: ignore[method-assign]
+                self._translate_phase, mode=compile, dynamic=False
+            )
             self._generator_phase = torch.compile(  # type: ignore[method-assign]
                 self._generator_phase, mode=compile, dynamic=False
             )
@@ -172,11 +185,11 @@ class CUTTrainer:
         return self.schedule_gen.get_last_lr()[0]
 
     def step(self, sim: Tensor, real: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """One generator + discriminator update on (B, 3, h, w) batches.
+        """One discriminator, then generator + heads update on (B, 3, h, w) batches.
 
         Returns the losses (device scalars, valid until the next step) and whether the update
-        was applied (a device bool, equal on every rank): when any loss on any rank is
-        NaN/inf, nothing is updated.
+        was applied (a device bool, equal on every rank): when a loss on any rank is NaN/inf,
+        the nets whose losses it touches are not updated (D: its own; G: any).
         """
         if self.compile == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
@@ -188,29 +201,41 @@ class CUTTrainer:
         count = self.objective.sources(sim, real).shape[0]
         ids = sample_patch_ids(self.tap_shapes, count, self.num_patches, self.draws)
 
-        # Generator and heads, with the discriminator frozen so the adversarial term moves G.
-        self.nets.disc_real.requires_grad_(False)
-        gen_losses, gen_total, fake_real = self._generator_phase(sim, real, flip, ids)
-        self.scaler.scale(gen_total).backward()
+        batch = sim.shape[0]
+        translated, queries, keys = self._translate_phase(sim, real, flip, ids)
 
-        # Discriminator, on the detached fake: no gradient of its reaches G.
+        # Discriminator first, on the detached translation: no gradient of its reaches G.
         self.nets.disc_real.requires_grad_(True)
-        disc_losses, disc_total = self._discriminator_phase(real, fake_real.detach())
+        disc_losses, disc_total = self._discriminator_phase(real, translated[:batch].detach())
         self.scaler.scale(disc_total).backward()
+        disc_bad = _non_finite(disc_losses)
+        dist.all_reduce_sum(disc_bad)  # every rank skips the same steps
+        apply_updates((self.opt_disc,), self.scaler, disc_bad)
 
-        values = {name: loss.detach() for name, loss in {**gen_losses, **disc_losses}.items()}
-        bad = (~torch.isfinite(torch.stack(list(values.values())))).any().float()
-        dist.all_reduce_sum(bad)  # every rank skips the same steps
-        apply_updates((self.opt_gen, self.opt_disc), self.scaler, bad)
+        # Generator and heads against the updated discriminator, frozen so only they move.
+        self.nets.disc_real.requires_grad_(False)
+        gen_losses, gen_total = self._generator_phase(translated, queries, keys, batch)
+        self.scaler.scale(gen_total).backward()
+        bad = _non_finite(gen_losses)
+        dist.all_reduce_sum(bad)
+        bad = bad + disc_bad
+        apply_updates((self.opt_gen,), self.scaler, bad)
         self.schedule_gen.step()
         self.schedule_disc.step()
+        values = {name: loss.detach() for name, loss in {**gen_losses, **disc_losses}.items()}
         return values, bad == 0
 
-    def _generator_phase(
+    def _translate_phase(
         self, sim: Tensor, real: Tensor, flip: Tensor, ids: list[Tensor]
-    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         with runtime.autocast(self.precision, self.device):
-            return self.objective.generator_losses(self.runners, sim, real, flip, ids)
+            return self.objective.translate(self.runners, sim, real, flip, ids)
+
+    def _generator_phase(
+        self, translated: Tensor, queries: list[Tensor], keys: list[Tensor], batch: int
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        with runtime.autocast(self.precision, self.device):
+            return self.objective.generator_losses(self.runners, translated, queries, keys, batch)
 
     def _discriminator_phase(
         self, real: Tensor, fake_real: Tensor
@@ -218,6 +243,11 @@ class CUTTrainer:
         with runtime.autocast(self.precision, self.device):
             losses = self.objective.discriminator_losses(self.runners, real, fake_real)
         return losses, sum(losses.values())
+
+
+def _non_finite(losses: dict[str, Tensor]) -> Tensor:
+    """1.0 on the device when any of `losses` is NaN or infinite, else 0.0."""
+    return (~torch.isfinite(torch.stack([v.detach() for v in losses.values()]))).any().float()
 
 
 def build_trainer(

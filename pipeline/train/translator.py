@@ -162,11 +162,14 @@ def apply_updates(
 ) -> None:
     """Step `optimizers` unless `bad` (a device float, > 0 when a loss was non-finite on some
     rank, equal on every rank): no host synchronisation either way."""
+    # Fused Adam skips an update only where found_inf is exactly 1.0: a count of bad ranks or
+    # losses (2.0, ...) would let the update through.
+    found_inf = (bad > 0).float()
     for optimizer in optimizers:
         if scaler.is_enabled():
             scaler.step(optimizer)  # fp16: the scaler skips non-finite gradients
         else:
-            optimizer.found_inf = bad  # fused Adam skips the update on the device if > 0
+            optimizer.found_inf = found_inf  # fused Adam skips the update on the device
             optimizer.step()
     scaler.update()
 

@@ -108,9 +108,11 @@ def test_objective_weights_each_term_as_the_reference(frames, mode: str) -> None
     ids = [torch.randperm(h * w)[:16].expand(count, -1) for _, h, w in trainer.tap_shapes]
     objective, runners = trainer.objective, trainer.runners
     with torch.no_grad():
-        losses, total, fake_real = objective.generator_losses(runners, sim, real, flip, ids)
-        translated, queries, keys = runners.translator(objective.sources(sim, real), flip, ids)
-        assert torch.equal(fake_real, translated[:1])
+        translated, queries, keys = objective.translate(runners, sim, real, flip, ids)
+        again, _, _ = runners.translator(objective.sources(sim, real), flip, ids)
+        assert torch.equal(translated, again)
+        losses, total = objective.generator_losses(runners, translated, queries, keys, 1)
+        fake_real = translated[:1]
         gan = GANLoss("lsgan")(trainer.nets.disc_real(fake_real), True)
         nce = patch_nce([q[:1] for q in queries], [k[:1] for k in keys], 0.07)
         torch.testing.assert_close(losses["loss_gan_sim2real"], gan)

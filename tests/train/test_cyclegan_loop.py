@@ -505,3 +505,19 @@ def test_compiled_phases_compute_the_eager_step(frames, monkeypatch) -> None:
             getattr(trainers["reduce-overhead"].nets, name).parameters(),
         ):
             torch.testing.assert_close(a, b)
+
+
+def test_a_step_is_skipped_whatever_the_count_of_bad_ranks() -> None:
+    """all_reduce_sum adds each rank's flag; fused Adam skips only on exactly 1.0, so two bad
+    ranks (2.0) must skip the update too."""
+    from pipeline.train.translator import apply_updates, fused_adam
+
+    net = torch.nn.Linear(2, 2)
+    before = copy.deepcopy(net.state_dict())
+    optimizer = fused_adam(0.1, (0.5, 0.999), net)
+    net(torch.ones(1, 2)).sum().backward()
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    apply_updates((optimizer,), scaler, torch.tensor(2.0))
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+    apply_updates((optimizer,), scaler, torch.tensor(0.0))
+    assert not torch.equal(net.state_dict()["weight"], before["weight"])
