@@ -148,7 +148,7 @@ def save(stem: Path, page: str, name: str, results: Results, run: Results) -> No
 def main(argv: Sequence[str] | None = None) -> dict[str, Results]:
     """`python -m benchmarks [NAME ...] [--quick] [--out DIR]`: run the named measurements
     (default: those of reports/bench.md), each saving its part of <out>/<page>.md and .json."""
-    from benchmarks import cpu, gpu, profile, scaling, training  # noqa: F401 (register, in order)
+    from benchmarks import cpu, gpu, profile, scaling, training, translators  # noqa: F401
 
     bench = [name for name, entry in MEASUREMENTS.items() if entry.page == "bench"]
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=main.__doc__)
