@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         runtime.use_compile_cache(project_root() / args.compile_cache)
     splits = [args.prepared / "sim", args.prepared / "real_train"]
     with open_stage(
-        f"train_cut@{args.name}",
+        "train_cut",
         log=args.log,
         distributed=True,
         run_name=f"train_cut_{args.name}",

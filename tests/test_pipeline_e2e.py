@@ -199,7 +199,12 @@ def test_runs_of_one_repro_share_a_pipeline_run_and_name_their_dataset(repo):
     seen = json.loads(_python(code, root, env))
     assert len(seen["pipeline_run"]) == 1 and seen["pipeline_run"][0]
     assert seen["dataset"] == ["demo"]
-    assert seen["stages"] == ["report", "train_cyclegan", *["train_seg"] * len(VARIANTS)]
+    assert seen["stages"] == [
+        "report",
+        "train_cut",
+        "train_cyclegan",
+        *["train_seg"] * len(VARIANTS),
+    ]
     assert seen["registered"] == [f"sim2real-{v}" for v in sorted(VARIANTS)]
 
 

@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from pipeline import dist, runtime
 from pipeline.config import CUTConfig, run_settings
-from pipeline.io import write_png
 from pipeline.losses import GANLoss, patch_nce
 from pipeline.models.cut import ContrastiveGenerator, PatchHeads, sample_patch_ids, tap_shapes
 from pipeline.models.cyclegan import build_discriminator, build_generator, translate_batch
@@ -40,10 +39,13 @@ from pipeline.train.run import Run, spec_of
 from pipeline.train.translator import (
     UnpairedSampler,
     apply_updates,
+    compile_phases,
     frames_fit_on_device,
     fused_adam,
     linear_decay,
+    non_finite,
     save_generators,
+    train_loop,
 )
 
 NET_NAMES = ("gen_sim2real", "patch_heads", "disc_real")
@@ -170,14 +172,8 @@ class CUTTrainer:
         )
         self.compile = compile
         if compile != "eager":
-            self._translate_phase = torch.compile(  # type: ignore[method-assign]
-                self._translate_phase, mode=compile, dynamic=False
-            )
-            self._generator_phase = torch.compile(  # type: ignore[method-assign]
-                self._generator_phase, mode=compile, dynamic=False
-            )
-            self._discriminator_phase = torch.compile(  # type: ignore[method-assign]
-                self._discriminator_phase, mode=compile, dynamic=False
+            compile_phases(
+                self, compile, "_translate_phase", "_generator_phase", "_discriminator_phase"
             )
 
     def lr(self) -> float:
@@ -208,7 +204,7 @@ class CUTTrainer:
         self.nets.disc_real.requires_grad_(True)
         disc_losses, disc_total = self._discriminator_phase(real, translated[:batch].detach())
         self.scaler.scale(disc_total).backward()
-        disc_bad = _non_finite(disc_losses)
+        disc_bad = non_finite(disc_losses)
         dist.all_reduce_sum(disc_bad)  # every rank skips the same steps
         apply_updates((self.opt_disc,), self.scaler, disc_bad)
 
@@ -216,7 +212,7 @@ class CUTTrainer:
         self.nets.disc_real.requires_grad_(False)
         gen_losses, gen_total = self._generator_phase(translated, queries, keys, batch)
         self.scaler.scale(gen_total).backward()
-        bad = _non_finite(gen_losses)
+        bad = non_finite(gen_losses)
         dist.all_reduce_sum(bad)
         bad = bad + disc_bad
         apply_updates((self.opt_gen,), self.scaler, bad)
@@ -243,11 +239,6 @@ class CUTTrainer:
         with runtime.autocast(self.precision, self.device):
             losses = self.objective.discriminator_losses(self.runners, real, fake_real)
         return losses, sum(losses.values())
-
-
-def _non_finite(losses: dict[str, Tensor]) -> Tensor:
-    """1.0 on the device when any of `losses` is NaN or infinite, else 0.0."""
-    return (~torch.isfinite(torch.stack([v.detach() for v in losses.values()]))).any().float()
 
 
 def build_trainer(
@@ -355,24 +346,17 @@ def train_cut(
         }
     )
 
-    def write_sample() -> None:
-        grid = sample_grid(trainer.nets.gen_sim2real, sim[0], real[0], precision, device)
-        tracker.log_image("samples", grid, step=run.step)
-        write_png(out_dir / "samples" / f"step_{run.step:08d}.png", grid)
-
-    for _ in run:
-        lr = trainer.lr()
-        sim_batch, real_batch = sampler.next()
-        losses, applied = trainer.step(sim_batch, real_batch)
-        run.log(losses, applied, lr)
-        if dist.is_main() and run.due(config.sample_every):
-            write_sample()
-
-    summary = {**run.finish(), "precision": precision}
+    summary = train_loop(
+        run,
+        trainer,
+        sampler,
+        config.sample_every,
+        lambda: sample_grid(trainer.nets.gen_sim2real, sim[0], real[0], precision, device),
+        out_dir / "samples",
+        tracker,
+    )
+    summary["precision"] = precision
     if dist.is_main():
-        # A rerun of a finished run trains nothing; the final sample is still an output.
-        if not (out_dir / "samples" / f"step_{run.step:08d}.png").is_file():
-            write_sample()
         settings = (config.netG, config.ngf, config.norm)
         save_generators(
             out_dir, tracker, config.crop, settings, trainer.nets.gen_sim2real, family=config.mode

@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from pipeline import dist, runtime
 from pipeline.config import CycleGANConfig, run_settings
 from pipeline.data.tensors import normalize
-from pipeline.io import write_png
 from pipeline.losses import GANLoss, cycle_loss, identity_loss
 from pipeline.models.cyclegan import build_discriminator, build_generator, translate_batch
 from pipeline.tracking import Tracker
@@ -35,11 +34,14 @@ from pipeline.train.run import Run, spec_of, stream_seed
 from pipeline.train.translator import (
     UnpairedSampler,
     apply_updates,
+    compile_phases,
     frames_fit_on_device,
     fused_adam,
     linear_decay,
     lr_factor,  # noqa: F401  (imported from here by the CycleGAN tests)
+    non_finite,
     save_generators,
+    train_loop,
 )
 
 NET_NAMES = ("gen_sim2real", "gen_real2sim", "disc_real", "disc_sim")
@@ -191,12 +193,7 @@ class CycleGANTrainer:
         )
         self.compile = compile
         if compile != "eager":
-            self._generator_phase = torch.compile(  # type: ignore[method-assign]
-                self._generator_phase, mode=compile, dynamic=False
-            )
-            self._discriminator_phase = torch.compile(  # type: ignore[method-assign]
-                self._discriminator_phase, mode=compile, dynamic=False
-            )
+            compile_phases(self, compile, "_generator_phase", "_discriminator_phase")
 
     def lr(self) -> float:
         """The learning rate of the next update."""
@@ -220,7 +217,7 @@ class CycleGANTrainer:
         self._discriminators_learn(False)
         gen_losses, gen_total, fake_real, fake_sim = self._generator_phase(sim, real)
         self.scaler.scale(gen_total).backward()
-        gen_ok = torch.isfinite(torch.stack([v.detach() for v in gen_losses.values()])).all()
+        gen_ok = non_finite(gen_losses) == 0
 
         # Discriminators, on pooled detached fakes: no gradient of theirs reaches G.
         self._discriminators_learn(True)
@@ -232,7 +229,7 @@ class CycleGANTrainer:
         self.scaler.scale(disc_total).backward()
 
         values = {name: loss.detach() for name, loss in {**gen_losses, **disc_losses}.items()}
-        bad = (~torch.isfinite(torch.stack(list(values.values())))).any().float()
+        bad = non_finite(values)
         # Every rank skips the same steps, or their gradient all-reduces would pair up with
         # different steps.
         dist.all_reduce_sum(bad)
@@ -376,26 +373,17 @@ def train_cyclegan(
         {"precision": precision, "channels_last": config.channels_last, "compile": config.compile}
     )
 
-    def write_sample() -> None:
-        grid = sample_grid(trainer.nets, sim[0], real[0], precision, device)
-        tracker.log_image("samples", grid, step=run.step)
-        write_png(out_dir / "samples" / f"step_{run.step:08d}.png", grid)
-
-    for _ in run:
-        lr = trainer.lr()
-        sim_batch, real_batch = sampler.next()
-        losses, applied = trainer.step(sim_batch, real_batch)
-        run.log(losses, applied, lr)
-        if dist.is_main() and run.due(config.sample_every):
-            write_sample()
-
-    summary = {**run.finish(), "precision": precision}
+    summary = train_loop(
+        run,
+        trainer,
+        sampler,
+        config.sample_every,
+        lambda: sample_grid(trainer.nets, sim[0], real[0], precision, device),
+        out_dir / "samples",
+        tracker,
+    )
+    summary["precision"] = precision
     if dist.is_main():
-        # A rerun of a finished run (DVC deletes the samples before it reruns a stage, the
-        # persisted checkpoints stay) resumes at the last step and trains nothing: the final
-        # sample is still part of the outputs.
-        if not (out_dir / "samples" / f"step_{run.step:08d}.png").is_file():
-            write_sample()
         nets = trainer.nets
         settings = (config.netG, config.ngf, config.norm)
         save_generators(

@@ -5,16 +5,21 @@ the generator folder a run ends with."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pipeline import dist
 from pipeline.data.tensors import to_gan_input
+from pipeline.io import write_png
 from pipeline.models.cyclegan import build_generator
 from pipeline.models.generator_folder import write_generators
 from pipeline.tracking import Tracker
+from pipeline.train.run import Run
 
 
 def lr_factor(step: int, iters: int, decay_from: int) -> float:
@@ -157,6 +162,18 @@ def linear_decay(
     )
 
 
+def compile_phases(trainer: object, mode: str, *phases: str) -> None:
+    """Replace each named phase method of `trainer` by its torch.compile'd twin: one graph for
+    the phase, one for its backward. Crop and batch are fixed, so the graphs are static."""
+    for name in phases:
+        setattr(trainer, name, torch.compile(getattr(trainer, name), mode=mode, dynamic=False))
+
+
+def non_finite(losses: Mapping[str, Tensor]) -> Tensor:
+    """1.0 on the device when any of `losses` is NaN or infinite, else 0.0 (no host sync)."""
+    return (~torch.isfinite(torch.stack([v.detach() for v in losses.values()]))).any().float()
+
+
 def apply_updates(
     optimizers: tuple[torch.optim.Optimizer, ...], scaler: torch.amp.GradScaler, bad: Tensor
 ) -> None:
@@ -191,3 +208,39 @@ def save_generators(
     generator = build_generator(netG, ngf, norm)
     generator.load_state_dict(gen_sim2real.state_dict())
     tracker.log_torch_model(generator.eval(), "gen_sim2real", input_example=example)
+
+
+def train_loop(
+    run: Run,
+    trainer: Any,
+    sampler: UnpairedSampler,
+    sample_every: int,
+    draw_sample: Callable[[], np.ndarray],
+    samples_dir: Path,
+    tracker: Tracker,
+) -> dict[str, Any]:
+    """Step `trainer` (its `lr()` and `step(sim, real)`) on the sampler's batches through the
+    run layer, writing `draw_sample()` to samples_dir and the tracker every `sample_every` steps
+    and at the end; returns the run's summary.
+
+    A rerun of a finished run (DVC deletes the samples before it reruns a stage, the persisted
+    checkpoints stay) resumes at the last step and trains nothing: the final sample is still
+    part of the outputs.
+    """
+
+    def write_sample() -> None:
+        grid = draw_sample()
+        tracker.log_image("samples", grid, step=run.step)
+        write_png(samples_dir / f"step_{run.step:08d}.png", grid)
+
+    for _ in run:
+        lr = trainer.lr()
+        sim_batch, real_batch = sampler.next()
+        losses, applied = trainer.step(sim_batch, real_batch)
+        run.log(losses, applied, lr)
+        if dist.is_main() and run.due(sample_every):
+            write_sample()
+    summary = run.finish()
+    if dist.is_main() and not (samples_dir / f"step_{run.step:08d}.png").is_file():
+        write_sample()
+    return summary
