@@ -57,23 +57,28 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     * translation (batch 16, inference): fp32 16.9/17.1 -> 20.2/18.1 img/s with group norm, but
       bf16 37.2/34.2 -> 34.2/31.6 img/s, so bf16 inference keeps torch's instance norm.
 
-    Outputs agree to 1e-6 in fp32 (tests/models). Channels-last inputs and CUDA keep torch's
+    Outputs agree to 1e-6 in fp32 (tests/models). Channels-last inference and CUDA keep torch's
     instance norm (group norm's CPU channels-last kernel is slower; CUDA was not measured). Same
     class name, no parameters or buffers: checkpoints load as before.
+
+    Training on the CPU always takes group norm: torch 2.14's CPU instance-norm backward is wrong
+    when the incoming gradient is channels-last (against finite differences: 48.8 where the
+    true directional derivative is 101.3), which `channels_last: true` training produces.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._group_norm(x) if self._group_norm_is_faster(x) else super().forward(x)
+        return self._group_norm(x) if self._use_group_norm(x) else super().forward(x)
 
     def _group_norm(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
 
-    def _group_norm_is_faster(self, x: torch.Tensor) -> bool:
+    def _use_group_norm(self, x: torch.Tensor) -> bool:
         if x.dim() != 4 or x.device.type != "cpu" or self.track_running_stats:
             return False
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            return False
-        return x.dtype == torch.float32 or torch.is_grad_enabled()
+        if torch.is_grad_enabled():
+            return True
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return x.dtype == torch.float32 and not channels_last
 
 
 def _norm_factory(norm: str) -> tuple[NormFactory, bool]:

@@ -319,3 +319,21 @@ def test_instance_norm_equals_torch_instance_norm(affine: bool, channels_last: b
     (out_reference * weights).sum().backward()
     torch.testing.assert_close(x_ours.grad, x_reference.grad, rtol=1e-4, atol=1e-5)
     assert set(ours.state_dict()) == set(reference.state_dict())
+
+
+def test_instance_norm_gradient_is_right_for_channels_last_training() -> None:
+    """torch's CPU instance-norm backward is wrong for a channels-last incoming gradient; ours
+    (group norm whenever it trains on the CPU) matches finite differences."""
+    torch.manual_seed(0)
+    norm = InstanceNorm2d(8)
+    x = torch.randn(1, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(1, 6, 6, 8, dtype=torch.float64).permute(0, 3, 1, 2)  # channels-last
+    direction = torch.randn_like(x)
+    leaf = x.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(norm(leaf), leaf, upstream)
+    eps = 1e-6
+    with torch.no_grad():
+        ahead = (norm(x + eps * direction) * upstream).sum()
+        behind = (norm(x - eps * direction) * upstream).sum()
+    finite = (ahead - behind) / (2 * eps)
+    torch.testing.assert_close((gradient * direction).sum(), finite, rtol=1e-6, atol=1e-8)
