@@ -836,12 +836,15 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 
 def apply_profile(raw: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any]:
-    """`raw` (params.yaml as read) with every value the profile sets replaced."""
+    """`raw` (params.yaml as read) with every value the profile sets replaced, and the entries it
+    adds inside a section (a variant, a translator) added; parse_params then checks every key."""
     merged = copy.deepcopy(dict(raw))
     for key, value in flatten_mapping(profile, "").items():
         *sections, leaf = key.split(".")
         node = merged
         for depth, section in enumerate(sections):
+            if depth > 0 and section not in node:
+                node[section] = {}  # a new entry, e.g. train_seg.variants.NAME
             if not isinstance(node.get(section), Mapping):
                 where = ".".join(sections[: depth + 1])
                 raise ConfigError(f"profile key {key}: params.yaml has no section {where}")
@@ -850,19 +853,29 @@ def apply_profile(raw: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[st
     return merged
 
 
+def _has_key(raw: Mapping[str, Any], key: str) -> bool:
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def profile_arguments(profile: str | Path, params: str | Path = PARAMS_FILE) -> list[str]:
     """`dvc exp run` arguments (``-S key=value``) that apply `profile` over `params`, after
     checking that params.yaml with the profile applied is valid."""
-    changes = read_yaml_mapping(profile)
+    changes, raw = read_yaml_mapping(profile), read_yaml_mapping(params)
     try:
-        parse_params(apply_profile(read_yaml_mapping(params), changes))
+        parse_params(apply_profile(raw, changes))
     except ConfigError as err:
         raise ConfigError(f"{profile} applied over {params}: {err}") from err
     arguments = []
     for key, value in flatten_mapping(changes, "").items():
         # JSON is YAML, the syntax DVC parses -S values with; no spaces, for xargs.
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        arguments.append(f"-S {key}={text}")
+        add = "" if _has_key(raw, key) else "+"  # DVC's (Hydra's) syntax for a new key
+        arguments.append(f"-S {add}{key}={text}")
     return arguments
 
 

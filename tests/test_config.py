@@ -184,6 +184,14 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     assert "-S cyclegan.crop=[400,400]" in arguments
     assert "-S train_seg.crop=[512,512]" in arguments
     assert "-S train_seg.variants.fda.fda_beta=0.01" in arguments
+    # Entries a profile adds (a translator, a variant) take DVC's `+` for a new key.
+    shipped = yaml.safe_load(TEST_PARAMS.read_text())
+    shipped["cut"]["translators"] = {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped))
+    benchmark = profile_arguments(REPO_ROOT / "profiles/benchmark.yaml", tmp_path / "params.yaml")
+    assert "-S +cut.translators.fastcut.mode=fastcut" in benchmark
+    assert "-S +train_seg.variants.cut.images=data/translated_cut" in benchmark
+    assert "-S train_seg.iters=2400" in benchmark
     assert all(" " not in argument.removeprefix("-S ") for argument in arguments)  # for xargs
     changes = yaml.safe_load(profile.read_text())
     params = yaml.safe_load(TEST_PARAMS.read_text())
