@@ -199,6 +199,22 @@ def test_dvc_itself_sees_every_imported_file_as_a_dep_of_every_stage(tmp_path) -
         assert not missing, (stage.name, sorted(missing))
 
 
+def test_readme_draws_the_chain_as_dvc_does_with_the_shipped_settings(tmp_path) -> None:
+    """README's diagram is `dvc dag --md` of dvc.yaml with the shipped variants and no
+    contrastive translator (they are opt-in)."""
+    shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = yaml.safe_load(TEST_PARAMS.read_text())
+    params["cut"]["translators"] = {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    dag = subprocess.run(
+        [*dvc, "dag", "--md"], cwd=tmp_path, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert dag in readme, "README's pipeline diagram differs from `dvc dag --md`"
+
+
 def test_the_dependency_scan_sees_a_library_file_a_stage_imports() -> None:
     """The scan itself: train_seg runs the input normalisation and config, evaluate the model
     factory; the tracking door is not followed."""
