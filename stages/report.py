@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
             params.data.source.kind,
             door.tracker,
         )
-    print((args.reports / "comparison.md").read_text())
+        print((args.reports / "comparison.md").read_text())  # inside: logs/report.log keeps it
 
 
 if __name__ == "__main__":
