@@ -655,12 +655,16 @@ class Params:
     distributed: DistributedConfig = field(metadata=RUNTIME)
 
     def __post_init__(self) -> None:
-        # Crops are cut from images at the working resolution, so they must fit inside it.
-        translators = [(name, self.cut.translator(name)) for name in self.cut.translators]
+        # Crops are cut from images at the working resolution, so they must fit inside it. The
+        # cut section's crop is only a default: each named translator's own must fit, named
+        # where it is set.
+        translators = [
+            (f"cut.translators.{name}.crop" if "crop" in entry else "cut.crop", name)
+            for name, entry in self.cut.translators.items()
+        ]
         for key, crop in (
             ("cyclegan.crop", self.cyclegan.crop),
-            ("cut.crop", self.cut.crop),
-            *((f"cut.translators.{name}.crop", c.crop) for name, c in translators),
+            *((key, self.cut.translator(name).crop) for key, name in translators),
             ("train_seg.crop", self.train_seg.crop),
         ):
             _check(

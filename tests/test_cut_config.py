@@ -14,7 +14,10 @@ from tests.conftest import REPO_ROOT, TEST_PARAMS
 
 @pytest.fixture(scope="module")
 def raw() -> dict:
-    return yaml.safe_load(TEST_PARAMS.read_text())
+    """The test settings with both modes named (the shipped settings name none)."""
+    data = yaml.safe_load(TEST_PARAMS.read_text())
+    data["cut"]["translators"] = {"cut": {"mode": "cut"}, "fastcut": {"mode": "fastcut"}}
+    return data
 
 
 def with_cut(raw: dict, **changes) -> dict:
@@ -84,7 +87,7 @@ def test_the_shipped_params_yaml_has_the_section() -> None:
         ({"beta2": 1.0}, "cut.beta2"),
         ({"decay_from": 10**6}, "cut.decay_from"),
         ({"crop": [63, 128]}, "cut.crop"),
-        ({"crop": [256, 512]}, "cut.crop"),  # larger than data.size
+        ({"crop": [256, 512]}, "cut.crop"),  # larger than data.size, and a translator keeps it
         ({"compile": False}, "cut.compile"),
         ({"max_bad_steps": -1}, "cut.max_bad_steps"),
         ({"threads": -1}, "cut.threads"),

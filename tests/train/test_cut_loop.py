@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import CUTConfig, cut_config, load_params
+from pipeline.config import CUTConfig, load_params
 from pipeline.data.tensors import to_gan_input
 from pipeline.io import read_rgb
 from pipeline.losses import GANLoss, patch_nce
@@ -47,7 +47,8 @@ def tiny_config(mode: str = "cut", **overrides) -> CUTConfig:
         threads=1,
     )
     settings.update(overrides)
-    return dataclasses.replace(cut_config(load_params(TEST_PARAMS), mode), **settings)
+    section = dataclasses.replace(load_params(TEST_PARAMS).cut, translators={mode: {"mode": mode}})
+    return dataclasses.replace(section.translator(mode), **settings)
 
 
 @pytest.fixture(autouse=True)
