@@ -59,8 +59,20 @@ print(replaced, still, now() == before)
 def _python(code: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True, **kwargs
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        # As a process started from a terminal: under nohup (or a background job) the suite
+        # inherits SIGHUP / SIGINT ignored, and so would the child.
+        preexec_fn=_default_signals,
+        **kwargs,
     )
+
+
+def _default_signals() -> None:
+    for signum in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
