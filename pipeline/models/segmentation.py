@@ -10,6 +10,7 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
+from segmentation_models_pytorch.encoders.timm_vit import TimmViTEncoder
 from torch import nn
 
 from pipeline.data.labels import NUM_CLASSES
@@ -28,6 +29,10 @@ ARCHITECTURES = (
     # variant) on MiT encoders ("mit_b0".."mit_b5"), UPerNet on any encoder.
     "Segformer",
     "UPerNet",
+    # DPT on timm ViT encoders ("tu-vit_small_patch14_dinov2", "tu-vit_base_patch16_224", ...):
+    # the dense-prediction decoder the DINOv2 segmentation results use. (smp 0.6's UPerNet
+    # refuses ViT encoders: "Unsupported model downsampling pattern".)
+    "DPT",
 )
 _BY_LOWER = {name.lower(): name for name in ARCHITECTURES}
 
@@ -75,12 +80,73 @@ def build_segmentation_model(
             f"unknown segmentation arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
         )
     _check_encoder(encoder)
-    model = smp.create_model(
-        canonical, encoder_name=encoder, encoder_weights=None, classes=num_classes
-    )
+    if canonical == "DPT":
+        model = _build_dpt(encoder, num_classes)
+    else:
+        model = smp.create_model(
+            canonical, encoder_name=encoder, encoder_weights=None, classes=num_classes
+        )
     if encoder_weights is not None:
         load_encoder_weights(model, encoder_weights)
     return model
+
+
+def _build_dpt(encoder: str, num_classes: int) -> nn.Module:
+    """smp's DPT on a timm ViT that accepts any input size whose sides are multiples of 16.
+
+    smp's DPT reassembles the ViT's tokens at 1/4..1/32 of the input by factors stride / 4 ...
+    stride / 32, which only line up for power-of-two patch sizes: DINOv2's 14 px patches give
+    3.5x and fail in the decoder at every input size. Such encoders are built with 16 px patches
+    instead (their weights files are resampled on load, `load_encoder_weights`). The final norm
+    and classifier, which the decoder never reads, are pruned: an unused parameter would stop
+    DistributedDataParallel.
+    """
+    if not encoder.startswith("tu-"):
+        raise ValueError(
+            f"DPT needs a timm ViT encoder ('tu-<timm model name>', e.g. "
+            f"'tu-vit_small_patch14_dinov2'), not {encoder!r}"
+        )
+
+    def build(**vit_kwargs) -> nn.Module:
+        return smp.create_model(
+            "DPT",
+            encoder_name=encoder,
+            encoder_weights=None,
+            classes=num_classes,
+            dynamic_img_size=True,
+            **vit_kwargs,
+        )
+
+    try:
+        model = build()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"DPT cannot use encoder {encoder!r}: {err}") from err
+    stride = model.encoder.output_stride
+    if stride & (stride - 1):
+        model = build(patch_size=16)
+    # indices=1 keeps every block up to the last, which smp's taps always include.
+    model.encoder.model.prune_intermediate_layers(1, prune_norm=True, prune_head=True)
+    return model
+
+
+def _fit_vit_state(encoder: nn.Module, state: dict) -> dict:
+    """A ViT encoder's weights file, as timm saves it or as smp's encoder does, fitted to the
+    encoder: its patch embedding and position embedding resampled by timm to the encoder's patch
+    size and grid, and the pruned final norm and head dropped."""
+    from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+    vit = encoder.model
+    if state and all(key.startswith("model.") for key in state):
+        state = {key.removeprefix("model."): value for key, value in state.items()}
+    if isinstance(vit, VisionTransformer):
+        state = checkpoint_filter_fn(state, vit)
+    kept = vit.state_dict().keys()
+    pruned = ("norm.", "fc_norm.", "head.")
+    return {
+        f"model.{key}": value
+        for key, value in state.items()
+        if key in kept or not key.startswith(pruned)
+    }
 
 
 def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
@@ -94,6 +160,8 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
     # Classification checkpoints carry a head the encoder does not have (smp removes it too).
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
     try:
+        if isinstance(model.encoder, TimmViTEncoder):
+            state = _fit_vit_state(model.encoder, state)
         model.encoder.load_state_dict(state)
-    except RuntimeError as err:
+    except (RuntimeError, KeyError, ValueError) as err:
         raise ValueError(f"{path}: not a state dict for this encoder ({err})") from err

@@ -9,7 +9,8 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.models.segmentation import ARCHITECTURES, build_segmentation_model
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+# DPT needs a ViT encoder; its own tests are below.
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a != "DPT"])
 def test_logits_at_input_size_and_every_parameter_learns(arch: str) -> None:
     torch.manual_seed(0)
     model = build_segmentation_model(arch, "resnet18")
@@ -83,3 +84,62 @@ def test_a_segformer_on_mit_takes_its_encoder_from_a_local_file_and_refuses_anot
     torch.save(build_segmentation_model("Segformer", "mit_b1").encoder.state_dict(), bigger)
     with pytest.raises(ValueError, match=r"mit_b1\.pt: not a state dict for this encoder"):
         build_segmentation_model("Segformer", "mit_b0", encoder_weights=bigger)
+
+
+def test_dpt_on_a_dinov2_vit_predicts_at_input_size_and_every_parameter_learns() -> None:
+    """DINOv2's 14 px patches do not fit smp's DPT decoder; the encoder is built with 16 px
+    patches, and the parts the decoder never reads are pruned (DDP refuses unused ones)."""
+    torch.manual_seed(0)
+    model = build_segmentation_model("dpt", "tu-vit_small_patch14_dinov2")
+    assert model.encoder.output_strides == [16, 16, 16, 16]
+    for height, width in [(64, 96), (128, 256)]:
+        logits = model(torch.randn(2, 3, height, width))
+        assert logits.shape == (2, NUM_CLASSES, height, width)
+    logits.square().mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient for {missing[:5]}"
+
+
+def test_dpt_takes_a_dinov2_file_as_timm_saves_it_and_refuses_another_vit(tmp_path) -> None:
+    """The file README tells teams to save (timm's own state dict, 14 px patches, 37x37
+    positions) loads: the patch and position embeddings are resampled to the encoder's 16 px
+    grid, every other tensor is copied exactly. A ViT of another width is refused by name."""
+    import timm
+
+    torch.manual_seed(4)
+    dinov2 = timm.create_model("vit_small_patch14_dinov2", pretrained=False)
+    path = tmp_path / "dinov2_vits14.pth"
+    torch.save(dinov2.state_dict(), path)
+    model = build_segmentation_model("DPT", "tu-vit_small_patch14_dinov2", encoder_weights=path)
+    loaded = model.encoder.model.state_dict()
+    assert loaded["patch_embed.proj.weight"].shape == (384, 3, 16, 16)
+    for name in ["blocks.0.attn.qkv.weight", "blocks.11.mlp.fc2.bias", "cls_token"]:
+        assert torch.equal(loaded[name], dinov2.state_dict()[name]), name
+    # The resampled patch embedding still sees a constant image as the original did (timm's
+    # resampling keeps the response to smooth input).
+    flat = torch.ones(1, 3, 16, 16)
+    assert torch.allclose(
+        (loaded["patch_embed.proj.weight"] * flat).sum(),
+        (dinov2.state_dict()["patch_embed.proj.weight"] * flat[..., :14, :14]).sum(),
+        rtol=1e-3,
+        atol=1e-3,
+    )
+    # smp's own encoder state dict (keys under "model.") loads too.
+    again = tmp_path / "dpt_encoder.pth"
+    torch.save(model.encoder.state_dict(), again)
+    reloaded = build_segmentation_model("DPT", "tu-vit_small_patch14_dinov2", encoder_weights=again)
+    assert all(
+        torch.equal(reloaded.encoder.state_dict()[k], v)
+        for k, v in model.encoder.state_dict().items()
+    )
+    wider = tmp_path / "vit_base.pth"
+    torch.save(timm.create_model("vit_base_patch14_dinov2", pretrained=False).state_dict(), wider)
+    with pytest.raises(ValueError, match=r"vit_base\.pth: not a state dict for this encoder"):
+        build_segmentation_model("DPT", "tu-vit_small_patch14_dinov2", encoder_weights=wider)
+
+
+def test_dpt_needs_a_timm_vit_encoder() -> None:
+    with pytest.raises(ValueError, match=r"DPT needs a timm ViT encoder.*'resnet18'"):
+        build_segmentation_model("DPT", "resnet18")
+    with pytest.raises(ValueError, match=r"DPT cannot use encoder 'tu-resnet18'"):
+        build_segmentation_model("DPT", "tu-resnet18")

@@ -302,3 +302,22 @@ def test_one_rate_for_the_whole_net_keeps_one_parameter_group(tmp_path) -> None:
     optimizer and its checkpoints are unchanged."""
     setup = start_run(tiny_config(), "source_only", tmp_path, NullTracker())
     assert len(setup.optimizer.param_groups) == 1
+
+
+def test_a_dpt_on_dinov2_trains_and_its_model_folder_predicts_the_same(tmp_path, splits) -> None:
+    """The ViT path end to end through the loop: bf16 + channels_last steps, the model folder
+    written, and `load_model` rebuilding the 16 px-patch encoder the weights were trained in."""
+    from pipeline.models.model_folder import load_model
+
+    config = tiny_config(arch="DPT", encoder="tu-vit_small_patch14_dinov2", iters=2)
+    out = tmp_path / "dpt"
+    result = train_segmentation(
+        config, "source_only", splits["sim"], splits["sim"], None, out, NullTracker()
+    )
+    assert result["steps"] == 2 and np.isfinite(result["loss"])
+    model = load_model(out)
+    images = torch.from_numpy(splits["real"].images[:2].astype(np.float32) / 255)
+    logits = model(images.permute(0, 3, 1, 2))
+    assert logits.shape == (2, NUM_CLASSES, *SIZE) and torch.isfinite(logits).all()
+    trained = load_weights(out / "model.safetensors")
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
