@@ -12,7 +12,7 @@ from pipeline.cli import benchmark
 VARIANTS = ("source_only", "cyclegan", "oracle")
 
 
-def _run(root: Path, miou: dict[str, float], curve: list[float]) -> Path:
+def _run(root: Path, miou: dict[str, float], curve: list[float], fcn: float | None = None) -> Path:
     (root / "reports" / "metrics").mkdir(parents=True)
     (root / "reports" / "figures").mkdir()
     (root / "reports" / "figures" / "per_class_iou.png").write_bytes(b"png")
@@ -27,6 +27,13 @@ def _run(root: Path, miou: dict[str, float], curve: list[float]) -> Path:
         folder.mkdir(parents=True)
         rows = "".join(f"{100 * (i + 1)},{m},0.5\n" for i, m in enumerate(curve))
         (folder / "val_curve.csv").write_text(f"step,monitor_miou,monitor_pixel_accuracy\n{rows}")
+    if fcn is not None:  # the CycleGAN translator's scores, where its stages write them
+        scored = root / "reports" / "translators" / "cyclegan"
+        scored.mkdir(parents=True)
+        translated = {"miou": fcn, "pixel_accuracy": 0.9}
+        (scored / "scores.json").write_text(json.dumps({"translated": translated}))
+        (scored / "translate.json").write_text(json.dumps({"hist_distance_after": fcn / 2}))
+        (root / "reports" / "cyclegan.json").write_text(json.dumps({"img_per_s": 4.0}))
     return root
 
 
@@ -44,7 +51,7 @@ def test_page_has_means_spreads_gap_closed_and_last_fifth_gains(tmp_path, capsys
     assert (out / "seed1" / "oracle" / "val_curve.csv").is_file()
     assert json.loads((out / "seed1" / "oracle" / "metrics.json").read_text())["miou"] == 0.6
     runs = json.loads((out / "runs.json").read_text())
-    assert runs["seed0"]["oracle"]["miou"] == pytest.approx(50.0)
+    assert runs["seed0"]["variants"]["oracle"]["miou"] == pytest.approx(50.0)
 
 
 def test_a_missing_curve_reads_as_not_measured(tmp_path) -> None:
@@ -59,3 +66,37 @@ def test_only_the_named_variants_are_read(tmp_path) -> None:
     benchmark.main(["--run", str(run), "--out", str(out), "--variants", "source_only", "oracle"])
     page = (out / "comparison.md").read_text()
     assert "| oracle | 50.0 |" in page and "cyclegan" not in page
+
+
+def test_rankings_hold_only_above_in_every_run_and_beyond_the_spread(tmp_path) -> None:
+    curve = [0.1, 0.2]
+    runs = [
+        _run(tmp_path / f"seed{i}", {"source_only": s, "cyclegan": c, "oracle": 0.9}, curve, fcn)
+        for i, (s, c, fcn) in enumerate([(0.10, 0.30, 0.4), (0.12, 0.14, 0.5), (0.14, 0.31, 0.6)])
+    ]
+    out = tmp_path / "page"
+    benchmark.main([*(f"--run={run}" for run in runs), "--out", str(out)])
+    page = (out / "comparison.md").read_text()
+    # oracle over source_only: above in every run, 78.0 points against a spread of 4.0.
+    assert "| oracle | source_only | 78.0 | 4.0 | yes | **yes** |" in page
+    # cyclegan over source_only: above in every run (by 2 points in seed1), but the mean
+    # difference 13.0 is below cyclegan's spread 17.0: no ranking.
+    assert "| cyclegan | source_only | 13.0 | 17.0 | yes | no |" in page
+    assert (
+        "| variant | seed0 | seed1 | seed2 |" in page
+        and "| cyclegan | 30.0 | 14.0 | 31.0 |" in page
+    )
+    # The translator beside its variant: FCN-score 50.0 (spread 20.0), colour distance 0.25,
+    # 4 img/s, downstream = the cyclegan variant, 25.0 mIoU (spread 17.0).
+    assert "| cyclegan | 50.0 (20.0) | 0.250 (0.100) | 4.00 (0.00) | 25.0 (17.0) |" in page
+    assert "![validation curves](val_curves.png)" in page
+    assert (out / "val_curves.png").read_bytes()[:4] == b"\x89PNG"
+    runs_json = json.loads((out / "runs.json").read_text())
+    assert runs_json["seed2"]["translators"]["cyclegan"]["fcn_miou"] == pytest.approx(60.0)
+
+
+def test_runs_without_translators_leave_that_section_out(tmp_path) -> None:
+    run = _run(tmp_path / "seed0", {"source_only": 0.1, "cyclegan": 0.3, "oracle": 0.5}, [0.1])
+    out = tmp_path / "page"
+    benchmark.main(["--run", str(run), "--out", str(out)])
+    assert "## Translators" not in (out / "comparison.md").read_text()

@@ -4,6 +4,8 @@ Each run is a checkout where `dvc repro` ran with `profiles/benchmark.yaml` appl
 each). The page puts the variants' scores side by side (the mean over runs and the spread, max -
 min), the share of the source-only -> oracle gap each closes, and whether each net converged: the
 monitor mIoU it gained over the last fifth of its validation curve (issue 22 asks < 1 point).
+Below that: every run's mIoU, which pairwise orderings the runs support (a README claim needs
+one), each translator's scores beside its variant's, and the validation curves' figure.
 
     python -m pipeline.cli.benchmark --run ../seed0 --run ../seed1 --out reports/benchmark
 """
@@ -18,8 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.io import read_json, write_json, write_text
+from pipeline.report import TRANSLATORS, plt, save_figure
 
 SCORES = ("miou", "pixel_accuracy")
+CURVES_FIGURE = "val_curves.png"
 
 
 def last_fifth_gain(curve: Path) -> float | None:
@@ -46,18 +50,139 @@ def run_table(run: Path, variants: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def translator_table(run: Path) -> pd.DataFrame:
+    """One run's translators (reports/translators/NAME/): the FCN-score mIoU of the translated
+    sim frames (content kept), their colour-histogram distance to the real frames, and the
+    training throughput."""
+    folder = run / "reports" / TRANSLATORS
+    rows = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        # CycleGAN's training metrics stay where its stage has always written them.
+        train = (
+            run / "reports" / "cyclegan.json" if path.name == "cyclegan" else path / "train.json"
+        )
+        rows[path.name] = {
+            "fcn_miou": 100 * read_json(path / "scores.json")["translated"]["miou"],
+            "colour_distance": read_json(path / "translate.json")["hist_distance_after"],
+            "train_img_per_s": read_json(train)["img_per_s"] if train.is_file() else None,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index", dtype=float)
+
+
 def gap_closed(table: pd.DataFrame, key: str) -> pd.Series:
     """(variant - source_only) / (oracle - source_only), in %."""
     source, oracle = table.loc["source_only", key], table.loc["oracle", key]
     return 100 * (table[key] - source) / (oracle - source)
 
 
-def benchmark_page(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> str:
-    scores = pd.concat(runs, names=["run", "variant"])
-    mean = scores.groupby(level="variant").mean().reindex(order)
-    spread = (
-        scores.groupby(level="variant").max() - scores.groupby(level="variant").min()
-    ).reindex(order)
+def mean_and_spread(tables: dict[str, pd.DataFrame], order: Sequence[str]) -> tuple:
+    """Per row name over the runs: the mean and the spread (max - min)."""
+    stacked = pd.concat(tables, names=["run", "name"]).groupby(level="name")
+    return stacked.mean().reindex(order), (stacked.max() - stacked.min()).reindex(order)
+
+
+def orderings(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> list[str]:
+    """Every pair of variants, higher mean mIoU first: the difference of the means, the larger
+    of the two spreads, and whether the higher one is above in every run. A ranking holds when
+    it is above in every run and the difference exceeds that spread (issue 22)."""
+    miou = pd.DataFrame({name: table["miou"] for name, table in runs.items()}).reindex(order)
+    spread = miou.max(axis=1) - miou.min(axis=1)
+    ranked = list(miou.mean(axis=1).sort_values(ascending=False).index)
+    lines = [
+        "| higher | lower | mIoU difference | larger spread | above in every run | holds |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for i, high in enumerate(ranked):
+        for low in ranked[i + 1 :]:
+            difference = miou.loc[high].mean() - miou.loc[low].mean()
+            wider = max(spread[high], spread[low])
+            every = bool((miou.loc[high] > miou.loc[low]).all())
+            holds = every and difference > wider
+            lines.append(
+                f"| {high} | {low} | {difference:.1f} | {wider:.1f} | {'yes' if every else 'no'} "
+                f"| {'**yes**' if holds else 'no'} |"
+            )
+    return lines
+
+
+def translators_lines(tables: dict[str, pd.DataFrame], runs: dict[str, pd.DataFrame]) -> list:
+    """Each translator's scores beside the downstream scores of the variant of the same name
+    (the one trained on its translation), mean (spread) over the runs."""
+    names = sorted(set().union(*(table.index for table in tables.values())))
+    names.sort(key=lambda name: name != "cyclegan")
+    if not names:
+        return []
+    mean, spread = mean_and_spread(tables, names)
+    downstream_mean, downstream_spread = mean_and_spread(runs, names)
+
+    def cell(frame_mean, frame_spread, name, key, digits) -> str:
+        value = frame_mean.loc[name, key] if key in frame_mean else float("nan")
+        if pd.isna(value):
+            return "-"
+        return f"{value:.{digits}f} ({frame_spread.loc[name, key]:.{digits}f})"
+
+    lines = [
+        "## Translators",
+        "",
+        "Mean (spread) over the runs. FCN-score: the oracle net's mIoU on the translated sim "
+        "frames against their labels (content kept); colour distance: histogram distance of "
+        "the translated frames to the real ones (lower: closer); downstream: the variant of "
+        "the same name, trained on that translation.",
+        "",
+        "| translator | FCN-score mIoU | colour distance | training img/s | downstream mIoU "
+        "| downstream pixel acc. |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        cells = [
+            cell(mean, spread, name, "fcn_miou", 1),
+            cell(mean, spread, name, "colour_distance", 3),
+            cell(mean, spread, name, "train_img_per_s", 2),
+            cell(downstream_mean, downstream_spread, name, "miou", 1),
+            cell(downstream_mean, downstream_spread, name, "pixel_accuracy", 1),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return ["", *lines]
+
+
+def curves_figure(runs: Sequence[Path], variants: Sequence[str]) -> plt.Figure | None:
+    """Each variant's monitor mIoU on real val against the step: the mean over the runs, and
+    the band between the lowest and highest run."""
+    curves = {}
+    for variant in variants:
+        paths = [run / "models" / "seg" / variant / "val_curve.csv" for run in runs]
+        frames = [
+            pd.read_csv(path).set_index("step")["monitor_miou"] for path in paths if path.is_file()
+        ]
+        if frames:
+            curves[variant] = 100 * pd.concat(frames, axis=1)
+    if not curves:
+        return None
+    figure, axes = plt.subplots(figsize=(9, 5))
+    for variant, runs_at_step in curves.items():
+        (line,) = axes.plot(runs_at_step.index, runs_at_step.mean(axis=1), label=variant)
+        axes.fill_between(
+            runs_at_step.index,
+            runs_at_step.min(axis=1),
+            runs_at_step.max(axis=1),
+            color=line.get_color(),
+            alpha=0.15,
+        )
+    axes.set_xlabel("training step")
+    axes.set_ylabel("mIoU on real val (%, working resolution)")
+    axes.set_title(f"Validation curves: mean and range over {len(runs)} runs")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, ncols=2)
+    return figure
+
+
+def benchmark_page(
+    runs: dict[str, pd.DataFrame],
+    order: Sequence[str],
+    translators: dict[str, pd.DataFrame] | None = None,
+    figure: bool = False,
+) -> str:
+    mean, spread = mean_and_spread(runs, order)
     lines = [
         "# Benchmark: profiles/benchmark.yaml on the demo data",
         "",
@@ -78,6 +203,25 @@ def benchmark_page(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> str:
             f"| {closed['miou'][variant]:.0f}% | {closed['pixel_accuracy'][variant]:.0f}% "
             f"| {'n/a' if pd.isna(gain) else f'{gain:+.1f}'} |"
         )
+    miou = pd.DataFrame({name: table["miou"] for name, table in runs.items()}).reindex(order)
+    lines += [
+        "",
+        "## Every run (mIoU)",
+        "",
+        "| variant | " + " | ".join(runs) + " |",
+        "|---|" + "---:|" * len(runs),
+        *(
+            f"| {variant} | " + " | ".join(f"{value:.1f}" for value in miou.loc[variant]) + " |"
+            for variant in order
+        ),
+        "",
+        "## Which rankings the runs support",
+        "",
+        *orderings(runs, order),
+        *translators_lines(translators or {}, runs),
+    ]
+    if figure:
+        lines += ["", "## Validation curves", "", f"![validation curves]({CURVES_FIGURE})"]
     return "\n".join(lines) + "\n"
 
 
@@ -94,9 +238,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         pd.read_csv(args.run[0] / "reports" / "comparison.csv", index_col=0).index
     )
     runs = {run.name: run_table(run, variants) for run in args.run}
-    write_text(args.out / "comparison.md", benchmark_page(runs, variants))
+    translators = {run.name: translator_table(run) for run in args.run}
+    figure = curves_figure(args.run, variants)
+    if figure is not None:
+        save_figure(figure, args.out / CURVES_FIGURE)
+    page = benchmark_page(runs, variants, translators, figure is not None)
+    write_text(args.out / "comparison.md", page)
     write_json(
-        args.out / "runs.json", {name: table.to_dict("index") for name, table in runs.items()}
+        args.out / "runs.json",
+        {
+            name: {
+                "variants": table.to_dict("index"),
+                TRANSLATORS: translators[name].to_dict("index"),
+            }
+            for name, table in runs.items()
+        },
     )
     for run in args.run:
         # The evidence of each run: its scores and validation curves, as the stages wrote them.
