@@ -100,3 +100,28 @@ def test_runs_without_translators_leave_that_section_out(tmp_path) -> None:
     out = tmp_path / "page"
     benchmark.main(["--run", str(run), "--out", str(out)])
     assert "## Translators" not in (out / "comparison.md").read_text()
+
+
+def test_the_readme_section_is_rewritten_between_its_markers_only(tmp_path) -> None:
+    curve = [0.1, 0.2]
+    runs = [
+        _run(tmp_path / f"seed{i}", {"source_only": s, "cyclegan": c, "oracle": 0.9}, curve, 0.4)
+        for i, (s, c) in enumerate([(0.10, 0.30), (0.12, 0.14), (0.14, 0.31)])
+    ]
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- benchmark:start -->\nstale numbers\n<!-- benchmark:end -->\noutro\n")
+    out = tmp_path / "reports" / "benchmark"
+    benchmark.main([*(f"--run={run}" for run in runs), "--out", str(out), "--readme", str(readme)])
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- benchmark:start -->") and text.endswith("end -->\noutro\n")
+    assert "stale numbers" not in text and "[reports/benchmark/comparison.md]" in text
+    assert "| oracle | 90.0 | 0.0 |" in text
+    # cyclegan is above source_only in every run but within its spread: only the oracle ranks.
+    assert "hold (above in every run, by more than the larger spread of the two): " in text
+    assert "oracle > cyclegan (+65.0); oracle > source_only (+78.0)." in text
+    assert "| cyclegan | 40.0 (0.0) |" in text
+    unmarked = tmp_path / "plain.md"
+    unmarked.write_text("no markers\n")
+    with pytest.raises(SystemExit, match=r"plain\.md: no <!-- benchmark:start -->"):
+        benchmark.main([f"--run={runs[0]}", "--out", str(out), "--readme", str(unmarked)])
+    assert unmarked.read_text() == "no markers\n"

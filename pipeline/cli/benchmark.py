@@ -13,6 +13,7 @@ one), each translator's scores beside its variant's, and the validation curves' 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,27 +82,55 @@ def mean_and_spread(tables: dict[str, pd.DataFrame], order: Sequence[str]) -> tu
     return stacked.mean().reindex(order), (stacked.max() - stacked.min()).reindex(order)
 
 
-def orderings(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> list[str]:
+def rankings(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> pd.DataFrame:
     """Every pair of variants, higher mean mIoU first: the difference of the means, the larger
     of the two spreads, and whether the higher one is above in every run. A ranking holds when
     it is above in every run and the difference exceeds that spread (issue 22)."""
     miou = pd.DataFrame({name: table["miou"] for name, table in runs.items()}).reindex(order)
     spread = miou.max(axis=1) - miou.min(axis=1)
     ranked = list(miou.mean(axis=1).sort_values(ascending=False).index)
-    lines = [
-        "| higher | lower | mIoU difference | larger spread | above in every run | holds |",
-        "|---|---|---:|---:|---|---|",
-    ]
+    rows = []
     for i, high in enumerate(ranked):
         for low in ranked[i + 1 :]:
             difference = miou.loc[high].mean() - miou.loc[low].mean()
             wider = max(spread[high], spread[low])
             every = bool((miou.loc[high] > miou.loc[low]).all())
-            holds = every and difference > wider
-            lines.append(
-                f"| {high} | {low} | {difference:.1f} | {wider:.1f} | {'yes' if every else 'no'} "
-                f"| {'**yes**' if holds else 'no'} |"
-            )
+            rows.append((high, low, difference, wider, every, every and difference > wider))
+    return pd.DataFrame(
+        rows, columns=["higher", "lower", "difference", "spread", "every_run", "holds"]
+    )
+
+
+def rankings_lines(ranked: pd.DataFrame) -> list[str]:
+    return [
+        "| higher | lower | mIoU difference | larger spread | above in every run | holds |",
+        "|---|---|---:|---:|---|---|",
+        *(
+            f"| {r.higher} | {r.lower} | {r.difference:.1f} | {r.spread:.1f} "
+            f"| {'yes' if r.every_run else 'no'} | {'**yes**' if r.holds else 'no'} |"
+            for r in ranked.itertuples()
+        ),
+    ]
+
+
+def variants_lines(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> list[str]:
+    """The main table: each variant's mean and spread, the gap it closes, its convergence."""
+    mean, spread = mean_and_spread(runs, order)
+    closed = {key: gap_closed(mean, key) for key in SCORES}
+    lines = [
+        "| variant | mIoU | spread | pixel acc. | spread | mIoU gap closed | pixel gap closed "
+        "| last-fifth mIoU gain (val curve) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for variant in order:
+        gain = mean.loc[variant, "last_fifth_gain"]
+        lines.append(
+            f"| {variant} | {mean.loc[variant, 'miou']:.1f} | {spread.loc[variant, 'miou']:.1f} "
+            f"| {mean.loc[variant, 'pixel_accuracy']:.1f} "
+            f"| {spread.loc[variant, 'pixel_accuracy']:.1f} "
+            f"| {closed['miou'][variant]:.0f}% | {closed['pixel_accuracy'][variant]:.0f}% "
+            f"| {'n/a' if pd.isna(gain) else f'{gain:+.1f}'} |"
+        )
     return lines
 
 
@@ -182,29 +211,14 @@ def benchmark_page(
     translators: dict[str, pd.DataFrame] | None = None,
     figure: bool = False,
 ) -> str:
-    mean, spread = mean_and_spread(runs, order)
+    miou = pd.DataFrame({name: table["miou"] for name, table in runs.items()}).reindex(order)
     lines = [
         "# Benchmark: profiles/benchmark.yaml on the demo data",
         "",
         f"Runs: {', '.join(runs)} ({len(runs)}; issue 22 asks for 3 seeds). Scores in % on "
         "real val at label resolution; spread = max - min over the runs (0 with one run).",
         "",
-        "| variant | mIoU | spread | pixel acc. | spread | mIoU gap closed | pixel gap closed "
-        "| last-fifth mIoU gain (val curve) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    closed = {key: gap_closed(mean, key) for key in SCORES}
-    for variant in order:
-        gain = mean.loc[variant, "last_fifth_gain"]
-        lines.append(
-            f"| {variant} | {mean.loc[variant, 'miou']:.1f} | {spread.loc[variant, 'miou']:.1f} "
-            f"| {mean.loc[variant, 'pixel_accuracy']:.1f} "
-            f"| {spread.loc[variant, 'pixel_accuracy']:.1f} "
-            f"| {closed['miou'][variant]:.0f}% | {closed['pixel_accuracy'][variant]:.0f}% "
-            f"| {'n/a' if pd.isna(gain) else f'{gain:+.1f}'} |"
-        )
-    miou = pd.DataFrame({name: table["miou"] for name, table in runs.items()}).reindex(order)
-    lines += [
+        *variants_lines(runs, order),
         "",
         "## Every run (mIoU)",
         "",
@@ -217,12 +231,54 @@ def benchmark_page(
         "",
         "## Which rankings the runs support",
         "",
-        *orderings(runs, order),
+        *rankings_lines(rankings(runs, order)),
         *translators_lines(translators or {}, runs),
     ]
     if figure:
         lines += ["", "## Validation curves", "", f"![validation curves]({CURVES_FIGURE})"]
     return "\n".join(lines) + "\n"
+
+
+README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+
+def readme_section(
+    runs: dict[str, pd.DataFrame],
+    order: Sequence[str],
+    translators: dict[str, pd.DataFrame],
+    page: Path,
+) -> str:
+    """README's benchmark block: the main table, the rankings that hold, the translators, and
+    a link to the full page (`page`, relative to README)."""
+    held = rankings(runs, order)
+    held = held[held["holds"]]
+    lines = [
+        README_START,
+        "<!-- written by `python -m pipeline.cli.benchmark --readme README.md`; do not edit -->",
+        f"Runs: {', '.join(runs)}. Scores in % on real val at label resolution; spread = max - "
+        f"min over the runs. Full page: [{page}]({page}).",
+        "",
+        *variants_lines(runs, order),
+        "",
+        "Rankings that hold (above in every run, by more than the larger spread of the two): "
+        + (
+            "; ".join(f"{r.higher} > {r.lower} (+{r.difference:.1f})" for r in held.itertuples())
+            if len(held)
+            else "none"
+        )
+        + ". No other pair passes both tests.",
+        *translators_lines(translators, runs)[2:],  # without its page heading
+        README_END,
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, section: str) -> None:
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"{readme}: no {README_START} ... {README_END} section to update")
+    before, rest = text.split(README_START, 1)
+    write_text(readme, before + section + rest.split(README_END, 1)[1])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -233,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--variants", nargs="+", help="the variants the runs evaluated (default: every variant of "
         "the first run's reports/comparison.csv); source_only and oracle anchor the gap"
     )  # fmt: skip
+    parser.add_argument(
+        "--readme", type=Path, help="also rewrite this README's benchmark section (its markers)"
+    )
     args = parser.parse_args(argv)
     variants = args.variants or list(
         pd.read_csv(args.run[0] / "reports" / "comparison.csv", index_col=0).index
@@ -263,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             curve = run / "models" / "seg" / variant / "val_curve.csv"
             if curve.is_file():
                 shutil.copy(curve, kept / "val_curve.csv")
+    if args.readme is not None:
+        page_link = os.path.relpath(args.out / "comparison.md", args.readme.parent)
+        update_readme(args.readme, readme_section(runs, variants, translators, Path(page_link)))
     print((args.out / "comparison.md").read_text())
 
 
