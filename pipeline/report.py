@@ -710,9 +710,6 @@ def update_readme(
 ) -> None:
     """Replace the README's results section (between the markers) with this run's summary;
     `page` holds comparison_markdown's keyword arguments."""
-    text = path.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{path}: no {README_START} ... {README_END} section to update")
     markdown = comparison_markdown(table, extra=extra, **page)
     # Keep the summary and the differences; the per-class table lives in the report.
     summary = markdown.split("## Per-class IoU")[0].split("\n", 2)[2].strip()
@@ -730,5 +727,14 @@ def update_readme(
             README_END,
         ]
     )
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    replace_marked_section(path, README_START, README_END, section)
+
+
+def replace_marked_section(path: Path, start: str, end: str, section: str) -> None:
+    """Rewrite `path` with the text from marker `start` through marker `end` replaced by
+    `section` (which carries the markers again); a file without both is refused untouched."""
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{path}: no {start} ... {end} section to update")
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     write_text(path, pattern.sub(lambda _: section, text))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.io import read_json, write_json, write_text
-from pipeline.report import TRANSLATORS, plt, save_figure
+from pipeline.report import TRANSLATORS, plt, replace_marked_section, save_figure
 
 SCORES = ("miou", "pixel_accuracy")
 CURVES_FIGURE = "val_curves.png"
@@ -76,17 +76,24 @@ def gap_closed(table: pd.DataFrame, key: str) -> pd.Series:
     return 100 * (table[key] - source) / (oracle - source)
 
 
-def mean_and_spread(tables: dict[str, pd.DataFrame], order: Sequence[str]) -> tuple:
+def mean_and_spread(
+    tables: dict[str, pd.DataFrame], order: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per row name over the runs: the mean and the spread (max - min)."""
     stacked = pd.concat(tables, names=["run", "name"]).groupby(level="name")
     return stacked.mean().reindex(order), (stacked.max() - stacked.min()).reindex(order)
+
+
+def miou_by_run(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> pd.DataFrame:
+    """Variants (rows, in `order`) by runs (columns): mIoU in %."""
+    return pd.DataFrame({name: table["miou"] for name, table in runs.items()}).reindex(order)
 
 
 def rankings(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> pd.DataFrame:
     """Every pair of variants, higher mean mIoU first: the difference of the means, the larger
     of the two spreads, and whether the higher one is above in every run. A ranking holds when
     it is above in every run and the difference exceeds that spread (issue 22)."""
-    miou = pd.DataFrame({name: table["miou"] for name, table in runs.items()}).reindex(order)
+    miou = miou_by_run(runs, order)
     spread = miou.max(axis=1) - miou.min(axis=1)
     ranked = list(miou.mean(axis=1).sort_values(ascending=False).index)
     rows = []
@@ -134,7 +141,7 @@ def variants_lines(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> list[
     return lines
 
 
-def translators_lines(tables: dict[str, pd.DataFrame], runs: dict[str, pd.DataFrame]) -> list:
+def translators_lines(tables: dict[str, pd.DataFrame], runs: dict[str, pd.DataFrame]) -> list[str]:
     """Each translator's scores beside the downstream scores of the variant of the same name
     (the one trained on its translation), mean (spread) over the runs."""
     names = sorted(set().union(*(table.index for table in tables.values())))
@@ -151,8 +158,6 @@ def translators_lines(tables: dict[str, pd.DataFrame], runs: dict[str, pd.DataFr
         return f"{value:.{digits}f} ({frame_spread.loc[name, key]:.{digits}f})"
 
     lines = [
-        "## Translators",
-        "",
         "Mean (spread) over the runs. FCN-score: the oracle net's mIoU on the translated sim "
         "frames against their labels (content kept); colour distance: histogram distance of "
         "the translated frames to the real ones (lower: closer); downstream: the variant of "
@@ -171,7 +176,7 @@ def translators_lines(tables: dict[str, pd.DataFrame], runs: dict[str, pd.DataFr
             cell(downstream_mean, downstream_spread, name, "pixel_accuracy", 1),
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return ["", *lines]
+    return lines
 
 
 def curves_figure(runs: Sequence[Path], variants: Sequence[str]) -> plt.Figure | None:
@@ -211,7 +216,7 @@ def benchmark_page(
     translators: dict[str, pd.DataFrame] | None = None,
     figure: bool = False,
 ) -> str:
-    miou = pd.DataFrame({name: table["miou"] for name, table in runs.items()}).reindex(order)
+    miou = miou_by_run(runs, order)
     lines = [
         "# Benchmark: profiles/benchmark.yaml on the demo data",
         "",
@@ -232,8 +237,10 @@ def benchmark_page(
         "## Which rankings the runs support",
         "",
         *rankings_lines(rankings(runs, order)),
-        *translators_lines(translators or {}, runs),
     ]
+    translated = translators_lines(translators or {}, runs)
+    if translated:
+        lines += ["", "## Translators", "", *translated]
     if figure:
         lines += ["", "## Validation curves", "", f"![validation curves]({CURVES_FIGURE})"]
     return "\n".join(lines) + "\n"
@@ -259,6 +266,7 @@ def readme_section(
         else []
     )
     held = ranked[ranked["holds"] & ((ranked["higher"] != "oracle") | (not ceiling))]
+    translated = translators_lines(translators, runs)
     clauses = ceiling + [f"{r.higher} > {r.lower} (+{r.difference:.1f})" for r in held.itertuples()]
     lines = [
         README_START,
@@ -271,18 +279,10 @@ def readme_section(
         "Rankings that hold (above in every run, by more than the larger spread of the two): "
         + ("; ".join(clauses) or "none")
         + ". No other pair passes both tests.",
-        *translators_lines(translators, runs)[2:],  # without its page heading
+        *(["", *translated] if translated else []),
         README_END,
     ]
     return "\n".join(lines)
-
-
-def update_readme(readme: Path, section: str) -> None:
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise SystemExit(f"{readme}: no {README_START} ... {README_END} section to update")
-    before, rest = text.split(README_START, 1)
-    write_text(readme, before + section + rest.split(README_END, 1)[1])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -328,7 +328,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 shutil.copy(curve, kept / "val_curve.csv")
     if args.readme is not None:
         page_link = os.path.relpath(args.out / "comparison.md", args.readme.parent)
-        update_readme(args.readme, readme_section(runs, variants, translators, Path(page_link)))
+        section = readme_section(runs, variants, translators, Path(page_link))
+        try:
+            replace_marked_section(args.readme, README_START, README_END, section)
+        except ValueError as err:
+            raise SystemExit(str(err)) from err
     print((args.out / "comparison.md").read_text())
 
 
