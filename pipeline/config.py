@@ -394,9 +394,18 @@ class MaskingSpec:
 @dataclasses.dataclass(frozen=True)
 class WarmStartSpec:
     """Start the student (and its teacher) from another variant's trained net, as DAFormer starts
-    from a pretrained one (pair it with train_seg.warmup and head_lr_mult, DAFormer's schedule)."""
+    from a pretrained one, on DAFormer's schedule. The schedule is the variant's own, in place of
+    train_seg.warmup and head_lr_mult: those suit the variants that start from scratch (or from
+    the encoder weights file), which a warm-started one does not."""
 
     init_from: str  # a variant of train_seg.variants: its models/seg/NAME/model.safetensors
+    # DAFormer: linear warm-up over 1500 of 40000 iterations, decoder and head at 10x the rate.
+    warmup: float = 0.0375
+    head_lr_mult: float = 10.0
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.warmup < 1, f"{key}.warmup", self.warmup, "a number in [0, 1)")
+        _check(self.head_lr_mult > 0, f"{key}.head_lr_mult", self.head_lr_mult, "a number > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -453,6 +462,8 @@ class VariantSpec:
         )
         if self.self_training is not None:
             self.self_training.validate(f"{key}.self_training")
+        if self.warm_start is not None:
+            self.warm_start.validate(f"{key}.warm_start")
 
     @property
     def step(self) -> str:
@@ -579,6 +590,13 @@ class TrainSegConfig:
                 mic.mask_block_size,
                 f"a divisor of both sides of train_seg.crop={list(self.crop)}",
             )
+
+    def schedule(self, name: str) -> tuple[float, float]:
+        """Variant `name`'s (warmup, head_lr_mult): its warm start's, else train_seg's."""
+        warm_start = self.variants[name].warm_start
+        if warm_start is not None:
+            return warm_start.warmup, warm_start.head_lr_mult
+        return self.warmup, self.head_lr_mult
 
     def variant(self, name: str) -> VariantSpec:
         """The entry of `variants` called `name`, or a ConfigError listing the ones there are."""

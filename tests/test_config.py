@@ -232,6 +232,10 @@ def test_the_opt_in_mic_variant_parses_and_names_its_step(raw):
     assert steps["oracle"] == steps["fda"] == "supervised"
     mic = seg.variants["cyclegan_mic"]
     assert mic.self_training.mic.mask_ratio == 0.7 and mic.warm_start.init_from == "cyclegan"
+    # A warm start runs on DAFormer's schedule unless its block says otherwise; the variants that
+    # start from scratch keep train_seg's.
+    assert seg.schedule("cyclegan_mic") == (0.0375, 10.0)
+    assert seg.schedule("cyclegan_st") == (seg.warmup, seg.head_lr_mult) == (0.0, 1.0)
     # params.yaml documents the entry, commented out: the same settings as tested here.
     text = (TEST_PARAMS).read_text()
     assert "#     mic: {mask_block_size: 8, mask_ratio: 0.7, weight: 1.0}" in text
@@ -253,6 +257,8 @@ BAD_NEW = [
     (f"{WARM}.init_from", "nope", "another variant of train_seg.variants: one of source_only"),
     (f"{WARM}.init_from", "cyclegan_mic", "another variant"),
     (f"{WARM}.init_from", None, "a non-empty string"),
+    (f"{WARM}.warmup", 1.0, "a number in [0, 1)"),
+    (f"{WARM}.head_lr_mult", -1.0, "a number > 0"),
 ]
 
 

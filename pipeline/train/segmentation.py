@@ -15,8 +15,9 @@ step object follow the update (`after_update`: the EMA teacher), logs and valida
 
 A variant with a `warm_start` block starts the student (and so its teacher) from another variant's
 trained net, as DAFormer starts from a pretrained one. The learning rate follows poly decay,
-after DAFormer's linear warm-up (`train_seg.warmup`), with the decoder and head at
-`train_seg.head_lr_mult` times the encoder's rate.
+after a linear warm-up (`train_seg.warmup`), with the decoder and head at
+`train_seg.head_lr_mult` times the encoder's rate; a warm-started variant has its own two
+(its `warm_start` block's, DAFormer's by default).
 
 Every random draw comes from torch's global generator, which the run layer (`pipeline.train.run`)
 seeds per rank and checkpoints, so a resumed run continues bit for bit on CPU; the run layer also
@@ -414,11 +415,12 @@ def start_run(
     warm_start = config.variants[variant].warm_start
     if warm_start is not None:
         load_warm_start(model, warm_start_file(out_dir, warm_start), warm_start)
-    if config.head_lr_mult == 1:
+    warmup, head_lr_mult = config.schedule(variant)
+    if head_lr_mult == 1:
         optimizer = make_optimizer(model.parameters(), config)
     else:
-        optimizer = make_optimizer(parameter_groups(model, config.lr, config.head_lr_mult), config)
-    warmup_steps = round(config.warmup * config.iters)
+        optimizer = make_optimizer(parameter_groups(model, config.lr, head_lr_mult), config)
+    warmup_steps = round(warmup * config.iters)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config.iters, config.poly_power, warmup_steps)
     )

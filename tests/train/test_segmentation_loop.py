@@ -55,7 +55,9 @@ def splits(tmp_path_factory) -> dict[str, PreparedSplit]:
     return {name: write_split(root / name, name, 8) for name in ("sim", "real")}
 
 
-WARM_START = WarmStartSpec("source_only")
+# Warm-up over half of tiny_config's 6 steps, so the test sees it (DAFormer's default share,
+# 0.0375, rounds to no step at all here).
+WARM_START = WarmStartSpec("source_only", warmup=0.5, head_lr_mult=10.0)
 
 
 def tiny_config(**overrides) -> TrainSegConfig:
@@ -242,9 +244,18 @@ def test_checkpoints_of_other_settings_are_refused_runtime_knobs_resume(
 def test_warm_start_loads_the_source_net_and_daformers_schedule_applies(tmp_path, straight) -> None:
     (tmp_path / "source_only").mkdir()
     shutil.copy(straight / "model.safetensors", tmp_path / "source_only")
-    # DAFormer's schedule: warm-up over half of the 6 steps (3 updates at 1/3, 2/3, 1 of the
-    # poly rate), the decoder and head at 10x.
-    config = tiny_config(warmup=0.5, head_lr_mult=10.0)
+    # The warm start's own schedule: warm-up over half of the 6 steps (3 updates at 1/3, 2/3, 1
+    # of the poly rate), the decoder and head at 10x; train_seg's (none, one rate) is the other
+    # variants'.
+    config = tiny_config()
+    assert (
+        len(
+            start_run(
+                config, "source_only", tmp_path / "cold", NullTracker()
+            ).optimizer.param_groups
+        )
+        == 1
+    )
     setup = start_run(config, "warm", tmp_path / "warm", NullTracker())
     source = load_weights(straight / "model.safetensors")
     state = setup.student.model.state_dict()
