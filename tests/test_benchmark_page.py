@@ -127,3 +127,28 @@ def test_the_readme_section_is_rewritten_between_its_markers_only(tmp_path) -> N
     with pytest.raises(SystemExit, match=r"plain\.md: no <!-- benchmark:start -->"):
         benchmark.main([f"--run={runs[0]}", "--out", str(out), "--readme", str(unmarked)])
     assert unmarked.read_text() == "no markers\n"
+
+
+def test_a_page_of_method_variants_without_an_oracle_has_its_own_readme_block(tmp_path) -> None:
+    """profiles/benchmark_methods.yaml trains no oracle: the gap columns say n/a rather than
+    fail, and the page goes to its own README block, leaving the main one as it was."""
+    runs = [
+        _run(tmp_path / f"seed{i}", {"source_only": s, "cyclegan": c, "oracle": 0.9}, [0.1], 0.4)
+        for i, (s, c) in enumerate([(0.10, 0.30), (0.12, 0.34), (0.14, 0.31)])
+    ]
+    main_block = "<!-- benchmark:start -->\nmain table\n<!-- benchmark:end -->\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(main_block + "<!-- methods:start -->\nstale methods\n<!-- methods:end -->\n")
+    out = tmp_path / "reports" / "methods"
+    options = ["--readme-marker", "methods", "--title", "Methods"]
+    variants = ["--variants", "source_only", "cyclegan"]
+    runs_given = [f"--run={run}" for run in runs]
+    benchmark.main([*runs_given, "--out", str(out), "--readme", str(readme), *options, *variants])
+    page = (out / "comparison.md").read_text()
+    assert page.startswith("# Methods\n")
+    assert "| cyclegan | 31.7 | 4.0 | 61.7 | 4.0 | n/a | n/a | +0.0 |" in page
+    text = readme.read_text()
+    assert text.startswith(main_block) and "stale methods" not in text
+    assert "--readme README.md --readme-marker methods`" in text
+    # cyclegan over source_only: above in every run, 19.7 points against a spread of 4.0.
+    assert "two): cyclegan > source_only (+19.7). No other pair" in text

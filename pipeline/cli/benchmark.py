@@ -71,9 +71,16 @@ def translator_table(run: Path) -> pd.DataFrame:
 
 
 def gap_closed(table: pd.DataFrame, key: str) -> pd.Series:
-    """(variant - source_only) / (oracle - source_only), in %."""
+    """(variant - source_only) / (oracle - source_only), in %; NaN where the runs trained no
+    source_only or no oracle (a page of method variants only)."""
+    if not {"source_only", "oracle"} <= set(table.index):
+        return pd.Series(float("nan"), index=table.index)
     source, oracle = table.loc["source_only", key], table.loc["oracle", key]
     return 100 * (table[key] - source) / (oracle - source)
+
+
+def percent_cell(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.0f}%"
 
 
 def mean_and_spread(
@@ -135,7 +142,8 @@ def variants_lines(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> list[
             f"| {variant} | {mean.loc[variant, 'miou']:.1f} | {spread.loc[variant, 'miou']:.1f} "
             f"| {mean.loc[variant, 'pixel_accuracy']:.1f} "
             f"| {spread.loc[variant, 'pixel_accuracy']:.1f} "
-            f"| {closed['miou'][variant]:.0f}% | {closed['pixel_accuracy'][variant]:.0f}% "
+            f"| {percent_cell(closed['miou'][variant])} "
+            f"| {percent_cell(closed['pixel_accuracy'][variant])} "
             f"| {'n/a' if pd.isna(gain) else f'{gain:+.1f}'} |"
         )
     return lines
@@ -210,15 +218,19 @@ def curves_figure(runs: Sequence[Path], variants: Sequence[str]) -> plt.Figure |
     return figure
 
 
+TITLE = "Benchmark: profiles/benchmark.yaml on the demo data"
+
+
 def benchmark_page(
     runs: dict[str, pd.DataFrame],
     order: Sequence[str],
     translators: dict[str, pd.DataFrame] | None = None,
     figure: bool = False,
+    title: str = TITLE,
 ) -> str:
     miou = miou_by_run(runs, order)
     lines = [
-        "# Benchmark: profiles/benchmark.yaml on the demo data",
+        f"# {title}",
         "",
         f"Runs: {', '.join(runs)} ({len(runs)}; issue 22 asks for 3 seeds). Scores in % on "
         "real val at label resolution; spread = max - min over the runs (0 with one run).",
@@ -246,7 +258,9 @@ def benchmark_page(
     return "\n".join(lines) + "\n"
 
 
-README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+def readme_markers(name: str) -> tuple[str, str]:
+    """The comments around README's block called `name` (benchmark: the main one)."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 
 
 def readme_section(
@@ -254,9 +268,11 @@ def readme_section(
     order: Sequence[str],
     translators: dict[str, pd.DataFrame],
     page: Path,
+    marker: str = "benchmark",
 ) -> str:
-    """README's benchmark block: the main table, the rankings that hold, the translators, and
-    a link to the full page (`page`, relative to README)."""
+    """README's block between the `marker` comments: the main table, the rankings that hold,
+    the translators, and a link to the full page (`page`, relative to README)."""
+    start, end = readme_markers(marker)
     ranked = rankings(runs, order)
     # The oracle is the ceiling: one clause says whether it stands above every variant.
     oracle = ranked[ranked["higher"] == "oracle"]
@@ -268,9 +284,11 @@ def readme_section(
     held = ranked[ranked["holds"] & ((ranked["higher"] != "oracle") | (not ceiling))]
     translated = translators_lines(translators, runs)
     clauses = ceiling + [f"{r.higher} > {r.lower} (+{r.difference:.1f})" for r in held.itertuples()]
+    option = "" if marker == "benchmark" else f" --readme-marker {marker}"
     lines = [
-        README_START,
-        "<!-- written by `python -m pipeline.cli.benchmark --readme README.md`; do not edit -->",
+        start,
+        f"<!-- written by `python -m pipeline.cli.benchmark --readme README.md{option}`; "
+        "do not edit -->",
         f"Runs: {', '.join(runs)}. Scores in % on real val at label resolution; spread = max - "
         f"min over the runs. Full page: [{page}]({page}).",
         "",
@@ -280,7 +298,7 @@ def readme_section(
         + ("; ".join(clauses) or "none")
         + ". No other pair passes both tests.",
         *(["", *translated] if translated else []),
-        README_END,
+        end,
     ]
     return "\n".join(lines)
 
@@ -296,6 +314,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--readme", type=Path, help="also rewrite this README's benchmark section (its markers)"
     )
+    parser.add_argument(
+        "--readme-marker", default="benchmark",
+        help="the README block to rewrite: between <!-- NAME:start --> and <!-- NAME:end -->",
+    )  # fmt: skip
+    parser.add_argument("--title", default=TITLE, help="the page's heading")
     args = parser.parse_args(argv)
     variants = args.variants or list(
         pd.read_csv(args.run[0] / "reports" / "comparison.csv", index_col=0).index
@@ -305,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     figure = curves_figure(args.run, variants)
     if figure is not None:
         save_figure(figure, args.out / CURVES_FIGURE)
-    page = benchmark_page(runs, variants, translators, figure is not None)
+    page = benchmark_page(runs, variants, translators, figure is not None, args.title)
     write_text(args.out / "comparison.md", page)
     write_json(
         args.out / "runs.json",
@@ -328,9 +351,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 shutil.copy(curve, kept / "val_curve.csv")
     if args.readme is not None:
         page_link = os.path.relpath(args.out / "comparison.md", args.readme.parent)
-        section = readme_section(runs, variants, translators, Path(page_link))
+        marker = args.readme_marker
+        section = readme_section(runs, variants, translators, Path(page_link), marker)
         try:
-            replace_marked_section(args.readme, README_START, README_END, section)
+            replace_marked_section(args.readme, *readme_markers(marker), section)
         except ValueError as err:
             raise SystemExit(str(err)) from err
     print((args.out / "comparison.md").read_text())
