@@ -130,8 +130,8 @@ def test_the_readme_section_is_rewritten_between_its_markers_only(tmp_path) -> N
 
 
 def test_a_page_of_method_variants_without_an_oracle_has_its_own_readme_block(tmp_path) -> None:
-    """profiles/benchmark_methods.yaml trains no oracle: the gap columns say n/a rather than
-    fail, and the page goes to its own README block, leaving the main one as it was."""
+    """Runs that trained no oracle (method variants only): the gap columns say n/a rather
+    than fail, and the page goes to its own README block, leaving the main one as it was."""
     runs = [
         _run(tmp_path / f"seed{i}", {"source_only": s, "cyclegan": c, "oracle": 0.9}, [0.1], 0.4)
         for i, (s, c) in enumerate([(0.10, 0.30), (0.12, 0.34), (0.14, 0.31)])

@@ -192,6 +192,15 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     assert "-S +cut.translators.fastcut.mode=fastcut" in benchmark
     assert "-S +train_seg.variants.cut.images=data/translated_cut" in benchmark
     assert "-S train_seg.iters=2400" in benchmark
+    # The method variants, applied after it: MIC's settings and a warm start on DAFormer's
+    # schedule (its block's defaults), beside cyclegan_st.
+    methods = REPO_ROOT / "profiles/benchmark_methods.yaml"
+    assert "-S +train_seg.variants.cyclegan_st_warm.warm_start.init_from=cyclegan" in (
+        profile_arguments(methods, tmp_path / "params.yaml")
+    )
+    with_methods = parse_params(apply_profile(shipped, yaml.safe_load(methods.read_text())))
+    assert with_methods.train_seg.variants["cyclegan_mic"].step == "mic"
+    assert with_methods.train_seg.schedule("cyclegan_st_warm") == (0.0375, 10.0)
     assert all(" " not in argument.removeprefix("-S ") for argument in arguments)  # for xargs
     changes = yaml.safe_load(profile.read_text())
     params = yaml.safe_load(TEST_PARAMS.read_text())
