@@ -406,7 +406,10 @@ def _paint_real(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
     sky = scene.label == T["sky"]
     image[sky] *= _vertical_gradient(h, w, 1.05, 0.9)[sky][:, None]
     # Desaturate towards luminance, then the camera: colour cast, exposure, vignetting.
-    luminance = image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    # Elementwise, not `image @ weights`: a BLAS dot product rounds differently from one CPU's
+    # kernels to another's (a machine without AVX-512 wrote other demo frames than the one
+    # dvc.lock came from); numpy's elementwise float32 ops round the same everywhere.
+    luminance = 0.299 * image[..., 0] + 0.587 * image[..., 1] + 0.114 * image[..., 2]
     image = luminance[..., None] + rng.uniform(0.55, 0.8) * (image - luminance[..., None])
     image *= rng.uniform(0.85, 1.15, size=3).astype(np.float32) * rng.uniform(0.8, 1.15)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
