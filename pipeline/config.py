@@ -399,9 +399,10 @@ class WarmStartSpec:
     the encoder weights file), which a warm-started one does not."""
 
     init_from: str  # a variant of train_seg.variants: its models/seg/NAME/model.safetensors
-    # DAFormer: linear warm-up over 1500 of 40000 iterations, decoder and head at 10x the rate.
-    warmup: float = 0.0375
-    head_lr_mult: float = 10.0
+    # As train_seg's two, for this variant alone (DAFormer: 0.0375, a linear warm-up over 1500
+    # of 40000 iterations, and the decoder and head at 10x the rate).
+    warmup: float
+    head_lr_mult: float
 
     def validate(self, key: str) -> None:
         _check(0 <= self.warmup < 1, f"{key}.warmup", self.warmup, "a number in [0, 1)")

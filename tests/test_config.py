@@ -229,7 +229,7 @@ def _with_mic_and_warm_start(raw: dict) -> dict:
     variants = data["train_seg"]["variants"]
     mic = copy.deepcopy(variants["cyclegan_st"])
     mic["self_training"]["mic"] = {"mask_block_size": 8, "mask_ratio": 0.7, "weight": 1.0}
-    mic["warm_start"] = {"init_from": "cyclegan"}
+    mic["warm_start"] = {"init_from": "cyclegan", "warmup": 0.0375, "head_lr_mult": 10.0}
     variants["cyclegan_mic"] = mic
     return data
 
@@ -241,8 +241,8 @@ def test_the_opt_in_mic_variant_parses_and_names_its_step(raw):
     assert steps["oracle"] == steps["fda"] == "supervised"
     mic = seg.variants["cyclegan_mic"]
     assert mic.self_training.mic.mask_ratio == 0.7 and mic.warm_start.init_from == "cyclegan"
-    # A warm start runs on DAFormer's schedule unless its block says otherwise; the variants that
-    # start from scratch keep train_seg's.
+    # A warm start runs on its block's schedule (DAFormer's here); the variants that start from
+    # scratch keep train_seg's.
     assert seg.schedule("cyclegan_mic") == (0.0375, 10.0)
     assert seg.schedule("cyclegan_st") == (seg.warmup, seg.head_lr_mult) == (0.0, 1.0)
     # params.yaml documents the entry, commented out: the same settings as tested here.
@@ -285,7 +285,7 @@ def test_bad_mic_and_warm_start_settings_name_key_value_and_allowed(raw, key, va
 
 def test_a_warm_start_cycle_is_refused(raw):
     data = _with_mic_and_warm_start(raw)
-    warm = {"init_from": "cyclegan_mic"}
+    warm = {"init_from": "cyclegan_mic", "warmup": 0.0, "head_lr_mult": 1.0}
     data["train_seg"]["variants"]["cyclegan"]["warm_start"] = warm
     with pytest.raises(ConfigError, match=r"warm_start\.init_from.*cycle cyclegan -> "):
         parse_params(data)

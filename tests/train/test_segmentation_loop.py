@@ -55,8 +55,8 @@ def splits(tmp_path_factory) -> dict[str, PreparedSplit]:
     return {name: write_split(root / name, name, 8) for name in ("sim", "real")}
 
 
-# Warm-up over half of tiny_config's 6 steps, so the test sees it (DAFormer's default share,
-# 0.0375, rounds to no step at all here).
+# Warm-up over half of tiny_config's 6 steps, so the test sees it (DAFormer's share, 0.0375,
+# rounds to no step at all here).
 WARM_START = WarmStartSpec("source_only", warmup=0.5, head_lr_mult=10.0)
 
 

@@ -155,7 +155,7 @@ def tiny_config(**overrides):
     mic = SelfTrainingSpec(
         "real", 0.99, 0.5, 0.01, mic=MaskingSpec(mask_block_size=8, mask_ratio=0.7, weight=1.0)
     )
-    warm = WarmStartSpec("source_st")
+    warm = WarmStartSpec("source_st", warmup=0.0, head_lr_mult=1.0)
     settings = {
         "variants": {
             "source_st": VariantSpec(images="sim", labels="sim", self_training=spec),
