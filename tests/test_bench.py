@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks import cpu, profile, scaling, training
 from benchmarks.harness import interleaved, isolated, main, merge_block, rate_rows, table
+from pipeline import runtime
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -145,7 +146,9 @@ def test_profile_categories_and_onednn_log_parsing():
 def test_profile_of_the_real_step(model, mode):
     result = profile.profile_mode(model, True, mode, steps=1)
     assert result["ms_per_step"] > 0 and result["categories"]["conv backward"] > 0
-    assert any(key.startswith("convolution ") for key in result["onednn"])
+    if runtime.cpu_has_bf16_acceleration():
+        # Without AVX512-BF16 / AMX, oneDNN runs no bf16 convolution (torch's fallback does).
+        assert any(key.startswith("convolution ") for key in result["onednn"])
     section = profile.model_section("x", {"fp32": result, mode: result})
     assert "| total | " in section and f"x fp32 ({mode})" in section
 
