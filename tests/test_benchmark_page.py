@@ -152,3 +152,17 @@ def test_a_page_of_method_variants_without_an_oracle_has_its_own_readme_block(tm
     assert "--readme README.md --readme-marker methods`" in text
     # cyclegan over source_only: above in every run, 19.7 points against a spread of 4.0.
     assert "two): cyclegan > source_only (+19.7). No other pair" in text
+
+
+def test_fewer_than_three_runs_are_reported_in_readme_but_not_claimed(tmp_path) -> None:
+    runs = [
+        _run(tmp_path / f"seed{i}", {"source_only": 0.1, "cyclegan": c, "oracle": 0.9}, [0.1])
+        for i, c in enumerate([0.30, 0.34])
+    ]
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- benchmark:start -->\n<!-- benchmark:end -->\n")
+    out = tmp_path / "page"
+    benchmark.main([*(f"--run={run}" for run in runs), "--out", str(out), "--readme", str(readme)])
+    text = readme.read_text()
+    assert "from 2 run(s), fewer than the 3 a claim needs (measured, not claimed): " in text
+    assert "Rankings that hold" not in text
