@@ -405,8 +405,13 @@ class WarmStartSpec:
     head_lr_mult: float
 
     def validate(self, key: str) -> None:
-        _check(0 <= self.warmup < 1, f"{key}.warmup", self.warmup, "a number in [0, 1)")
-        _check(self.head_lr_mult > 0, f"{key}.head_lr_mult", self.head_lr_mult, "a number > 0")
+        _check_schedule(key, self.warmup, self.head_lr_mult)
+
+
+def _check_schedule(key: str, warmup: float, head_lr_mult: float) -> None:
+    """train_seg's learning-rate shape, or a warm start's own (`key`: the section)."""
+    _check(0 <= warmup < 1, f"{key}.warmup", warmup, "a number in [0, 1)")
+    _check(head_lr_mult > 0, f"{key}.head_lr_mult", head_lr_mult, "a number > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -539,8 +544,7 @@ class TrainSegConfig:
         _check(self.weight_decay >= 0, "train_seg.weight_decay", self.weight_decay, ">= 0")
         _check(0 <= self.momentum < 1, "train_seg.momentum", self.momentum, "in [0, 1)")
         _check(self.poly_power >= 0, "train_seg.poly_power", self.poly_power, ">= 0")
-        _check(0 <= self.warmup < 1, "train_seg.warmup", self.warmup, "a number in [0, 1)")
-        _check(self.head_lr_mult > 0, "train_seg.head_lr_mult", self.head_lr_mult, "a number > 0")
+        _check_schedule("train_seg", self.warmup, self.head_lr_mult)
         _check(
             all(c > 0 and c % 32 == 0 for c in self.crop),
             "train_seg.crop",

@@ -17,7 +17,7 @@ A variant with a `warm_start` block starts the student (and so its teacher) from
 trained net, as DAFormer starts from a pretrained one. The learning rate follows poly decay,
 after a linear warm-up (`train_seg.warmup`), with the decoder and head at
 `train_seg.head_lr_mult` times the encoder's rate; a warm-started variant has its own two
-(its `warm_start` block's, DAFormer's by default).
+(its `warm_start` block's).
 
 Every random draw comes from torch's global generator, which the run layer (`pipeline.train.run`)
 seeds per rank and checkpoints, so a resumed run continues bit for bit on CPU; the run layer also
