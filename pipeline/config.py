@@ -130,20 +130,16 @@ Precision = Literal["fp32", "bf16", "fp16", "auto"]
 
 
 @dataclasses.dataclass(frozen=True)
-class CycleGANConfig:
-    netG: Literal["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256"]
+class TranslatorTraining:
+    """The settings every unpaired translator's training shares (CycleGAN, CUT, FastCUT): the
+    PatchGAN discriminator, Adam on the reference's constant-then-linear-decay schedule, the
+    crops, and the runtime knobs. Each translator adds its generator and its losses."""
+
     ngf: int
     ndf: int
     n_layers_D: int
     norm: Literal["instance", "batch"]
     gan_mode: Literal["lsgan", "vanilla"]
-    lambda_cycle: float
-    # Identity weight relative to lambda_cycle, as in the reference (0.5 -> 5.0 absolute).
-    lambda_identity: float
-    # CyCADA's semantic consistency (Hoffman et al. 2018): a frozen segmentation net trained on
-    # sim must label a translated frame as it labels the original. 0 = plain CycleGAN.
-    lambda_semantic: float
-    pool_size: int
     lr: float
     beta1: float
     beta2: float
@@ -156,7 +152,7 @@ class CycleGANConfig:
     precision: Precision
     seed: int
     channels_last: bool = field(metadata=RUNTIME)
-    # The step's two phases run "eager", or through torch.compile in its "default" mode
+    # The step's phases run "eager", or through torch.compile in its "default" mode
     # (inductor: fused kernels) or "reduce-overhead" (also CUDA graphs; on the CPU = default).
     compile: Literal["eager", "default", "reduce-overhead"] = field(metadata=RUNTIME)
     checkpoint_every: int = field(metadata=RUNTIME)
@@ -167,35 +163,54 @@ class CycleGANConfig:
     max_bad_steps: int = field(metadata=RUNTIME)
     threads: int = field(metadata=RUNTIME)  # 0 = torch's default
 
+
+def _check_translator_training(values: Mapping[str, Any], key: Callable[[str], str]) -> None:
+    """Range checks of TranslatorTraining's settings (and the generator's crop) in `values`;
+    `key` names a setting where it is set."""
+    for name in (
+        "ngf", "ndf", "n_layers_D", "iters", "batch", "checkpoint_every", "log_every",
+        "sample_every",
+    ):  # fmt: skip
+        _check(values[name] > 0, key(name), values[name], "an integer > 0")
+    _check(0 < values["lr"] < 1, key("lr"), values["lr"], "a number in (0, 1)")
+    for name in ("beta1", "beta2"):
+        _check(0 <= values[name] < 1, key(name), values[name], "a number in [0, 1)")
+    _check(
+        0 <= values["decay_from"] <= values["iters"],
+        key("decay_from"),
+        values["decay_from"],
+        f"an integer in [0, iters={values['iters']}]",
+    )
+    # A ResNet generator downsamples twice; a U-Net as many times as its name's size allows.
+    netG = values["netG"]
+    multiple = {"unet_128": 128, "unet_256": 256}.get(netG, 4)
+    _check(
+        all(c > 0 and c % multiple == 0 for c in values["crop"]),
+        key("crop"),
+        list(values["crop"]),
+        f"[H, W], positive multiples of {multiple} for netG={netG}",
+    )
+    _check(values["max_bad_steps"] >= 0, key("max_bad_steps"), values["max_bad_steps"], ">= 0")
+    _check(values["threads"] >= 0, key("threads"), values["threads"], "an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleGANConfig(TranslatorTraining):
+    netG: Literal["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256"]
+    lambda_cycle: float
+    # Identity weight relative to lambda_cycle, as in the reference (0.5 -> 5.0 absolute).
+    lambda_identity: float
+    # CyCADA's semantic consistency (Hoffman et al. 2018): a frozen segmentation net trained on
+    # sim must label a translated frame as it labels the original. 0 = plain CycleGAN.
+    lambda_semantic: float
+    pool_size: int
+
     def __post_init__(self) -> None:
-        for name in ("ngf", "ndf", "n_layers_D", "iters", "batch", "checkpoint_every"):
-            value = getattr(self, name)
-            _check(value > 0, f"cyclegan.{name}", value, "an integer > 0")
-        for name in ("log_every", "sample_every"):
-            value = getattr(self, name)
-            _check(value > 0, f"cyclegan.{name}", value, "an integer > 0")
+        _check_translator_training(self.__dict__, lambda name: f"cyclegan.{name}")
         for name in ("lambda_cycle", "lambda_identity", "lambda_semantic"):
             value = getattr(self, name)
             _check(value >= 0, f"cyclegan.{name}", value, "a number >= 0")
         _check(self.pool_size >= 0, "cyclegan.pool_size", self.pool_size, "an integer >= 0")
-        _check(0 < self.lr < 1, "cyclegan.lr", self.lr, "a number in (0, 1)")
-        _check(0 <= self.beta1 < 1, "cyclegan.beta1", self.beta1, "a number in [0, 1)")
-        _check(0 <= self.beta2 < 1, "cyclegan.beta2", self.beta2, "a number in [0, 1)")
-        _check(
-            0 <= self.decay_from <= self.iters,
-            "cyclegan.decay_from",
-            self.decay_from,
-            f"an integer in [0, cyclegan.iters={self.iters}]",
-        )
-        multiple = {"unet_128": 128, "unet_256": 256}.get(self.netG, 4)
-        _check(
-            all(c > 0 and c % multiple == 0 for c in self.crop),
-            "cyclegan.crop",
-            list(self.crop),
-            f"[H, W], positive multiples of {multiple} for netG={self.netG}",
-        )
-        _check(self.max_bad_steps >= 0, "cyclegan.max_bad_steps", self.max_bad_steps, ">= 0")
-        _check(self.threads >= 0, "cyclegan.threads", self.threads, "an integer >= 0")
 
 
 # The paper's defaults of the settings a CUT section may leave null, by mode (Park et al. 2020,
@@ -212,7 +227,7 @@ _TRUNK_START = 10
 
 
 @dataclasses.dataclass(frozen=True)
-class CUTConfig:
+class CUTConfig(TranslatorTraining):
     """Contrastive unpaired translation (Park et al., ECCV 2020): one generator sim -> real,
     trained with an adversarial loss and PatchNCE between patches of its input and its output.
 
@@ -222,11 +237,6 @@ class CUTConfig:
     """
 
     netG: Literal["resnet_9blocks", "resnet_6blocks"]  # the taps need ResNet's flat layer list
-    ngf: int
-    ndf: int
-    n_layers_D: int
-    norm: Literal["instance", "batch"]
-    gan_mode: Literal["lsgan", "vanilla"]
     mode: Literal["cut", "fastcut"]
     lambda_gan: float
     # null: the mode's paper default (CUT_MODE_DEFAULTS).
@@ -238,24 +248,6 @@ class CUTConfig:
     num_patches: int  # locations sampled per layer and image
     nce_t: float  # temperature of the PatchNCE logits
     netF_nc: int  # width of the per-layer MLP heads
-    lr: float
-    beta1: float
-    beta2: float
-    iters: int
-    # Constant learning rate until this step, then linear decay to zero at `iters`.
-    decay_from: int
-    batch: int
-    crop: tuple[int, int]
-    flip: bool
-    precision: Precision
-    seed: int
-    channels_last: bool = field(metadata=RUNTIME)
-    compile: Literal["eager", "default", "reduce-overhead"] = field(metadata=RUNTIME)
-    checkpoint_every: int = field(metadata=RUNTIME)
-    log_every: int = field(metadata=RUNTIME)
-    sample_every: int = field(metadata=RUNTIME)
-    max_bad_steps: int = field(metadata=RUNTIME)
-    threads: int = field(metadata=RUNTIME)  # 0 = torch's default
     # Which translators exist is not a setting of any one translator's run: its own entry is.
     translators: dict[str, dict[str, Any]] = field(metadata=RUNTIME)
 
@@ -304,10 +296,8 @@ class CUTConfig:
 
 def _check_cut(values: Mapping[str, Any], key: Callable[[str], str]) -> None:
     """Range checks of a CUT section or translator; `key` names a setting where it is set."""
-    for name in (
-        "ngf", "ndf", "n_layers_D", "num_patches", "netF_nc", "iters", "batch",
-        "checkpoint_every", "log_every", "sample_every",
-    ):  # fmt: skip
+    _check_translator_training(values, key)
+    for name in ("num_patches", "netF_nc"):
         _check(values[name] > 0, key(name), values[name], "an integer > 0")
     _check(values["lambda_gan"] >= 0, key("lambda_gan"), values["lambda_gan"], "a number >= 0")
     lambda_nce = values["lambda_nce"]
@@ -318,21 +308,6 @@ def _check_cut(values: Mapping[str, Any], key: Callable[[str], str]) -> None:
         "a number >= 0, or null for the mode's default",
     )
     _check(values["nce_t"] > 0, key("nce_t"), values["nce_t"], "a number > 0")
-    _check(0 < values["lr"] < 1, key("lr"), values["lr"], "a number in (0, 1)")
-    for name in ("beta1", "beta2"):
-        _check(0 <= values[name] < 1, key(name), values[name], "a number in [0, 1)")
-    _check(
-        0 <= values["decay_from"] <= values["iters"],
-        key("decay_from"),
-        values["decay_from"],
-        f"an integer in [0, iters={values['iters']}]",
-    )
-    _check(
-        all(c > 0 and c % 4 == 0 for c in values["crop"]),
-        key("crop"),
-        list(values["crop"]),
-        "[H, W], positive multiples of 4 (the generator downsamples twice)",
-    )
     last = _TRUNK_START + _RESNET_BLOCKS[values["netG"]] - 1
     layers = list(values["nce_layers"])
     _check(
@@ -344,8 +319,6 @@ def _check_cut(values: Mapping[str, Any], key: Callable[[str], str]) -> None:
         f"increasing indices of {values['netG']}'s layers, from 0 to {last} (its last "
         "residual block)",
     )
-    _check(values["max_bad_steps"] >= 0, key("max_bad_steps"), values["max_bad_steps"], ">= 0")
-    _check(values["threads"] >= 0, key("threads"), values["threads"], "an integer >= 0")
 
 
 def cut_config(params: Params, name: str) -> CUTConfig:
