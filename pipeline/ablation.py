@@ -19,6 +19,7 @@ Running `dvc exp run -S ...` one at a time in the workspace instead reruns only 
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -123,6 +124,25 @@ def _value(row: Mapping[str, Any], path: str, key: str) -> float:
     return math.nan
 
 
+def _committed_value(rev: str, path: str, key: str) -> float:
+    """`key` (dotted: translated.miou) of the JSON file `path` as experiment commit `rev` holds
+    it ("workspace": the file on disk). The translation scores are stage outputs that git keeps,
+    not DVC metrics, so exp_show has no column for them."""
+    if rev == "workspace":
+        text = Path(path).read_text() if Path(path).is_file() else None
+    else:
+        shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+        text = shown.stdout if shown.returncode == 0 else None
+    if text is None:
+        return math.nan
+    value: Any = json.loads(text)
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return math.nan
+        value = value[part]
+    return math.nan if value is None else float(value)
+
+
 def ablation_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """Baseline first, then each named ablation found in `rows` (exp_show output)."""
     by_name = _rows_by_name(rows, list(ABLATIONS))
@@ -138,7 +158,7 @@ def ablation_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         "the FCN-score (the oracle net on translated sim, against sim labels) whether their "
         "content survived; the `cyclegan` variant columns what that does downstream. "
         "`source_only` does not depend on CycleGAN: its column equal in every row shows the "
-        "reruns are deterministic. One seed per row: reports/quality.md gives the baseline's "
+        "reruns are deterministic. One seed per row: reports/seeds.json gives the baseline's "
         "seed-to-seed spread.",
         "",
         "Commands: `python -m pipeline.cli.ablation queue && dvc queue start -j 1`, then "
@@ -155,6 +175,8 @@ def ablation_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         cells = []
         for _, path, key, percent in COLUMNS:
             value = _value(row, path, key)
+            if math.isnan(value) and "rev" in row:
+                value = _committed_value(row["rev"], path, key)
             if math.isnan(value):
                 cells.append("n/a")
             else:

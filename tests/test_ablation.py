@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 
 from pipeline import ablation
@@ -40,6 +43,30 @@ def test_markdown_takes_baseline_and_named_experiments_with_either_column_style(
     )
     assert "| gan-only | cyclegan.lambda_cycle=0 | n/a | 5.0 | n/a | 6.0 | n/a | n/a |" in page
     assert "unrelated" not in page
+
+
+def test_markdown_reads_translation_scores_from_the_experiment_commit(tmp_path, monkeypatch):
+    # exp_show has no column for the translation scores (stage outputs, not DVC metrics): the
+    # page reads them from the experiment's commit, and from disk for the workspace.
+    monkeypatch.chdir(tmp_path)
+    scores = tmp_path / "reports" / "translators" / "cyclegan" / "scores.json"
+    scores.parent.mkdir(parents=True)
+    scores.write_text(json.dumps({"translated": {"miou": 0.05, "pixel_accuracy": 0.2}}))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "gan-only"], check=True)
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    scores.write_text(json.dumps({"translated": {"miou": 0.3, "pixel_accuracy": None}}))
+    rows = [
+        {"Experiment": None, "typ": "baseline", "rev": "workspace"},
+        {"Experiment": "gan-only", "typ": "branch_commit", "rev": rev},
+    ]
+    page = ablation.ablation_markdown(rows)
+    assert "| baseline | params.yaml as committed | n/a | 30.0 | n/a | n/a | n/a | n/a |" in page
+    assert "| gan-only | cyclegan.lambda_cycle=0 | n/a | 5.0 | 20.0 | n/a | n/a | n/a |" in page
 
 
 def test_seed_spread_per_variant_from_baseline_and_seed_runs():
