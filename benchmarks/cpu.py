@@ -123,11 +123,11 @@ def cyclegan(quick: bool) -> Results:
     "|warmup_s=warm-up s",
     intro="The reference's `optimize_parameters()` (fp32, its defaults) and this project's step "
     "(sampling included) on the same machine, threads and crop, timed interleaved in one "
-    "process; `x reference` is the reference's time over the row's. Issue 16's CPU targets: "
+    "process; `x reference` is the reference's time over the row's. The CPU targets: "
     ">= 2.5x at the paper config, >= 1.5x at the demo config.",
 )
 def against_reference(quick: bool) -> Results:
-    """Issue 16's CPU targets: our step against the reference's `optimize_parameters()`."""
+    """The CPU targets: our step against the reference's `optimize_parameters()`."""
     if h.reference_folder() is None:
         return {"skipped": f"no reference checkout at {h.REFERENCE}"}
     default = load_params().cyclegan

@@ -1,4 +1,4 @@
-"""Issue 16's GPU rows on one CUDA device, in one command that ends within its time budget
+"""The bench page's GPU rows on one CUDA device, in one command that ends within its time budget
 (README's Benchmarks section: how to run it on a GPU machine without a package registry).
 
 Parts, in order, while SIM2REAL_GPU_BUDGET_S (default 420 s) lasts; one that would not fit, or is
@@ -154,7 +154,7 @@ def segmentation_rows(quick: bool, where: torch.device, deadline: float) -> list
 
 @measurement("gpu", page="gpu", render=lambda r: gpu_section(r))
 def gpu(quick: bool) -> Results:
-    """Issue 16's GPU rows (module doc); on the CPU when there is no CUDA."""
+    """The GPU rows (module doc); on the CPU when there is no CUDA."""
     where = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if where.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as train_cyclegan sets it: fixed crops

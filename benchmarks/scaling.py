@@ -6,10 +6,10 @@ The projection (`projection`) is PROJECTIONS, not measurements:
   profile's sizes, counted by torch's flop counter on the CPU at a small size and scaled by
   pixels (every layer is a convolution: cost grows with pixels);
 - rates: from reports/gpu.json (`python -m benchmarks gpu` on an H100, copied into reports/) when
-  it exists, else issue 16's measured H100 rate of this project's eager bf16 step (0.120 s for
-  1.87 TFLOP: 15.6 TFLOP/s), applied to every GPU stage: an upper bound, since larger convolutions
-  run at a higher rate than that small, launch-bound step;
-- prepare runs on the CPU: this machine's decode-and-resize time per native frame, over the
+  it exists, else an assumed H100 rate for the eager bf16 step (0.120 s for its 1.87 TFLOP:
+  15.6 TFLOP/s; not measured by this project), applied to every GPU stage: an upper bound,
+  since larger convolutions run at a higher rate than that small, launch-bound step;
+- prepare runs on the CPU: the measuring host's decode-and-resize time per native frame, over the
   profile's `prepare.workers`;
 - N GPUs: training at an assumed 90 % DDP scaling efficiency, translation and evaluation
   sharded perfectly.
@@ -34,7 +34,7 @@ GTA5_FRAMES, GTA5_SIZE = 24_966, (1052, 1914)
 CITYSCAPES_TRAIN, CITYSCAPES_VAL, CITYSCAPES_SIZE = 2_975, 500, (1024, 2048)
 PROFILE = Path("profiles/gta5_cityscapes.yaml")
 GPU_RESULTS = Path("reports/gpu.json")
-DOCUMENTED_TFLOP_PER_S = 1.87 / 0.120  # issue 16: eager bf16 step on one H100
+DOCUMENTED_TFLOP_PER_S = 1.87 / 0.120  # assumed, not measured: eager bf16 step on one H100
 DDP_EFFICIENCY = 0.9
 GPUS = (1, 4, 8)
 NATIVE_JOB = "benchmarks.scaling:prepare_seconds_per_native_frame"
@@ -234,7 +234,7 @@ def projection(quick: bool) -> Results:
 
     def row(stage: str, work: str, count: float, key: str, efficiency: float) -> Results:
         """`count` units of `key`'s work on 1 and N GPUs at DDP `efficiency` (0: CPU work)."""
-        source = "measured" if key in measured else "documented rate"
+        source = "measured" if key in measured else "assumed rate"
         seconds = count * seconds_per[key] if key in seconds_per else count
         scale = {g: 1 if efficiency == 0 or g == 1 else g * efficiency for g in GPUS}
         hours = {f"hours_{g}": round(seconds / scale[g] / 3600, 2) for g in GPUS if count}
@@ -259,11 +259,11 @@ def projection(quick: bool) -> Results:
     ]
     # fmt: on
     tflop = {k: round(v / 1e12, 4) for k, v in flops.items()}
-    device = measured.get("device") or "H100 (documented rate)"
+    device = measured.get("device") or "H100 (assumed rate)"
     rates = (
         f"Rates measured on {device} ({GPU_RESULTS})."
         if measured
-        else f"GPU rows not measured: issue 16's documented H100 rate until {GPU_RESULTS} exists "
+        else f"GPU rows not measured: an assumed H100 rate until {GPU_RESULTS} exists "
         "(README's Benchmarks section gives the one-command GPU run)."
     )
     unit = (

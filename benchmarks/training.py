@@ -9,7 +9,7 @@ functions, params.yaml's settings):
   at fp32 without channels_last and at the default, scored on real val at label resolution. The
   default also runs with a second seed: the page compares |default - fp32| with |seed 0 - seed 1|.
   About 15 minutes on 2 cores.
-- convergence: is the segmentation net trained to convergence (issue 13)? The oracle (the
+- convergence: is the segmentation net trained to convergence? The oracle (the
   best-posed problem, so the one furthest from converged if any is) at train_seg.iters and at 3x
   as many, scored on real val (working resolution) ten times along each run. Converged: the
   default run's curve is flat over its last fifth and the longer schedule gains under 2 mIoU.

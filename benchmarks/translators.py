@@ -2,10 +2,10 @@
 setting, measured in one process with the steps interleaved (round robin), so a machine whose
 load drifts slows all three alike.
 
-Issue 24's setting by default: ResNet generator with 9 blocks, ngf = ndf = 32, 128 x 256 crops,
-batch 1, 2 threads, fp32; --precision bf16 and --compile default are options. Prints the median
-seconds per step of each and the ratios CUT / CycleGAN and FastCUT / CycleGAN (the issue's
-targets: FastCUT at most 1 / 2.5 of CycleGAN's time, CUT at most 1 / 1.5).
+The default setting: ResNet generator with 9 blocks, ngf = ndf = 32, 128 x 256 crops, batch 1,
+2 threads, fp32; --precision bf16 and --compile default are options. Prints the median seconds
+per step of each and the ratios CUT / CycleGAN and FastCUT / CycleGAN (the targets: FastCUT at
+most 1 / 2.5 of CycleGAN's time, CUT at most 1 / 1.5).
 
     python -m benchmarks translators
 """
@@ -36,7 +36,7 @@ TRANSLATORS = ("cyclegan", "cut", "fastcut")
 def build_steps(
     precision: str, compile: str, device: torch.device
 ) -> dict[str, Callable[[torch.Tensor, torch.Tensor], object]]:
-    """Each translator's `step`, on the issue's setting, from params.yaml's sections."""
+    """Each translator's `step`, on the module's setting, from params.yaml's sections."""
     params = load_params()
     setting = dict(
         netG="resnet_9blocks",
@@ -67,14 +67,14 @@ def build_steps(
 @measurement(
     "translators",
     page="bench",
-    title="Translators' training steps: CycleGAN, CUT, FastCUT (issue 24)",
+    title="Translators' training steps: CycleGAN, CUT, FastCUT",
     columns="precision|translator|s_per_step=s/step|speedup=x faster than CycleGAN|target",
     intro="ResNet generator with 9 blocks, ngf = ndf = 32, 128 x 256 crops, batch 1, 2 threads, "
     "interleaved round robin in one process (median over the rounds). The public CUT code "
     "measured this way: CycleGAN 2.25, CUT 1.36 (1.66x), FastCUT 0.71 s/step (3.19x).",
 )
 def translators(quick: bool) -> Results:
-    """Issue 24's targets: CUT >= 1.5x and FastCUT >= 2.5x faster per step than our CycleGAN."""
+    """The targets: CUT >= 1.5x and FastCUT >= 2.5x faster per step than our CycleGAN."""
     runtime.set_threads(2)
     rows = []
     batches = torch.Generator().manual_seed(0)

@@ -40,7 +40,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "vanilla-gan": ("cyclegan.gan_mode=vanilla",),
     # CyCADA's pixel level: plain CycleGAN plus semantic consistency under the source_only net
     # (weight 1, as CyCADA's code trains it); it becomes the default only if it beats the seed
-    # spread (issue 13).
+    # spread.
     "cycada": ("cyclegan.lambda_semantic=1.0",),
 }
 

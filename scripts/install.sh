@@ -2,7 +2,7 @@
 # Create .venv (once) and install exactly the versions in requirements.lock (hashes checked),
 # then the project itself, editable. The lock is what reproduces the committed dvc.lock: another
 # Pillow writes other PNG bytes for the same demo data. Idempotent and offline-safe: torch 2.14.1 /
-# torchvision 0.29.1 come from the machine's local wheel store when it has one.
+# torchvision 0.29.1 come from a local wheel store when pip is configured with one.
 # Regenerate the lock with scripts/lock.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."

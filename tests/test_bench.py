@@ -40,7 +40,7 @@ def test_entry_point_runs_measurements_and_writes_their_page(tmp_path):
 
 def test_a_projection_keeps_every_other_measurement_of_the_page_byte_for_byte(tmp_path):
     """The committed page (two sittings of measurements) gains the projection's own block; not
-    one byte of the measured sections changes (issue 23: it used to rewrite the whole page)."""
+    one byte of the measured sections changes."""
     for suffix in (".md", ".json"):
         shutil.copy(REPO_ROOT / "reports" / f"bench{suffix}", tmp_path / f"bench_quick{suffix}")
     before = (tmp_path / "bench_quick.md").read_text()

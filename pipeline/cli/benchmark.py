@@ -3,7 +3,7 @@
 Each run is a checkout where `dvc repro` ran with `profiles/benchmark.yaml` applied (one seed
 each). The page puts the variants' scores side by side (the mean over runs and the spread, max -
 min), the share of the source-only -> oracle gap each closes, and whether each net converged: the
-monitor mIoU it gained over the last fifth of its validation curve (issue 22 asks < 1 point).
+monitor mIoU it gained over the last fifth of its validation curve (converged: < 1 point).
 Below that: every run's mIoU, which pairwise orderings the runs support (a README claim needs
 one), each translator's scores beside its variant's, and the validation curves' figure.
 
@@ -24,7 +24,7 @@ from pipeline.io import read_json, write_json, write_text
 from pipeline.report import TRANSLATORS, plt, replace_marked_section, save_figure
 
 SCORES = ("miou", "pixel_accuracy")
-CLAIM_RUNS = 3  # seeds a README claim rests on (issue 22)
+CLAIM_RUNS = 3  # seeds a README claim rests on
 CURVES_FIGURE = "val_curves.png"
 
 
@@ -100,7 +100,7 @@ def miou_by_run(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> pd.DataF
 def rankings(runs: dict[str, pd.DataFrame], order: Sequence[str]) -> pd.DataFrame:
     """Every pair of variants, higher mean mIoU first: the difference of the means, the larger
     of the two spreads, and whether the higher one is above in every run. A ranking holds when
-    it is above in every run and the difference exceeds that spread (issue 22)."""
+    it is above in every run and the difference exceeds that spread."""
     miou = miou_by_run(runs, order)
     spread = miou.max(axis=1) - miou.min(axis=1)
     ranked = list(miou.mean(axis=1).sort_values(ascending=False).index)
@@ -233,7 +233,7 @@ def benchmark_page(
     lines = [
         f"# {title}",
         "",
-        f"Runs: {', '.join(runs)} ({len(runs)}; issue 22 asks for 3 seeds). Scores in % on "
+        f"Runs: {', '.join(runs)} ({len(runs)}; a claim needs {CLAIM_RUNS}). Scores in % on "
         "real val at label resolution; spread = max - min over the runs (0 with one run).",
         "",
         *variants_lines(runs, order),
@@ -286,7 +286,7 @@ def readme_section(
     translated = translators_lines(translators, runs)
     clauses = ceiling + [f"{r.higher} > {r.lower} (+{r.difference:.1f})" for r in held.itertuples()]
     option = "" if marker == "benchmark" else f" --readme-marker {marker}"
-    # Issue 22: a README claim needs 3 seeds; fewer runs are reported, not claimed.
+    # A README claim needs CLAIM_RUNS seeds; fewer runs are reported, not claimed.
     test = (
         "Rankings that hold (above in every run, by more than the larger spread of the two)"
         if len(runs) >= CLAIM_RUNS
