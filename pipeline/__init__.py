@@ -8,7 +8,7 @@ Modules sit in layers; a module imports only from its own layer or the ones belo
 3. models and maths: nets and their on-disk folders (models/), losses, metrics, fid, training-free
    adaptation (adapt/)
 4. inference and tracking: translate, segment, evaluate, translation_scores, tracking,
-   pyfunc_model
+   pyfunc_model; preflight (the checks before a run, which build nets)
 5. training: the run layer and the loops (train/)
 6. reporting: report, compare, ablation
 7. commands: the user's command lines, one module each (cli/)

@@ -27,9 +27,11 @@ import copy
 import dataclasses
 import itertools
 import json
+import re
+import shlex
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +39,29 @@ from typing import Any, Literal
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats.
+
+    DVC writes params.yaml through a YAML 1.2 writer, which spells small numbers without a dot
+    (``lr: 6e-05``, whatever ``-S`` spelling it was given). YAML 1.1, which PyYAML implements,
+    needs the dot, so PyYAML alone reads such a value as the string '6e-05'. The extra resolver
+    reads every YAML 1.2 float as DVC meant it; strings and the other types are as in 1.1.
+    """
+
+
+# YAML 1.2 core schema floats: an exponent without a dot (1e-4, 6e-05), besides 1.1's forms.
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text as DVC reads it (YAML 1.2 floats; see `_Yaml12Loader`)."""
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 # Field metadata of settings that may change between a kill and a resume (see the module doc).
@@ -619,6 +644,10 @@ class ReportConfig:
 class TrackingConfig:
     experiment: str
     enabled: bool
+    # Also log each trained model to MLflow (and register the segmentation nets). DVC's cache
+    # keeps every model already; false keeps each model once, there, and the MLflow run records
+    # the model folder and its weights digest instead.
+    log_models: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -826,7 +855,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: parameters file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     raw = raw or {}
@@ -862,18 +891,78 @@ def _has_key(raw: Mapping[str, Any], key: str) -> bool:
     return True
 
 
-def profile_arguments(profile: str | Path, params: str | Path = PARAMS_FILE) -> list[str]:
-    """`dvc exp run` arguments (``-S key=value``) that apply `profile` over `params`, after
-    checking that params.yaml with the profile applied is valid."""
-    changes, raw = read_yaml_mapping(profile), read_yaml_mapping(params)
+def parse_override(argument: str) -> tuple[str, Any, str]:
+    """A ``key=value`` override as ``dvc exp run -S`` takes it: (key, value as DVC reads it, the
+    value's text). A leading ``+`` (DVC's mark for a new key) is dropped from the key."""
+    key, sep, text = argument.partition("=")
+    key = key.strip().removeprefix("+")
+    if not sep or not key or not all(key.split(".")):
+        raise ConfigError(f"override {argument!r}: expected KEY=VALUE, e.g. cyclegan.iters=10")
     try:
-        parse_params(apply_profile(raw, changes))
+        value = load_yaml(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {argument!r}: the value is not valid YAML ({err})") from err
+    return key, value, text
+
+
+def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *sections, leaf = key.split(".")
+        node = out
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+    return out
+
+
+def _profile_changes(profiles: Sequence[str | Path], overrides: Sequence[str]) -> dict[str, Any]:
+    """Every key the `profiles` set (in order), then the user's `overrides`, flat; a later value
+    of a key replaces an earlier one."""
+    changes: dict[str, Any] = {}
+    for profile in profiles:
+        changes.update(flatten_mapping(read_yaml_mapping(profile), ""))
+    for argument in overrides:
+        key, value, _ = parse_override(argument)
+        changes[key] = value
+    return changes
+
+
+def profile_params(
+    profiles: Sequence[str | Path],
+    params: str | Path = PARAMS_FILE,
+    overrides: Sequence[str] = (),
+) -> Params:
+    """params.yaml with `profiles` applied in order, then the user's `overrides` (``key=value``),
+    checked; a ConfigError names what was applied."""
+    nested = _nested(_profile_changes(profiles, overrides))
+    try:
+        return parse_params(apply_profile(read_yaml_mapping(params), nested))
     except ConfigError as err:
-        raise ConfigError(f"{profile} applied over {params}: {err}") from err
+        applied = ", ".join(str(p) for p in profiles) or "no profile"
+        with_overrides = " and the -S overrides" if overrides else ""
+        raise ConfigError(f"{applied}{with_overrides} applied over {params}: {err}") from err
+
+
+def profile_arguments(
+    profiles: Sequence[str | Path],
+    params: str | Path = PARAMS_FILE,
+    overrides: Sequence[str] = (),
+) -> list[str]:
+    """`dvc exp run` arguments (``-S key=value``) that apply `profiles` in order over `params`,
+    then the user's `overrides`: a key the user sets is the user's, whatever a profile says, and
+    comes out once. params.yaml with all of it applied is checked first (`profile_params`)."""
+    profile_params(profiles, params, overrides)
+    raw = read_yaml_mapping(params)
     arguments = []
-    for key, value in flatten_mapping(changes, "").items():
-        # JSON is YAML, the syntax DVC parses -S values with; no spaces, for xargs.
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    for key, value in _profile_changes(profiles, overrides).items():
+        # JSON is YAML, the syntax DVC parses -S values with, and has no spaces; a string is
+        # quoted only where xargs would split it.
+        text = (
+            shlex.quote(value)
+            if isinstance(value, str)
+            else json.dumps(value, separators=(",", ":"))
+        )
         add = "" if _has_key(raw, key) else "+"  # DVC's (Hydra's) syntax for a new key
         arguments.append(f"-S {add}{key}={text}")
     return arguments

@@ -149,9 +149,10 @@ COMPARISONS = (
 
 
 def load_seed_spread(path: str | Path, dataset: str | None = None) -> pd.DataFrame | None:
-    """`pipeline.ablation seeds` output as a table: one row per variant, the spread (max - min
-    over seeds) of mIoU and pixel accuracy and how many runs it spans; None without the file, or
-    when it was measured on another dataset than `dataset` (a label, as the report prints it)."""
+    """`python -m pipeline.cli.ablation seeds` output as a table: one row per variant, the
+    spread (max - min over seeds) of mIoU and pixel accuracy and how many runs it spans; None
+    without the file, or when it was measured on another dataset than `dataset` (a label, as
+    the report prints it)."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -176,7 +177,7 @@ def differences_markdown(table: pd.DataFrame, spread: pd.DataFrame | None) -> li
     if spread is None:
         lines.append(
             "No seed spread measured for these defaults on this dataset (`python -m "
-            "pipeline.ablation queue --seeds`); differences below are single runs."
+            "pipeline.cli.ablation queue --seeds`); differences below are single runs."
         )
     else:
         runs = int(spread["runs"].max())

@@ -369,11 +369,13 @@ class MlflowTracker(Tracker):
         tags: Mapping[str, str] | None = None,
         run_id: str | None = None,
         adds_to: bool = False,
+        log_models: bool = True,
     ) -> None:
         open_store()
         self._client = mlflow.MlflowClient()
         self._experiment = experiment
         self._adds_to = adds_to
+        self._log_models = log_models
         self.dataset = None
         if adds_to:
             assert run_id is not None
@@ -491,6 +493,12 @@ class MlflowTracker(Tracker):
         """
         from pipeline.models.model_folder import MODEL_SPEC, MODEL_WEIGHTS
 
+        if not self._log_models:
+            # tracking.log_models false: the files stay in DVC's cache only; the run names them.
+            self.set_tags(
+                {"model_folder": str(model_dir), MODEL_DIGEST_TAG: weights_digest(model_dir)}
+            )
+            return
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
             outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
@@ -548,6 +556,8 @@ class MlflowTracker(Tracker):
         """An MLflow PyTorch model: (N, C, H, W) float32 in and out, any N, H and W; it loads
         offline (requirements pinned, the pipeline package with it, since the module is pickled
         by reference to its class)."""
+        if not self._log_models:
+            return  # tracking.log_models false: the generator file is in DVC's cache only
         channels = input_example.shape[1]
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, -1, -1))]),
@@ -761,10 +771,11 @@ def open_tracker(
     tags: Mapping[str, str] | None = None,
     run_id: str | None = None,
     is_main: bool = True,
+    log_models: bool = True,
 ) -> Tracker:
     if not (enabled and is_main):
         return NullTracker()
-    return MlflowTracker(experiment, run_name, tags=tags, run_id=run_id)
+    return MlflowTracker(experiment, run_name, tags=tags, run_id=run_id, log_models=log_models)
 
 
 def reopen_run(enabled: bool, experiment: str, run_json: str | Path) -> Tracker:

@@ -13,7 +13,7 @@ Training checkpoints (optimizer state, RNG states, under checkpoints/, not cache
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +78,35 @@ def load_weights_only(path: str | Path, error: type[Exception], what: str) -> An
         ) from err
     except (RuntimeError, EOFError, OSError) as err:
         raise error(f"{path}: unreadable {what} ({err})") from err
+
+
+# Keys named per kind in a mismatch message: enough to tell which net a file is for.
+_KEYS_SHOWN = 5
+
+
+def _some(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:_KEYS_SHOWN])
+    return shown + (f", ... ({len(keys) - _KEYS_SHOWN} more)" if len(keys) > _KEYS_SHOWN else "")
+
+
+def state_mismatch(
+    own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
+) -> str | None:
+    """Why the state dict `given` (a file's) does not load into a module whose state is `own`,
+    in one line (a few keys of each kind, and how many more), or None when every key and shape
+    fits."""
+    missing = [key for key in own if key not in given]
+    unexpected = [key for key in given if key not in own]
+    mismatched = [
+        f"{key} {tuple(given[key].shape)} vs {tuple(own[key].shape)}"
+        for key in own
+        if key in given and given[key].shape != own[key].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_some(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch (file vs net): {_some(mismatched)}")
+    return "; ".join(problems) or None

@@ -9,7 +9,8 @@ checked, and the tracker opened: a new MLflow run, the training run it resumes (
 checkpoint folder is claimed for this run's fingerprint), or the run a later stage adds scores to
 (`reopen`). On the way out the run gets its status: FINISHED, KILLED (SIGINT / SIGTERM: exit code
 128 + the signal, checkpoint kept) or FAILED. A mistake of the user's (a setting, a data file, a
-model folder) ends the stage with one line naming it, exit code 2, no traceback.
+model folder) ends the stage with one line naming it, exit code 2, no traceback. A stage that
+fails keeps its previous log and writes its own beside it (`failed_log`).
 """
 
 from __future__ import annotations
@@ -115,21 +116,49 @@ class _Tee:
         return getattr(self._stream, name)
 
 
+def failed_log(path: Path) -> Path:
+    """Where a stage's log goes when the stage fails (`path` keeps the last good run's)."""
+    return path.with_name(f"{path.stem}.failed{path.suffix}")
+
+
 @contextlib.contextmanager
 def _kept_log(path: Path | None) -> Iterator[None]:
-    """Copy stdout and stderr to `path` while the stage runs (rank 0 only)."""
+    """Copy stdout and stderr to a new log while the stage runs (rank 0 only).
+
+    The new log replaces `path` only when the stage succeeds. A failed or stopped stage leaves
+    `path` as the last successful run wrote it (dvc.yaml persists logs, so DVC does not delete
+    them first) and its own output in `failed_log(path)`.
+    """
     # Before the process group exists only torchrun's RANK says which process this is.
     if path is None or int(os.environ.get("RANK", 0)) != 0:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as log:
+    attempt = path.with_name(f"{path.name}.part")
+    succeeded = False
+    with open(attempt, "w") as log:
         out, err = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
         try:
             yield
+            succeeded = True
+        except SystemExit as exit_:
+            succeeded = exit_.code in (None, 0)
+            raise
         finally:
             sys.stdout, sys.stderr = out, err
+            log.close()
+            if succeeded:
+                os.replace(attempt, path)
+                failed_log(path).unlink(missing_ok=True)
+            else:
+                os.replace(attempt, failed_log(path))
+                if path.is_file():
+                    print(
+                        f"{path} is the last successful run's log; this run's is "
+                        f"{failed_log(path)}",
+                        file=sys.stderr,
+                    )
 
 
 @contextlib.contextmanager
@@ -173,8 +202,8 @@ def open_stage(
     """Open `stage` (see the module doc). A new MLflow run is opened when `run_name` is given
     (resumed when `training` finds this run's checkpoints), the run recorded in the `reopen` file
     ({"run_id"}) when that is given, none otherwise."""
-    try:
-        with _kept_log(log), _signals_raise():
+    with _kept_log(log), _signals_raise():
+        try:
             params = load_params()
             if distributed:
                 dist.init()
@@ -184,9 +213,10 @@ def open_stage(
             finally:
                 if distributed:
                     dist.cleanup()
-    except USER_ERRORS as err:
-        print(f"{stage}: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        except USER_ERRORS as err:
+            # Inside the log: the failed run's log ends with what to fix.
+            print(f"{stage}: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 @contextlib.contextmanager
@@ -219,6 +249,7 @@ def _tracked(
             tags={"stage": stage, **(tags or {})},
             run_id=run_id,
             is_main=main,
+            log_models=tracking.log_models,
         )
     else:
         tracker = NullTracker()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -109,3 +112,51 @@ def tiny_workspace(root: Path, spec: DemoSpec, overrides: dict) -> Path:
 def params_section(section: str, **overrides: Any) -> Any:
     """tests/params.yaml's `section`, with `overrides` applied."""
     return dataclasses.replace(getattr(load_params(TEST_PARAMS), section), **overrides)
+
+
+# What a checkout holds that the stages need, for tests that run the real chain in a temp repo.
+REPO_FILES = (
+    "pipeline",
+    "stages",
+    "profiles",
+    "dvc.yaml",
+    "pyproject.toml",
+    "README.md",
+    ".dvcignore",
+    ".gitignore",
+    "reports/seeds.json",
+)
+
+
+def temp_checkout(root: Path, params: dict) -> dict[str, str]:
+    """`root` as a fresh git + DVC checkout of the project's code with `params` as its
+    params.yaml, committed; returns the environment its commands run in (this venv first on
+    PATH, the store at the repo root)."""
+    for name in REPO_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(root),
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)  # the default: SQLite at the repo root
+    for command in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "init"],
+    ):
+        subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
+    return env

@@ -16,8 +16,10 @@ from pipeline.config import (
     apply_profile,
     check_paths,
     load_params,
+    load_yaml,
     parse_params,
     profile_arguments,
+    profile_params,
     random_init_warning,
     run_settings,
 )
@@ -179,7 +181,7 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     """The published-scale profile applied over params.yaml passes the validator; its changes
     come out as `dvc exp run -S` arguments, one per line, values in YAML flow syntax."""
     profile = REPO_ROOT / "profiles" / "gta5_cityscapes.yaml"
-    arguments = profile_arguments(profile, TEST_PARAMS)
+    arguments = profile_arguments([profile], TEST_PARAMS)
     assert "-S cyclegan.netG=resnet_9blocks" in arguments
     assert "-S cyclegan.crop=[400,400]" in arguments
     assert "-S train_seg.crop=[512,512]" in arguments
@@ -188,7 +190,7 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     shipped = yaml.safe_load(TEST_PARAMS.read_text())
     shipped["cut"]["translators"] = {}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped))
-    benchmark = profile_arguments(REPO_ROOT / "profiles/benchmark.yaml", tmp_path / "params.yaml")
+    benchmark = profile_arguments([REPO_ROOT / "profiles/benchmark.yaml"], tmp_path / "params.yaml")
     assert "-S +cut.translators.fastcut.mode=fastcut" in benchmark
     assert "-S +train_seg.variants.cut.images=data/translated_cut" in benchmark
     assert "-S train_seg.iters=2400" in benchmark
@@ -196,7 +198,9 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     # schedule (its block's defaults), beside cyclegan_st.
     methods = REPO_ROOT / "profiles/benchmark_methods.yaml"
     assert "-S +train_seg.variants.cyclegan_st_warm.warm_start.init_from=cyclegan" in (
-        profile_arguments(methods, tmp_path / "params.yaml")
+        profile_arguments(
+            [REPO_ROOT / "profiles/benchmark.yaml", methods], tmp_path / "params.yaml"
+        )
     )
     with_methods = parse_params(apply_profile(shipped, yaml.safe_load(methods.read_text())))
     assert with_methods.train_seg.variants["cyclegan_mic"].step == "mic"
@@ -217,10 +221,55 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     bad = tmp_path / "bad.yaml"
     bad.write_text("cyclegan: {crop: [400, 401]}\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml applied over .*cyclegan\.crop"):
-        profile_arguments(bad, TEST_PARAMS)
+        profile_arguments([bad], TEST_PARAMS)
     bad.write_text("cyclegan: {ngf: 64}\nsegmentation: {crop: [1, 2]}\n")
     with pytest.raises(ConfigError, match=r"segmentation\.crop: params\.yaml has no section"):
-        profile_arguments(bad, TEST_PARAMS)
+        profile_arguments([bad], TEST_PARAMS)
+
+
+def test_numbers_dvc_writes_without_a_dot_are_numbers(tmp_path) -> None:
+    """DVC writes `-S train_seg.lr=6e-05` (or 0.00006, 6.0E-05) back as `lr: 6e-05`, a YAML 1.2
+    float that YAML 1.1 reads as a string; the settings check reads it as DVC meant it."""
+    text = TEST_PARAMS.read_text()
+    assert "\n  lr: 0.001\n" in text
+    for written, value in (("6e-05", 6e-05), ("1e-4", 1e-4), ("+2E-3", 0.002), (".5e-1", 0.05)):
+        path = tmp_path / "params.yaml"
+        path.write_text(text.replace("\n  lr: 0.001\n", f"\n  lr: {written}\n", 1))
+        assert load_params(path).train_seg.lr == value, written
+    # Strings stay strings: a name that only looks like a number's tail.
+    assert load_yaml("a: e5\nb: 1e\nc: '6e-05'\nd: 10\n") == {
+        "a": "e5",
+        "b": "1e",
+        "c": "6e-05",
+        "d": 10,
+    }
+
+
+def test_the_users_overrides_win_over_the_profiles_and_come_out_once() -> None:
+    profile = REPO_ROOT / "profiles" / "gta5_cityscapes.yaml"
+    arguments = profile_arguments(
+        [profile],
+        TEST_PARAMS,
+        ["cyclegan.iters=10", "cyclegan.decay_from=5", "data.source.root=/data/my sim"],
+    )
+    assert [a for a in arguments if a.startswith("-S cyclegan.iters=")] == ["-S cyclegan.iters=10"]
+    # A root with a space is quoted for xargs, which splits on blanks.
+    assert "-S data.source.root='/data/my sim'" in arguments
+    assert "-S train_seg.lr=6e-05" in arguments  # the profile's own values are still there
+    merged = profile_params([profile], TEST_PARAMS, ["cyclegan.iters=10", "cyclegan.decay_from=5"])
+    assert (merged.cyclegan.iters, merged.cyclegan.ngf) == (10, 64)
+    # Profiles apply in order: the second's values replace the first's.
+    benchmark, methods = (
+        REPO_ROOT / "profiles/benchmark.yaml",
+        REPO_ROOT / "profiles/benchmark_methods.yaml",
+    )
+    both = profile_params([benchmark, methods], TEST_PARAMS, ["train_seg.iters=7"])
+    assert "cyclegan_mic" in both.train_seg.variants and "cut" in both.cut.translators
+    assert both.train_seg.iters == 7
+    with pytest.raises(ConfigError, match=r"-S overrides applied over .*cyclegan\.iters = 'ten'"):
+        profile_arguments([profile], TEST_PARAMS, ["cyclegan.iters=ten"])
+    with pytest.raises(ConfigError, match=r"override 'cyclegan\.iters': expected KEY=VALUE"):
+        profile_arguments([profile], TEST_PARAMS, ["cyclegan.iters"])
 
 
 def _with_mic_and_warm_start(raw: dict) -> dict:

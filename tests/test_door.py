@@ -13,7 +13,8 @@ import yaml
 from pipeline.io import read_json
 from pipeline.tracking import search_runs
 from pipeline.train.checkpoint import list_checkpoints
-from stages.door import Training, open_stage
+from pipeline.weights import WeightsError
+from stages.door import Training, failed_log, open_stage
 from tests.conftest import REPO_ROOT, TEST_PARAMS
 from tests.train.test_run import toy
 
@@ -104,6 +105,32 @@ def test_the_stage_output_is_kept_in_its_log(workdir) -> None:
         sys.stderr.write("\rprogress 10%")
         print("done", file=sys.stderr)
     assert log.read_text() == "a line the user should find later\ndone\n"
+
+
+def test_a_failed_stage_keeps_the_last_good_log_and_writes_its_own_beside_it(
+    workdir, capsys
+) -> None:
+    log = workdir / "logs" / "toy.log"
+    with open_stage("toy_stage", log=log):
+        print("the good run")
+    with pytest.raises(SystemExit) as failed, open_stage("toy_stage", log=log):
+        print("the failing run")
+        raise WeightsError("weights/r18.pth: not a state dict for this encoder (mit_b0)")
+    assert failed.value.code == 2
+    assert log.read_text() == "the good run\n"
+    # The failed run's log ends with the one line that says what to fix.
+    assert failed_log(log).read_text() == (
+        "the failing run\ntoy_stage: weights/r18.pth: not a state dict for this encoder (mit_b0)\n"
+    )
+    assert f"{log} is the last successful run's log" in capsys.readouterr().err
+    # A crash (not a user error) keeps the good log too; the next good run clears the failure.
+    with pytest.raises(ZeroDivisionError), open_stage("toy_stage", log=log):
+        print(1 / 0)
+    assert log.read_text() == "the good run\n" and failed_log(log).is_file()
+    with open_stage("toy_stage", log=log):
+        print("fixed")
+    assert log.read_text() == "fixed\n" and not failed_log(log).exists()
+    assert sorted(p.name for p in log.parent.iterdir()) == ["toy.log"]
 
 
 def test_a_forked_worker_dies_of_sigterm_inside_a_stage(workdir) -> None:

@@ -29,6 +29,7 @@ LAYERS = {
     "segment": 4,
     "tracking": 4,
     "pyfunc_model": 4,
+    "preflight": 4,
     "train": 5,
     "report": 6,
     "compare": 6,

@@ -8,9 +8,7 @@ reruns only what depends on it.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, TEST_PARAMS
+from tests.conftest import REPO_ROOT, TEST_PARAMS, temp_checkout
 
 pytestmark = pytest.mark.slow
 
@@ -84,34 +82,9 @@ def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
-    names = ("pipeline", "stages", "dvc.yaml", "pyproject.toml", "README.md", ".dvcignore")
-    for name in (*names, "reports/seeds.json"):
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, root / name)
     params = _merge(yaml.safe_load(TEST_PARAMS.read_text()), TINY)
     params["cut"]["translators"] = {"fastcut": {"mode": "fastcut"}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(root),
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)  # the default: SQLite at the repo root
-    _run(["git", "init", "-q"], root, env)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], root, env)
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "init"], root, env)
+    env = temp_checkout(root, params)
     first = _run([sys.executable, "-m", "dvc", "repro"], root, env)
     return root, env, first
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -459,3 +460,19 @@ def write_demo_data(config: DemoDataConfig, out_dir: Path) -> dict[str, int]:
     counts = generate(spec, out_dir, workers=config.workers)
     print(f"demo data written to {out_dir}: {counts}")
     return counts
+
+
+# The one file of the demo folder when no dataset root lies inside it.
+UNUSED_NOTE = "UNUSED.txt"
+
+
+def write_demo_unused(out_dir: Path, roots: Sequence[Path]) -> None:
+    """The demo_data stage when no root lies in `out_dir`: a fresh folder holding only a note."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    (out_dir / UNUSED_NOTE).write_text(
+        "The demo frames are not generated: data.source.root and data.target.root "
+        f"({', '.join(str(root) for root in roots)}) lie outside this folder.\n"
+    )
+    print(f"demo data not needed (both dataset roots lie outside {out_dir})")

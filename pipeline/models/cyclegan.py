@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from pipeline import runtime
 from pipeline.data.tensors import from_gan_output, to_gan_input
-from pipeline.weights import load_weights
+from pipeline.weights import load_weights, state_mismatch
 
 GENERATOR_NAMES: tuple[str, ...] = ("resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256")
 DISCRIMINATOR_NAMES: tuple[str, ...] = ("basic", "n_layers")
@@ -434,11 +434,6 @@ def build_discriminator(
     return net
 
 
-def _summarise(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def load_reference_generator_state(net: nn.Module, path: str | Path) -> None:
     """Load generator weights into ``net``: this pipeline's .safetensors, or a checkpoint of the
     reference implementation (``latest_net_G_A.pth``, read with ``weights_only=True``).
@@ -459,24 +454,9 @@ def load_reference_generator_state(net: nn.Module, path: str | Path) -> None:
             continue
         state[key] = value
 
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_summarise(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_summarise(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch (checkpoint vs net): {_summarise(mismatched)}")
-    if problems:
-        raise ValueError(
-            f"{path}: checkpoint does not match {type(net).__name__}; " + "; ".join(problems)
-        )
+    problem = state_mismatch(own, state)
+    if problem is not None:
+        raise ValueError(f"{path}: checkpoint does not match {type(net).__name__}; {problem}")
     net.load_state_dict(state, strict=True)
 
 

@@ -14,6 +14,7 @@ from segmentation_models_pytorch.encoders.timm_vit import TimmViTEncoder
 from torch import nn
 
 from pipeline.data.labels import NUM_CLASSES
+from pipeline.weights import WeightsError, load_weights_only, state_mismatch
 
 # Canonical names; lookup is case-insensitive. Every one is covered by the tests (output at input
 # resolution, a gradient for every parameter).
@@ -87,7 +88,7 @@ def build_segmentation_model(
             canonical, encoder_name=encoder, encoder_weights=None, classes=num_classes
         )
     if encoder_weights is not None:
-        load_encoder_weights(model, encoder_weights)
+        load_encoder_weights(model, encoder_weights, encoder)
     return model
 
 
@@ -149,19 +150,49 @@ def _fit_vit_state(encoder: nn.Module, state: dict) -> dict:
     }
 
 
-def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a local encoder state dict into `model.encoder`; every key must match."""
+def _read_encoder_state(path: Path) -> dict[str, torch.Tensor]:
+    """An encoder weights file's state dict (weights only), less a classifier head."""
+    state = load_weights_only(path, WeightsError, "encoder weights file")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: not a state dict of tensors ({type(state).__name__})")
+    # Classification checkpoints carry a head the encoder does not have (smp removes it too).
+    return {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+
+
+def _fitted_state(model: nn.Module, path: Path, encoder: str) -> dict[str, torch.Tensor]:
+    state = _read_encoder_state(path)
+    if isinstance(model.encoder, TimmViTEncoder):
+        try:
+            state = _fit_vit_state(model.encoder, state)
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise WeightsError(
+                f"{path}: not a state dict for this encoder ({encoder}): {err}"
+            ) from err
+    problem = state_mismatch(model.encoder.state_dict(), state)
+    if problem is not None:
+        raise WeightsError(f"{path}: not a state dict for this encoder ({encoder}): {problem}")
+    return state
+
+
+def load_encoder_weights(model: nn.Module, path: str | Path, encoder: str = "") -> None:
+    """Load a local encoder state dict into `model.encoder`; every key and shape must match,
+    else WeightsError names the file and what differs."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder weights file {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    # Classification checkpoints carry a head the encoder does not have (smp removes it too).
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+    model.encoder.load_state_dict(_fitted_state(model, path, encoder or "the net's encoder"))
+
+
+def check_encoder_weights(arch: str, encoder: str, path: str | Path) -> None:
+    """Refuse, before any training, a weights file that does not fit `encoder` (WeightsError
+    naming the file). The net is built on the meta device, which allocates no weights, so this
+    costs reading the file; a model whose construction needs real tensors is built on the CPU."""
+    path = Path(path)
     try:
-        if isinstance(model.encoder, TimmViTEncoder):
-            state = _fit_vit_state(model.encoder, state)
-        model.encoder.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise ValueError(f"{path}: not a state dict for this encoder ({err})") from err
+        with torch.device("meta"):
+            model = build_segmentation_model(arch, encoder)
+    except (RuntimeError, NotImplementedError):
+        model = build_segmentation_model(arch, encoder)
+    _fitted_state(model, path, encoder)

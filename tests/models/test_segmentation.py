@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.models.segmentation import ARCHITECTURES, build_segmentation_model
+from pipeline.models.segmentation import (
+    ARCHITECTURES,
+    build_segmentation_model,
+    check_encoder_weights,
+)
+from pipeline.weights import WeightsError
 
 
 # DPT needs a ViT encoder; its own tests are below.
@@ -84,6 +89,39 @@ def test_a_segformer_on_mit_takes_its_encoder_from_a_local_file_and_refuses_anot
     torch.save(build_segmentation_model("Segformer", "mit_b1").encoder.state_dict(), bigger)
     with pytest.raises(ValueError, match=r"mit_b1\.pt: not a state dict for this encoder"):
         build_segmentation_model("Segformer", "mit_b0", encoder_weights=bigger)
+
+
+def test_a_weights_file_is_checked_against_its_encoder_in_one_line_before_training(
+    tmp_path,
+) -> None:
+    """check_encoder_weights (the check_params stage's) accepts the encoder's own file and
+    refuses another encoder's in one line that names the file and what differs, not thousands
+    of keys; building the net with the file fails the same way, as a WeightsError."""
+    own, other = tmp_path / "mit_b0.pth", tmp_path / "resnet18.pth"
+    torch.save(build_segmentation_model("Segformer", "mit_b0").encoder.state_dict(), own)
+    torch.save(build_segmentation_model("Unet", "resnet18").encoder.state_dict(), other)
+    check_encoder_weights("Segformer", "mit_b0", own)
+    for attempt in (
+        lambda: check_encoder_weights("Segformer", "mit_b0", other),
+        lambda: build_segmentation_model("Segformer", "mit_b0", encoder_weights=other),
+    ):
+        with pytest.raises(WeightsError) as refused:
+            attempt()
+        message = str(refused.value)
+        assert message.startswith(f"{other}: not a state dict for this encoder (mit_b0): ")
+        assert "missing keys: " in message and "unexpected keys: " in message
+        assert "\n" not in message and len(message) < 600
+    # Same keys, other shapes: named with both shapes.
+    state = torch.load(own, weights_only=True)
+    state["patch_embed1.proj.weight"] = torch.zeros(1, 3, 7, 7)
+    torch.save(state, tmp_path / "reshaped.pth")
+    with pytest.raises(
+        WeightsError, match=r"shape mismatch \(file vs net\): patch_embed1\.proj\.weight \(1, 3"
+    ):
+        check_encoder_weights("Segformer", "mit_b0", tmp_path / "reshaped.pth")
+    (tmp_path / "text.pth").write_text("not weights")
+    with pytest.raises(WeightsError, match=r"text\.pth: refused to load"):
+        check_encoder_weights("Segformer", "mit_b0", tmp_path / "text.pth")
 
 
 def test_dpt_on_a_dinov2_vit_predicts_at_input_size_and_every_parameter_learns() -> None:
