@@ -612,6 +612,30 @@ class TrainSegConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SlidingWindowSpec:
+    """`window`-sized crops of the working-size frame every `stride` pixels (H, W each), their
+    logits averaged where they overlap: mmseg's slide_inference, which HRDA and MIC score with
+    (1024x1024 windows, stride 512, on 1024x2048 frames)."""
+
+    window: tuple[int, int]
+    stride: tuple[int, int]
+
+    def validate(self, key: str) -> None:
+        _check(
+            all(side > 0 and side % 32 == 0 for side in self.window),
+            f"{key}.window",
+            list(self.window),
+            "[H, W], positive multiples of 32 (the encoder downsamples 5 times)",
+        )
+        _check(
+            all(0 < step <= side for step, side in zip(self.stride, self.window)),
+            f"{key}.stride",
+            list(self.stride),
+            f"[H, W], each in [1, its side of {key}.window={list(self.window)}]",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     batch: int
     precision: Precision
@@ -620,9 +644,14 @@ class EvaluateConfig:
     # Classes the headline mIoU averages: 19 (Cityscapes), 16 (the SYNTHIA protocol: no terrain,
     # truck, train) or 13 (also no wall, fence, pole). All three are reported either way.
     classes: Literal[19, 16, 13]
+    # null: the net sees each working-size val frame whole (DAFormer's protocol when the working
+    # size is 512x1024); else sliding windows over it (HRDA's and MIC's protocol at 1024x2048).
+    sliding_window: SlidingWindowSpec | None
 
     def __post_init__(self) -> None:
         _check(self.batch > 0, "evaluate.batch", self.batch, "an integer > 0")
+        if self.sliding_window is not None:
+            self.sliding_window.validate("evaluate.sliding_window")
 
 
 @dataclasses.dataclass(frozen=True)

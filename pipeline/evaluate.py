@@ -1,11 +1,11 @@
 """Score a trained segmentation net on labelled frames: confusion matrix, scores, predictions.
 
 Real val is scored at label resolution, as cityscapesscripts does: the net sees the working-size
-image and its logits are upsampled (bilinear) to the label's own size before the argmax. Under
-torchrun each rank scores a strided shard of the frames and the integer confusion matrices are
-summed, so the scores equal a single-process run exactly. Frames that carry a city (the
-sub-folder the Cityscapes reader found them in) are also counted in one matrix per city; those
-add up to the overall matrix.
+image (whole, or in sliding windows: evaluate.sliding_window) and its logits are upsampled
+(bilinear) to the label's own size before the argmax. Under torchrun each rank scores a strided
+shard of the frames and the integer confusion matrices are summed, so the scores equal a
+single-process run exactly. Frames that carry a city (the sub-folder the Cityscapes reader found
+them in) are also counted in one matrix per city; those add up to the overall matrix.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.io import atomic_path, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, protocol_mious, scores, scores_to_json
 from pipeline.runtime import autocast, pick_device, resolve_precision
-from pipeline.segment import upsampled_argmax
+from pipeline.segment import WHOLE_FRAME, Inference, logits_of, upsampled_argmax
 from pipeline.tracking import Tracker
 
 # Scalar scores logged as "val_<name>" for every variant, so runs compare column by column.
@@ -56,6 +56,12 @@ class Evaluation:
     city_images: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
+def inference_of(config: EvaluateConfig) -> Inference:
+    """evaluate.sliding_window as the inference that scores."""
+    spec = config.sliding_window
+    return WHOLE_FRAME if spec is None else Inference(spec.window, spec.stride)
+
+
 def native_labels(split_root: str | Path) -> np.ndarray:
     """(N, h, w) uint8 train ids of a prepared val split at the label files' own resolution."""
     path = Path(split_root) / "labels_native.npy"
@@ -77,6 +83,7 @@ def evaluate_images(
     device: torch.device,
     keep: int = 0,
     cities: Sequence[str] | None = None,
+    inference: Inference = WHOLE_FRAME,
 ) -> Evaluation:
     """Predict `images` and count them against `labels`, overall and per city.
 
@@ -89,6 +96,7 @@ def evaluate_images(
         device: where the net runs.
         keep: how many leading frames' predictions to return.
         cities: each frame's city (N names), or None for no per-city matrices.
+        inference: the whole working-size frame, or sliding windows over it.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} label maps")
@@ -109,7 +117,7 @@ def evaluate_images(
         index = mine[start : start + batch]
         x = normalize(to_unit_float(torch.from_numpy(images[index]).to(device)))
         with autocast(precision, device):
-            logits = model(x)  # (B, C, H, W)
+            logits = logits_of(model, x, inference)  # (B, C, H, W)
         # One frame at a time: (C, h, w) float logits at Cityscapes' 1024 x 2048 are 160 MB.
         prediction = torch.stack(
             [upsampled_argmax(frame, label_size) for frame in logits.float()]
@@ -213,12 +221,14 @@ def write_evaluation(
     confusion_path: str | Path,
     predictions_path: str | Path,
     classes: int = 19,
+    inference: str = WHOLE_FRAME.describe(),
 ) -> dict[str, Any]:
     """Write the metrics JSON, the confusion CSV and the kept predictions; return the metrics.
 
-    `classes` is the protocol the headline `miou` averages (evaluate.classes).
+    `classes` is the protocol the headline `miou` averages (evaluate.classes); `inference` how
+    the net saw the frames (`Inference.describe`), recorded beside the scores.
     """
-    result = metrics_json(evaluation, classes)
+    result = {**metrics_json(evaluation, classes), "inference": inference}
     write_json(metrics_path, result)
     with atomic_path(confusion_path) as tmp:
         confusion_frame(evaluation.confusion.matrix.cpu().numpy()).to_csv(tmp)
@@ -274,11 +284,17 @@ def evaluate_variant(
         device,
         keep=config.saved_predictions,
         cities=val.cities,
+        inference=inference_of(config),
     )
     if not dist.is_main():
         return None
     result = write_evaluation(
-        evaluation, outputs.metrics, outputs.confusion, outputs.predictions, config.classes
+        evaluation,
+        outputs.metrics,
+        outputs.confusion,
+        outputs.predictions,
+        config.classes,
+        inference_of(config).describe(),
     )
     print(
         f"{title}: mIoU ({config.classes} classes) {result['miou']:.4f}, pixel accuracy "
@@ -288,6 +304,7 @@ def evaluate_variant(
     tracker.log_data({"evaluation": [val_root]})
     tracker.log_metrics(tracking_metrics(result))
     tracker.log_metrics({"val_n_images": result["n_images"]})
+    tracker.set_tags({"eval_inference": result["inference"]})
     tracker.log_table(class_table(result, matrix), "val_per_class")
     tracker.log_table(confusion_frame(matrix).reset_index(), "val_confusion")
     return result

@@ -86,6 +86,18 @@ def load_metrics(metrics_dir: str | Path, variants: Sequence[str]) -> pd.DataFra
     return pd.DataFrame(rows).set_index("variant")
 
 
+def load_inference(metrics_dir: str | Path, variants: Sequence[str]) -> str:
+    """How the variants' scores were measured (each metrics file's `inference`), or a list of
+    variant: protocol pairs when they differ."""
+    protocols = {
+        variant: read_json(Path(metrics_dir) / f"{variant}.json").get("inference", "whole frame")
+        for variant in variants
+    }
+    if len(set(protocols.values())) <= 1:
+        return next(iter(protocols.values()), "whole frame")
+    return "; ".join(f"{variant}: {protocol}" for variant, protocol in protocols.items())
+
+
 def _number(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -216,9 +228,11 @@ def comparison_markdown(
     cities: pd.DataFrame | None = None,
     source_kind: str = "gta5",
     spread: pd.DataFrame | None = None,
+    inference: str = "whole frame",
 ) -> str:
     """The comparison page for `dataset` (its label): summary table, differences, per-class IoU
-    table, per-city table, published rows.
+    table, per-city table, published rows. `inference`: how the net saw the working-size val
+    frames (`load_inference`).
 
     `classes` is the protocol the table's mIoU averages (evaluate.classes). When it is not 19 or
     the source set labels no pixel of some class (`source_missing`), the other protocols' means
@@ -235,7 +249,9 @@ def comparison_markdown(
         "# Segmentation on real validation images, by training set",
         "",
         f"Dataset **{dataset}**. Scores in % on the target validation split, at label "
-        "resolution. *Gap closed* is (variant - source_only) / (oracle - source_only).",
+        f"resolution (the net sees the {inference} at the working size; its logits are "
+        "upsampled to the label's size). *Gap closed* is (variant - source_only) / "
+        "(oracle - source_only).",
     ]
     if other_protocols:
         lines += [
@@ -532,6 +548,7 @@ def summary_of(
         "source_missing": source_missing_classes(read_json(reports / "data.json")),
         "source_kind": source_kind,
         "spread": load_seed_spread(reports / "seeds.json", identity.label),
+        "inference": load_inference(reports / "metrics", variants),
     }
     return table, translation_scores(reports), page
 

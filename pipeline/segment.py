@@ -2,7 +2,8 @@
 
 A frame of any size is resized to the working size the net was trained at (as the prepare stage
 resizes), the logits are resized back to the frame's own size and the argmax is taken there,
-exactly as the evaluate stage scores real val.
+exactly as the evaluate stage scores real val. The net sees the working-size frame whole, or in
+sliding windows (`Inference`), the evaluation protocols of the literature.
 
 A segmented folder (`segment_folder`, behind the ``sim2real-segment`` command of
 pipeline.cli.segment) holds OUTPUT/masks/<name>.png (uint8 train ids, 0..18),
@@ -13,6 +14,7 @@ and refuses an output folder that another model wrote.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,55 @@ class SegmentError(RuntimeError):
     """Segmentation cannot start or go on; the message names the file or folder."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Inference:
+    """How a net sees a working-size frame: whole (`window` None), or in `window`-sized crops
+    every `stride` pixels (H, W each), their logits averaged where they overlap, as mmseg's
+    ``slide_inference`` that DAFormer, HRDA and MIC evaluate with (windows at the frame's edge
+    are shifted inside it, never padded)."""
+
+    window: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+
+    def describe(self) -> str:
+        if self.window is None:
+            return "whole frame"
+        return (
+            f"sliding {self.window[0]}x{self.window[1]} windows, stride "
+            f"{self.stride[0]}x{self.stride[1]}"
+        )
+
+
+WHOLE_FRAME = Inference()
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Where each window begins along one axis: every `stride` pixels, the last one shifted so
+    it ends at the edge (mmseg's grid: ceil((size - window) / stride) + 1 windows)."""
+    count = max(size - window + stride - 1, 0) // stride + 1
+    return [max(min(k * stride + window, size) - window, 0) for k in range(count)]
+
+
+def logits_of(
+    model: nn.Module, x: torch.Tensor, inference: Inference = WHOLE_FRAME
+) -> torch.Tensor:
+    """(B, C, H, W) logits of normalised (B, 3, H, W) images under `inference`."""
+    if inference.window is None:
+        return model(x)
+    (window_h, window_w), (stride_h, stride_w) = inference.window, inference.stride
+    height, width = x.shape[-2:]
+    total, count = None, x.new_zeros((1, 1, height, width))
+    for top in window_starts(height, window_h, stride_h):
+        for left in window_starts(width, window_w, stride_w):
+            bottom, right = min(top + window_h, height), min(left + window_w, width)
+            crop = model(x[..., top:bottom, left:right])  # (B, C, h, w)
+            if total is None:
+                total = x.new_zeros((x.shape[0], crop.shape[1], height, width), dtype=crop.dtype)
+            total[..., top:bottom, left:right] += crop
+            count[..., top:bottom, left:right] += 1
+    return total / count
+
+
 def upsampled_argmax(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """(C, H, W) logits -> (h, w) class ids, resizing the logits (bilinear) before the argmax."""
     if tuple(logits.shape[-2:]) != tuple(size):
@@ -60,8 +111,10 @@ class Segmenter:
         spec: dict[str, Any],
         device: torch.device | None = None,
         precision: str = "fp32",
+        inference: Inference = WHOLE_FRAME,
     ) -> None:
         self.device = device or torch.device("cpu")
+        self.inference = inference
         self.precision = runtime.resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
         self.input_size = tuple(spec["input_size"])
@@ -71,10 +124,15 @@ class Segmenter:
 
     @classmethod
     def from_folder(
-        cls, model_dir: str | Path, device: torch.device | None = None, precision: str = "fp32"
+        cls,
+        model_dir: str | Path,
+        device: torch.device | None = None,
+        precision: str = "fp32",
+        inference: Inference = WHOLE_FRAME,
     ) -> Segmenter:
         """The net of a model folder; ModelFolderError when a file of it is missing."""
-        return cls(load_model(model_dir), read_model_spec(model_dir), device, precision)
+        spec = read_model_spec(model_dir)
+        return cls(load_model(model_dir), spec, device, precision, inference)
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -89,7 +147,7 @@ class Segmenter:
         x = torch.from_numpy(working).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         x = (x - self.mean) / self.std  # (N, 3, h, w) at the working size
         with runtime.autocast(self.precision, self.device):
-            logits = self.model(x)  # (N, C, h, w)
+            logits = logits_of(self.model, x, self.inference)  # (N, C, h, w)
         # One frame at a time: (C, H, W) float logits of a 1024 x 2048 frame are 160 MB.
         ids = [upsampled_argmax(frame, size) for frame in logits.float()]
         return torch.stack(ids).to(torch.uint8).cpu().numpy()

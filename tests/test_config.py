@@ -357,3 +357,15 @@ def test_the_settings_check_names_a_missing_root_or_weights_file(raw, tmp_path) 
     params = parse_params(_set(raw, "train_seg.encoder_weights", str(tmp_path / "w.pth")))
     with pytest.raises(ConfigError, match=r"train_seg\.encoder_weights = .*w\.pth.*existing"):
         check_paths(params, Path("data/demo"))
+
+
+def test_a_sliding_window_names_its_bad_side(raw) -> None:
+    data = copy.deepcopy(raw)
+    data["evaluate"]["sliding_window"] = {"window": [64, 128], "stride": [32, 64]}
+    assert parse_params(data).evaluate.sliding_window.stride == (32, 64)
+    data["evaluate"]["sliding_window"] = {"window": [64, 100], "stride": [32, 64]}
+    with pytest.raises(ConfigError, match=r"evaluate\.sliding_window\.window = \[64, 100\]"):
+        parse_params(data)
+    data["evaluate"]["sliding_window"] = {"window": [64, 128], "stride": [32, 256]}
+    with pytest.raises(ConfigError, match=r"evaluate\.sliding_window\.stride = \[32, 256\]"):
+        parse_params(data)

@@ -203,8 +203,10 @@ def test_stages_write_metrics_confusion_and_predictions(repo) -> None:
         "per_class_accuracy",
         "n_images",
         "per_city",
+        "inference",
     }
     assert metrics["n_images"] == 5 and metrics["classes"] == 19
+    assert metrics["inference"] == "whole frame"  # evaluate.sliding_window null
     assert metrics["miou"] == metrics["miou19"]
     # The demo's val frames all sit in one city folder.
     assert set(metrics["per_city"]) == {"democity"}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from pipeline.cli.segment import main
 from pipeline.data.labels import NUM_CLASSES, TRAIN_ID_TO_COLOR
@@ -17,7 +18,16 @@ from pipeline.evaluate import evaluate_images
 from pipeline.io import read_rgb, resize_rgb
 from pipeline.models.model_folder import MODEL_SPEC, model_spec, write_model
 from pipeline.models.segmentation import build_segmentation_model
-from pipeline.segment import OUTPUT_MARKER, Segmenter, SegmentError, overlay, segment_folder
+from pipeline.segment import (
+    OUTPUT_MARKER,
+    Inference,
+    Segmenter,
+    SegmentError,
+    logits_of,
+    overlay,
+    segment_folder,
+    window_starts,
+)
 
 WORKING = (32, 64)
 CPU = torch.device("cpu")
@@ -122,3 +132,105 @@ def test_command_names_the_bad_file_and_keeps_finished_frames(model_dir, tmp_pat
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "b.png", "c.png"]
     with pytest.raises(SystemExit, match=r"nowhere.*model\.json: not found"):
         main(["--model", str(tmp_path / "nowhere"), "--input", str(inputs), "--output", "x"])
+
+
+def test_window_grid_is_mmsegs_last_window_shifted_inside_the_frame() -> None:
+    assert window_starts(10, 4, 3) == [0, 3, 6]
+    assert window_starts(10, 4, 4) == [0, 4, 6]  # the last one ends at the edge
+    assert window_starts(10, 16, 8) == [0]  # a window wider than the frame: the frame
+    assert window_starts(1024, 1024, 512) == [0]
+    assert window_starts(2048, 1024, 512) == [0, 512, 1024]  # HRDA / MIC at 1024x2048
+
+
+class _CropMean(nn.Module):
+    """Logits that depend on the whole input: every pixel gets its crop's mean, per channel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+
+
+def test_sliding_windows_average_each_windows_logits_where_they_overlap() -> None:
+    x = torch.arange(2 * 1 * 4 * 6, dtype=torch.float32).reshape(2, 1, 4, 6)
+    got = logits_of(_CropMean(), x, Inference((4, 4), (4, 2)))
+    # Windows at columns 0-3 and 2-5 (stride 2, the second the last): columns 2-3 average both.
+    left, right = x[..., 0:4].mean(dim=(2, 3)), x[..., 2:6].mean(dim=(2, 3))  # (B, 1)
+    expected = torch.empty_like(x)
+    expected[..., 0:2] = left[..., None, None]
+    expected[..., 2:4] = ((left + right) / 2)[..., None, None]
+    expected[..., 4:6] = right[..., None, None]
+    assert torch.equal(got, expected)
+    # A window covering the frame is the whole frame, exactly.
+    assert torch.equal(logits_of(_CropMean(), x, Inference((32, 32), (16, 16))), _CropMean()(x))
+
+
+def test_a_pointwise_net_scores_the_same_whole_or_in_windows(model_dir) -> None:
+    """A net whose logits depend on each pixel alone gives the whole frame's logits from any
+    windows; evaluation and the segment command take the same inference."""
+    torch.manual_seed(0)
+    pointwise = nn.Conv2d(3, NUM_CLASSES, 1)
+    x = torch.randn(2, 3, 64, 96)
+    whole = logits_of(pointwise, x)
+    for window, stride in (((32, 32), (32, 32)), ((64, 64), (32, 16)), ((32, 64), (16, 32))):
+        assert torch.allclose(logits_of(pointwise, x, Inference(window, stride)), whole, atol=1e-6)
+    frames = _frames(3, *WORKING)
+    labels = np.zeros((3, *WORKING), dtype=np.uint8)
+    windows = Inference((32, 32), (32, 16))
+    segmenter = Segmenter.from_folder(model_dir, CPU, inference=windows)
+    scored = evaluate_images(
+        segmenter.model, frames, labels, 2, "fp32", CPU, keep=3, inference=windows
+    )
+    assert np.array_equal(scored.predictions, segmenter.predict(frames))
+
+
+def test_the_segment_command_takes_the_window_and_refuses_a_bad_one(model_dir, tmp_path) -> None:
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(_frames(1, 40, 80)[0]).save(images / "a.png")
+    main(
+        [
+            "--model",
+            str(model_dir),
+            "--input",
+            str(images),
+            "--output",
+            str(tmp_path / "o"),
+            "--window",
+            "32",
+            "32",
+            "--stride",
+            "16",
+            "16",
+        ]
+    )
+    assert (tmp_path / "o" / "masks" / "a.png").is_file()
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--model",
+                str(model_dir),
+                "--input",
+                str(images),
+                "--output",
+                str(tmp_path / "p"),
+                "--window",
+                "32",
+                "32",
+                "--stride",
+                "48",
+                "16",
+            ]
+        )
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--model",
+                str(model_dir),
+                "--input",
+                str(images),
+                "--output",
+                str(tmp_path / "p"),
+                "--window",
+                "32",
+                "32",
+            ]
+        )
