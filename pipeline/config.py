@@ -443,6 +443,21 @@ class SelfTrainingSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class FDAEntropySpec:
+    """FDA's entropy term (Yang & Soatto 2020, train.py): each step the net also labels the
+    batch's style (target) frames, and their robust entropy, mean over pixels of
+    (H(p)^2 + 1e-8)^ita with H normalised by log 19, is added at `weight`. FDA's published run:
+    weight 0.005, ita 2.0, from the first step (--switch2entropy=0)."""
+
+    weight: float
+    ita: float
+
+    def validate(self, key: str) -> None:
+        _check(self.weight > 0, f"{key}.weight", self.weight, "a number > 0")
+        _check(self.ita > 0, f"{key}.ita", self.ita, "a number > 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class VariantSpec:
     """One segmentation training set: images, the labels that go with them, optional FDA and
     optional self-training on target frames."""
@@ -453,6 +468,8 @@ class VariantSpec:
     # `fda_style` (a prepared split folder). 0 turns it off.
     fda_beta: float = 0.0
     fda_style: str | None = None
+    # FDA's entropy term on the style frames' predictions; absent = the style swap alone.
+    fda_entropy: FDAEntropySpec | None = None
     self_training: SelfTrainingSpec | None = None
     warm_start: WarmStartSpec | None = None
 
@@ -464,6 +481,14 @@ class VariantSpec:
             self.fda_style,
             "a prepared split folder when fda_beta > 0",
         )
+        if self.fda_entropy is not None:
+            _check(
+                self.fda_beta > 0 and self.self_training is None,
+                f"{key}.fda_entropy",
+                dataclasses.asdict(self.fda_entropy),
+                "a block only on an FDA variant (fda_beta > 0) without self_training",
+            )
+            self.fda_entropy.validate(f"{key}.fda_entropy")
         if self.self_training is not None:
             self.self_training.validate(f"{key}.self_training")
         if self.warm_start is not None:

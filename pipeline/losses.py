@@ -3,6 +3,7 @@ PatchNCE, and the segmentation loss every segmentation step (supervised, DACS, M
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
@@ -76,6 +77,20 @@ class SegmentationLoss(nn.Module):
         if self.dice is not None:
             loss = loss + self.dice(logits, target)
         return loss
+
+
+def robust_entropy(logits: Tensor, ita: float, valid: Tensor | None = None) -> Tensor:
+    """FDA's robust entropy (Yang & Soatto 2020, model/deeplab.py) of (B, C, H, W) `logits`:
+    per pixel H = -sum_c p log p / log C (FDA divides by 2.9444, log 19, "change when classes is
+    not 19"), then (H^2 + 1e-8)^ita, the mean over pixels (over `valid` (B, H, W) ones when given:
+    crop padding counts for nothing). ita > 0.5 weighs confident pixels' entropy down, so the
+    term pushes the uncertain ones."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    entropy = -(log_p.exp() * log_p).sum(dim=1) / math.log(logits.shape[1])  # (B, H, W)
+    robust = (entropy.square() + 1e-8).pow(ita)
+    if valid is None:
+        return robust.mean()
+    return (robust * valid).sum() / valid.sum().clamp(min=1)
 
 
 def patch_nce(

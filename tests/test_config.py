@@ -154,6 +154,7 @@ def test_params_yaml_is_the_one_source_of_defaults() -> None:
         ("DatasetSpec", "list_file"),
         ("VariantSpec", "fda_beta"),
         ("VariantSpec", "fda_style"),
+        ("VariantSpec", "fda_entropy"),
         ("VariantSpec", "self_training"),
         ("VariantSpec", "warm_start"),
         ("SelfTrainingSpec", "mic"),
@@ -368,4 +369,18 @@ def test_a_sliding_window_names_its_bad_side(raw) -> None:
         parse_params(data)
     data["evaluate"]["sliding_window"] = {"window": [64, 128], "stride": [32, 256]}
     with pytest.raises(ConfigError, match=r"evaluate\.sliding_window\.stride = \[32, 256\]"):
+        parse_params(data)
+
+
+def test_fdas_entropy_term_belongs_to_an_fda_variant(raw) -> None:
+    data = copy.deepcopy(raw)
+    entropy = {"weight": 0.005, "ita": 2.0}
+    data["train_seg"]["variants"]["fda"]["fda_entropy"] = entropy
+    assert parse_params(data).train_seg.variants["fda"].fda_entropy.ita == 2.0
+    data["train_seg"]["variants"]["source_only"]["fda_entropy"] = entropy
+    with pytest.raises(ConfigError, match=r"variants\.source_only\.fda_entropy = .*an FDA variant"):
+        parse_params(data)
+    del data["train_seg"]["variants"]["source_only"]["fda_entropy"]
+    data["train_seg"]["variants"]["fda"]["fda_entropy"] = {"weight": 0.005, "ita": 0}
+    with pytest.raises(ConfigError, match=r"variants\.fda\.fda_entropy\.ita = 0"):
         parse_params(data)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses import GANLoss, cycle_loss, identity_loss, patch_nce
+from pipeline.losses import GANLoss, cycle_loss, identity_loss, patch_nce, robust_entropy
 
 
 def test_lsgan_on_constant_prediction() -> None:
@@ -102,3 +102,22 @@ def test_patch_nce_is_float32_under_autocast() -> None:
         got = patch_nce([queries.bfloat16()], [keys.bfloat16()], 0.07)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05)
+
+
+def test_fdas_robust_entropy_is_the_normalised_entropy_squared_to_the_power_ita() -> None:
+    uniform = torch.zeros(1, 19, 2, 3)
+    assert robust_entropy(uniform, 2.0).item() == pytest.approx(1.0)  # H = log 19 / log 19
+    certain = torch.full((1, 19, 2, 3), -50.0)
+    certain[:, 4] = 50.0
+    assert robust_entropy(certain, 2.0).item() < 1e-15  # (0 + 1e-8)^2
+    torch.manual_seed(0)
+    logits = torch.randn(2, 19, 4, 5) * 3
+    entropy = torch.distributions.Categorical(logits=logits.movedim(1, -1)).entropy()
+    expected = ((entropy / math.log(19)) ** 2 + 1e-8) ** 1.5
+    assert robust_entropy(logits, 1.5).item() == pytest.approx(expected.mean().item(), rel=1e-5)
+    # Crop padding counts for nothing.
+    valid = torch.zeros(2, 4, 5, dtype=torch.bool)
+    valid[0, :2] = True
+    assert robust_entropy(logits, 1.5, valid).item() == pytest.approx(
+        expected[0, :2].mean().item(), rel=1e-5
+    )

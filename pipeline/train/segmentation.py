@@ -41,14 +41,14 @@ from torch import Tensor, nn
 
 from pipeline import dist, runtime
 from pipeline.adapt.fda import fda_transfer
-from pipeline.config import TrainSegConfig, WarmStartSpec, run_settings
+from pipeline.config import FDAEntropySpec, TrainSegConfig, WarmStartSpec, run_settings
 from pipeline.data.augment import PairedAugment
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.split import PreparedSplit, check_same_frames
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.evaluate import evaluate_images
 from pipeline.io import atomic_path
-from pipeline.losses import SegmentationLoss
+from pipeline.losses import SegmentationLoss, robust_entropy
 from pipeline.models.model_folder import MODEL_WEIGHTS, model_spec, write_model
 from pipeline.models.segmentation import build_segmentation_model
 from pipeline.tracking import Tracker
@@ -106,6 +106,31 @@ def load_warm_start(model: nn.Module, path: Path, warm_start: WarmStartSpec) -> 
         ) from err
 
 
+def sample_styled_batch(
+    images: PreparedSplit,
+    labels: PreparedSplit,
+    batch: int,
+    style: PreparedSplit | None = None,
+    fda_beta: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """A random batch: (B, 3, H, W) float images in [0, 1], (B, H, W) int64 labels, and the
+    (B, 3, H, W) `style` frames that styled them (None without FDA).
+
+    With `fda_beta` > 0, each image takes the low-frequency amplitude of a random `style` image.
+    """
+    index = torch.randint(len(images.names), (batch,)).numpy()
+    x = to_unit_float(torch.from_numpy(images.images[index]))  # (B, 3, H, W)
+    y = torch.from_numpy(labels.labels[index]).long()  # (B, H, W)
+    if fda_beta <= 0:
+        return x, y, None
+    assert style is not None
+    style_index = torch.randint(len(style.names), (batch,)).numpy()
+    target = to_unit_float(torch.from_numpy(style.images[style_index]))
+    # In [0, 255] as the FDA paper does; the amplitude swap can overshoot the range slightly.
+    x = fda_transfer(x * 255.0, target * 255.0, fda_beta).clamp_(0.0, 255.0) / 255.0
+    return x, y, target
+
+
 def sample_batch(
     images: PreparedSplit,
     labels: PreparedSplit,
@@ -113,19 +138,8 @@ def sample_batch(
     style: PreparedSplit | None = None,
     fda_beta: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """A random batch: (B, 3, H, W) float images in [0, 1] and (B, H, W) int64 labels.
-
-    With `fda_beta` > 0, each image takes the low-frequency amplitude of a random `style` image.
-    """
-    index = torch.randint(len(images.names), (batch,)).numpy()
-    x = to_unit_float(torch.from_numpy(images.images[index]))  # (B, 3, H, W)
-    y = torch.from_numpy(labels.labels[index]).long()  # (B, H, W)
-    if fda_beta > 0:
-        assert style is not None
-        style_index = torch.randint(len(style.names), (batch,)).numpy()
-        target = to_unit_float(torch.from_numpy(style.images[style_index]))
-        # In [0, 255] as the FDA paper does; the amplitude swap can overshoot the range slightly.
-        x = fda_transfer(x * 255.0, target * 255.0, fda_beta).clamp_(0.0, 255.0) / 255.0
+    """`sample_styled_batch` without the style frames."""
+    x, y, _ = sample_styled_batch(images, labels, batch, style, fda_beta)
     return x, y
 
 
@@ -236,7 +250,8 @@ class SegmentationStep(Protocol):
 
 
 class SupervisedStep:
-    """Plain supervised training on labelled frames, with FDA when `fda_beta` > 0."""
+    """Plain supervised training on labelled frames, with FDA when `fda_beta` > 0, and FDA's
+    entropy term on the style frames' predictions when `entropy` is given."""
 
     def __init__(
         self,
@@ -246,11 +261,15 @@ class SupervisedStep:
         labels: PreparedSplit,
         style: PreparedSplit | None,
         fda_beta: float,
+        entropy: FDAEntropySpec | None = None,
     ) -> None:
         self.student = student
         self.images, self.labels, self.style, self.fda_beta = images, labels, style, fda_beta
+        self.entropy = entropy
         self.batch = config.batch
         self.augment = PairedAugment(config.crop, config.scale, config.flip, config.color_jitter)
+        # Style (target) frames for the entropy term: geometry only, as the student sees them.
+        self.weak = PairedAugment(config.crop, config.scale, config.flip, 0.0) if entropy else None
         self.loss = SegmentationLoss(config.loss)
 
     def state(self) -> dict[str, Stateful]:
@@ -260,11 +279,21 @@ class SupervisedStep:
         return {"train_images": len(self.images.names)}
 
     def __call__(self, step: int) -> dict[str, Tensor]:
-        x, y = sample_batch(self.images, self.labels, self.batch, self.style, self.fda_beta)
-        x, y = self.augment(x.to(self.student.device), y.to(self.student.device))
+        device = self.student.device
+        x, y, target = sample_styled_batch(
+            self.images, self.labels, self.batch, self.style, self.fda_beta
+        )
+        x, y = self.augment(x.to(device), y.to(device))
         loss = self.loss(self.student(x), y)  # x (B, 3, crop_h, crop_w)
-        loss.backward()
-        return {"loss": loss}
+        loss.backward()  # before the target forward: one graph in memory at a time
+        if self.entropy is None or self.weak is None or target is None:
+            return {"loss": loss}
+        # As FDA's train.py: the frames that styled the batch, through the net, entropy only.
+        blank = torch.zeros(target.shape[0], *target.shape[2:], dtype=torch.long, device=device)
+        target, inside = self.weak(target.to(device), blank)  # inside: 0 on image pixels
+        entropy = robust_entropy(self.student(target), self.entropy.ita, inside == 0)
+        (self.entropy.weight * entropy).backward()
+        return {"loss": loss, "loss_entropy": entropy}
 
     def after_update(self, step: int) -> None:
         pass
@@ -279,7 +308,7 @@ def _supervised(
             f"variant {variant} uses FDA (fda_beta={spec.fda_beta}) but no style split"
         )
     return SupervisedStep(
-        student, config, splits.images, splits.labels, splits.style, spec.fda_beta
+        student, config, splits.images, splits.labels, splits.style, spec.fda_beta, spec.fda_entropy
     )
 
 

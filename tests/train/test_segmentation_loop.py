@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TrainSegConfig, VariantSpec, WarmStartSpec
+from pipeline.config import FDAEntropySpec, TrainSegConfig, VariantSpec, WarmStartSpec
 from pipeline.data.demo import render_frame
 from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.split import PreparedSplit
@@ -23,6 +23,8 @@ from pipeline.tracking import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints
 from pipeline.train.run import Interrupted
 from pipeline.train.segmentation import (
+    Student,
+    SupervisedStep,
     TrainingSplits,
     build_step,
     lr_factor,
@@ -158,6 +160,45 @@ def test_fda_swaps_appearance_not_labels_and_trains(tmp_path, splits) -> None:
     out = tmp_path / "fda"
     result = train_segmentation(
         config, "fda", splits["sim"], splits["sim"], splits["real"], out, NullTracker()
+    )
+    assert result["steps"] == 2 and np.isfinite(result["loss"])
+
+
+def test_fdas_entropy_term_labels_the_style_frames_and_moves_the_net(tmp_path, splits) -> None:
+    """With fda_entropy the step also pushes the entropy of the net's predictions on the frames
+    that styled the batch (FDA's train.py); the source loss and its draws are unchanged."""
+    entropy = FDAEntropySpec(weight=0.005, ita=2.0)
+    config = tiny_config(iters=2)
+    net = torch.nn.Conv2d(3, NUM_CLASSES, 3, padding=1)
+    student = Student(net, torch.device("cpu"), "fp32", torch.preserve_format, net)
+    grads = {}
+    for name, spec in (("swap", None), ("entropy", entropy), ("heavy", FDAEntropySpec(50.0, 2.0))):
+        student.model.zero_grad()
+        torch.manual_seed(0)
+        step = SupervisedStep(
+            student, config, splits["sim"], splits["sim"], splits["real"], 0.1, spec
+        )
+        values = step(0)
+        grads[name] = student.model.weight.grad.clone()
+        if spec is None:
+            assert set(values) == {"loss"}
+            loss = values["loss"]
+        else:
+            assert set(values) == {"loss", "loss_entropy"}
+            assert values["loss"] == loss  # the same source batch and crop
+            assert 0 < values["loss_entropy"] <= 1 + 1e-6
+    # The term adds weight x its own gradient: a heavier weight moves the net further.
+    light = (grads["entropy"] - grads["swap"]).norm().item()
+    heavy = (grads["heavy"] - grads["swap"]).norm().item()
+    assert light > 0 and heavy == pytest.approx(light * 1e4, rel=1e-3)
+    result = train_segmentation(
+        tiny_config(iters=2, variants={"fda": VariantSpec("sim", "sim", 0.1, "real", entropy)}),
+        "fda",
+        splits["sim"],
+        splits["sim"],
+        splits["real"],
+        tmp_path / "fda",
+        NullTracker(),
     )
     assert result["steps"] == 2 and np.isfinite(result["loss"])
 
