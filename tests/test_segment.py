@@ -186,51 +186,23 @@ def test_the_segment_command_takes_the_window_and_refuses_a_bad_one(model_dir, t
     images = tmp_path / "in"
     images.mkdir()
     Image.fromarray(_frames(1, 40, 80)[0]).save(images / "a.png")
-    main(
-        [
-            "--model",
-            str(model_dir),
-            "--input",
-            str(images),
-            "--output",
-            str(tmp_path / "o"),
-            "--window",
-            "32",
-            "32",
-            "--stride",
-            "16",
-            "16",
-        ]
-    )
+
+    def segment(output: str, *window: str) -> None:
+        main(
+            [
+                "--model",
+                str(model_dir),
+                "--input",
+                str(images),
+                "--output",
+                str(tmp_path / output),
+                *window,
+            ]
+        )
+
+    segment("o", "--window", "32", "32", "--stride", "16", "16")
     assert (tmp_path / "o" / "masks" / "a.png").is_file()
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "--model",
-                str(model_dir),
-                "--input",
-                str(images),
-                "--output",
-                str(tmp_path / "p"),
-                "--window",
-                "32",
-                "32",
-                "--stride",
-                "48",
-                "16",
-            ]
-        )
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "--model",
-                str(model_dir),
-                "--input",
-                str(images),
-                "--output",
-                str(tmp_path / "p"),
-                "--window",
-                "32",
-                "32",
-            ]
-        )
+    for bad in (("--window", "32", "32", "--stride", "48", "16"), ("--window", "32", "32")):
+        with pytest.raises(SystemExit):
+            segment("p", *bad)
+    assert not (tmp_path / "p").exists()
