@@ -921,8 +921,13 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 def apply_profile(raw: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any]:
     """`raw` (params.yaml as read) with every value the profile sets replaced, and the entries it
     adds inside a section (a variant, a translator) added; parse_params then checks every key."""
+    return _apply_flat(raw, flatten_mapping(profile, ""))
+
+
+def _apply_flat(raw: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`apply_profile` of changes keyed by dotted path (``cyclegan.iters``)."""
     merged = copy.deepcopy(dict(raw))
-    for key, value in flatten_mapping(profile, "").items():
+    for key, value in changes.items():
         *sections, leaf = key.split(".")
         node = merged
         for depth, section in enumerate(sections):
@@ -945,9 +950,9 @@ def _has_key(raw: Mapping[str, Any], key: str) -> bool:
     return True
 
 
-def parse_override(argument: str) -> tuple[str, Any, str]:
-    """A ``key=value`` override as ``dvc exp run -S`` takes it: (key, value as DVC reads it, the
-    value's text). A leading ``+`` (DVC's mark for a new key) is dropped from the key."""
+def parse_override(argument: str) -> tuple[str, Any]:
+    """A ``key=value`` override as ``dvc exp run -S`` takes it: (key, value as DVC reads it). A
+    leading ``+`` (DVC's mark for a new key) is dropped from the key."""
     key, sep, text = argument.partition("=")
     key = key.strip().removeprefix("+")
     if not sep or not key or not all(key.split(".")):
@@ -956,60 +961,33 @@ def parse_override(argument: str) -> tuple[str, Any, str]:
         value = load_yaml(text) if text.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override {argument!r}: the value is not valid YAML ({err})") from err
-    return key, value, text
+    return key, value
 
 
-def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        *sections, leaf = key.split(".")
-        node = out
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[leaf] = value
-    return out
-
-
-def _profile_changes(profiles: Sequence[str | Path], overrides: Sequence[str]) -> dict[str, Any]:
-    """Every key the `profiles` set (in order), then the user's `overrides`, flat; a later value
-    of a key replaces an earlier one."""
+def resolve_profiles(
+    profiles: Sequence[str | Path],
+    params: str | Path = PARAMS_FILE,
+    overrides: Sequence[str] = (),
+) -> tuple[Params, list[str]]:
+    """params.yaml with `profiles` applied in order, then the user's `overrides` (``key=value``:
+    a key the user sets is the user's, whatever a profile says), checked; and the same changes
+    as `dvc exp run` arguments (``-S key=value``), each key once. A ConfigError names what was
+    applied."""
     changes: dict[str, Any] = {}
     for profile in profiles:
         changes.update(flatten_mapping(read_yaml_mapping(profile), ""))
     for argument in overrides:
-        key, value, _ = parse_override(argument)
+        key, value = parse_override(argument)
         changes[key] = value
-    return changes
-
-
-def profile_params(
-    profiles: Sequence[str | Path],
-    params: str | Path = PARAMS_FILE,
-    overrides: Sequence[str] = (),
-) -> Params:
-    """params.yaml with `profiles` applied in order, then the user's `overrides` (``key=value``),
-    checked; a ConfigError names what was applied."""
-    nested = _nested(_profile_changes(profiles, overrides))
+    raw = read_yaml_mapping(params)
     try:
-        return parse_params(apply_profile(read_yaml_mapping(params), nested))
+        resolved = parse_params(_apply_flat(raw, changes))
     except ConfigError as err:
         applied = ", ".join(str(p) for p in profiles) or "no profile"
         with_overrides = " and the -S overrides" if overrides else ""
         raise ConfigError(f"{applied}{with_overrides} applied over {params}: {err}") from err
-
-
-def profile_arguments(
-    profiles: Sequence[str | Path],
-    params: str | Path = PARAMS_FILE,
-    overrides: Sequence[str] = (),
-) -> list[str]:
-    """`dvc exp run` arguments (``-S key=value``) that apply `profiles` in order over `params`,
-    then the user's `overrides`: a key the user sets is the user's, whatever a profile says, and
-    comes out once. params.yaml with all of it applied is checked first (`profile_params`)."""
-    profile_params(profiles, params, overrides)
-    raw = read_yaml_mapping(params)
     arguments = []
-    for key, value in _profile_changes(profiles, overrides).items():
+    for key, value in changes.items():
         # JSON is YAML, the syntax DVC parses -S values with, and has no spaces; a string is
         # quoted only where xargs would split it.
         text = (
@@ -1019,7 +997,25 @@ def profile_arguments(
         )
         add = "" if _has_key(raw, key) else "+"  # DVC's (Hydra's) syntax for a new key
         arguments.append(f"-S {add}{key}={text}")
-    return arguments
+    return resolved, arguments
+
+
+def profile_params(
+    profiles: Sequence[str | Path],
+    params: str | Path = PARAMS_FILE,
+    overrides: Sequence[str] = (),
+) -> Params:
+    """`resolve_profiles`' checked params."""
+    return resolve_profiles(profiles, params, overrides)[0]
+
+
+def profile_arguments(
+    profiles: Sequence[str | Path],
+    params: str | Path = PARAMS_FILE,
+    overrides: Sequence[str] = (),
+) -> list[str]:
+    """`resolve_profiles`' ``-S`` arguments."""
+    return resolve_profiles(profiles, params, overrides)[1]
 
 
 def check_paths(params: Params, generated: Path) -> None:

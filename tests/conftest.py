@@ -160,3 +160,11 @@ def temp_checkout(root: Path, params: dict) -> dict[str, str]:
     ):
         subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
     return env
+
+
+@pytest.fixture(scope="module")
+def profile_repo(tmp_path_factory):
+    """A checkout for README's profile commands (tests/readme_profiles.py), one per test file."""
+    from tests.readme_profiles import profile_checkout
+
+    return profile_checkout(tmp_path_factory)

@@ -11,7 +11,6 @@ import pytest
 from pipeline.config import load_params
 from tests.readme_profiles import (
     USER_OVERRIDES,
-    profile_checkout,
     readme_profile_commands,
     run,
     with_user_settings,
@@ -20,15 +19,10 @@ from tests.readme_profiles import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    return profile_checkout(tmp_path_factory)
-
-
-def test_the_benchmark_profiles_run_as_readme_writes_them(repo):
+def test_the_benchmark_profiles_run_as_readme_writes_them(profile_repo):
     """The benchmark's seed-1 command, then the methods command with the same seeds as a user's
     overrides: DVC reruns only the two method variants the second profile adds."""
-    root, env, roots = repo
+    root, env, roots = profile_repo
     _, benchmark, methods = readme_profile_commands()
     assert "profiles/benchmark.yaml" in benchmark and "-S train_seg.seed=1" in benchmark
     assert "profiles/benchmark.yaml --profile profiles/benchmark_methods.yaml" in methods

@@ -22,7 +22,6 @@ from pipeline.config import load_params
 from tests.readme_profiles import (
     ENCODER_OVERRIDES,
     USER_OVERRIDES,
-    profile_checkout,
     readme_profile_commands,
     run,
     with_user_settings,
@@ -31,13 +30,8 @@ from tests.readme_profiles import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    return profile_checkout(tmp_path_factory)
-
-
-def test_the_real_data_profile_runs_as_readme_writes_it(repo):
-    root, env, roots = repo
+def test_the_real_data_profile_runs_as_readme_writes_it(profile_repo):
+    root, env, roots = profile_repo
     real = readme_profile_commands()[0]
     assert "profiles/gta5_cityscapes.yaml" in real and "/data/gta5" in real
     run(with_user_settings(real, roots, USER_OVERRIDES + ENCODER_OVERRIDES), root, env)
@@ -62,8 +56,8 @@ def test_the_real_data_profile_runs_as_readme_writes_it(repo):
     assert not any((root / "mlruns").rglob("model.safetensors"))
 
 
-def test_a_weights_file_of_another_encoder_stops_at_check_params_and_deletes_nothing(repo):
-    root, env, _ = repo
+def test_a_weights_file_of_another_encoder_stops_at_check_params_and_deletes_nothing(profile_repo):
+    root, env, _ = profile_repo
     model = root / "models/seg/source_only/model.safetensors"
     log = root / "logs/train_seg_source_only.log"
     before = {path: path.read_bytes() for path in (model, log)}

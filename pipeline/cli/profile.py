@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.config import PARAMS_FILE, ConfigError, load_params, profile_arguments, profile_params
+from pipeline.config import PARAMS_FILE, ConfigError, load_params, resolve_profiles
 from pipeline.preflight import check_inputs
 from pipeline.weights import WeightsError
 
@@ -53,10 +53,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.profile and not args.overrides:
             load_params(args.params)
             return
-        arguments = profile_arguments(args.profile, args.params, args.overrides)
-        warning = check_inputs(
-            profile_params(args.profile, args.params, args.overrides), args.generated
-        )
+        resolved, arguments = resolve_profiles(args.profile, args.params, args.overrides)
+        warning = check_inputs(resolved, args.generated)
     except (ConfigError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
