@@ -416,16 +416,33 @@ def _check_schedule(key: str, warmup: float, head_lr_mult: float) -> None:
 class SelfTrainingSpec:
     """Self-training on unlabelled target frames, as DACS (Tranheden et al. 2021) with DAFormer's
     rare-class sampling (Hoyer et al. 2022): a student learns from labelled source batches and
-    from ClassMix batches whose target pixels carry an EMA teacher's pseudo-labels."""
+    from ClassMix batches whose target pixels carry an EMA teacher's pseudo-labels. DAFormer's
+    crop rules and pseudo-label crop are settings of their own (off: DACS)."""
 
     target: str  # a prepared split of unlabelled real frames (labels, if any, are not read)
-    ema_decay: float  # teacher = EMA of the student; DACS and DAFormer use 0.99
+    # teacher = EMA of the student: DACS 0.99 (trainUDA.py), DAFormer and MIC 0.999
+    # (configs/daformer/..._a999_daformer_mitb5_s0.py, configs/_base_/uda/dacs_a999_fdthings.py)
+    ema_decay: float
     # A teacher pixel counts as confident above this softmax probability; the share of
     # confident pixels weights the pseudo-labelled loss (DACS: 0.968).
     confidence: float
     # Rare-class sampling temperature: source frames are drawn by class, class c with
     # probability proportional to exp((1 - share of c) / T); DAFormer: 0.01. 0 = uniform.
     rare_class_temperature: float
+    # DAFormer's crop rule for a frame drawn for class c: its crop is redrawn (up to 10 times)
+    # until it holds more than this ratio of the frame rule's 3000 pixels of c (at DAFormer's
+    # 1280x720 GTA5 frames, as a share of the frame here); DAFormer: 0.5 (min_crop_ratio). 0 =
+    # no redraw.
+    rare_class_min_crop_ratio: float
+    # mmseg's RandomCrop cat_max_ratio on source crops: redrawn (up to 10 times) while one class
+    # covers this share of the crop's labelled pixels or more; DAFormer's GTA5 pipeline: 0.75.
+    # 1 = off.
+    crop_max_class_share: float
+    # DAFormer's pseudo-label crop: pseudo-labels of the top and bottom rows of each target crop
+    # weigh 0, as shares of the crop height; DAFormer: 15 and 120 of its 512 rows (the ego car's
+    # hood and the rectification border of Cityscapes). 0 = none.
+    pseudo_label_ignore_top: float
+    pseudo_label_ignore_bottom: float
     # MIC's masked image consistency on top of DACS; absent = plain DACS.
     mic: MaskingSpec | None = None
 
@@ -437,6 +454,32 @@ class SelfTrainingSpec:
             f"{key}.rare_class_temperature",
             self.rare_class_temperature,
             "a number >= 0 (0 samples source frames uniformly)",
+        )
+        _check(
+            0 <= self.rare_class_min_crop_ratio <= 1,
+            f"{key}.rare_class_min_crop_ratio",
+            self.rare_class_min_crop_ratio,
+            "a number in [0, 1] (0: no crop redraw)",
+        )
+        _check(
+            0 < self.crop_max_class_share <= 1,
+            f"{key}.crop_max_class_share",
+            self.crop_max_class_share,
+            "a number in (0, 1] (1: off)",
+        )
+        for side in ("top", "bottom"):
+            share = getattr(self, f"pseudo_label_ignore_{side}")
+            _check(
+                0 <= share < 1,
+                f"{key}.pseudo_label_ignore_{side}",
+                share,
+                "a share of the crop height in [0, 1)",
+            )
+        _check(
+            self.pseudo_label_ignore_top + self.pseudo_label_ignore_bottom < 1,
+            f"{key}.pseudo_label_ignore_bottom",
+            self.pseudo_label_ignore_bottom,
+            "a share that leaves rows with pseudo_label_ignore_top (their sum < 1)",
         )
         if self.mic is not None:
             self.mic.validate(f"{key}.mic")
@@ -532,6 +575,9 @@ class TrainSegConfig:
     # Learning-rate factor of the decoder and segmentation head over the encoder's: a pretrained
     # encoder moves slowly, a fresh head fast (DAFormer: 10; 1 = one rate).
     head_lr_mult: float
+    # Parameters whose name holds one of these words train without weight decay (DAFormer's
+    # paramwise_cfg: decay_mult 0 on "norm" and "pos_block"); [] = weight decay on every one.
+    no_weight_decay: tuple[str, ...]
     loss: Literal["ce", "ce+dice"]
     crop: tuple[int, int]
     scale: tuple[float, float]
@@ -565,6 +611,13 @@ class TrainSegConfig:
             _check(value > 0, f"train_seg.{name}", value, "an integer > 0")
         _check(0 < self.lr < 10, "train_seg.lr", self.lr, "a number in (0, 10)")
         _check(self.weight_decay >= 0, "train_seg.weight_decay", self.weight_decay, ">= 0")
+        for i, word in enumerate(self.no_weight_decay):
+            _check(
+                word.strip() == word and "." not in word,
+                f"train_seg.no_weight_decay[{i}]",
+                word,
+                "a word of parameter names (e.g. norm), without dots or spaces",
+            )
         _check(0 <= self.momentum < 1, "train_seg.momentum", self.momentum, "in [0, 1)")
         _check(self.poly_power >= 0, "train_seg.poly_power", self.poly_power, ">= 0")
         _check_schedule("train_seg", self.warmup, self.head_lr_mult)

@@ -22,8 +22,32 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+# oneDNN's instruction sets with bf16 matrix units (its ONEDNN_MAX_CPU_ISA names, lower case).
+ONEDNN_BF16_ISAS = frozenset(
+    {
+        "avx512_core_bf16",
+        "avx512_core_fp16",
+        "avx512_core_amx",
+        "avx512_core_amx_fp16",
+        "avx10_1_512",
+        "avx10_1_512_amx",
+        "avx10_1_512_amx_fp16",
+        "all",
+    }
+)
+
+
 def cpu_has_bf16_acceleration() -> bool:
-    """True on CPUs with AMX or AVX512-BF16, where bf16 autocast is a real speed-up."""
+    """True on CPUs with AMX or AVX512-BF16, where bf16 autocast is a real speed-up.
+
+    False when ONEDNN_MAX_CPU_ISA (or its older name DNNL_MAX_CPU_ISA) caps oneDNN, which runs
+    bf16 convolutions and matmuls, below those units: with torch's and MKL's kernels capped too
+    (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS), such a process computes what a CPU without
+    them computes, in fp32."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        cap = os.environ.get(name, "").strip().lower()
+        if cap and cap not in ONEDNN_BF16_ISAS:
+            return False
     capability = torch.backends.cpu.get_cpu_capability()
     if capability in ("AVX512_BF16", "AMX_BF16") or "AMX" in capability:
         return True

@@ -302,6 +302,7 @@ def test_the_opt_in_mic_variant_parses_and_names_its_step(raw):
 
 MIC = "train_seg.variants.cyclegan_mic.self_training.mic"
 WARM = "train_seg.variants.cyclegan_mic.warm_start"
+ST = "train_seg.variants.cyclegan_mic.self_training"
 BAD_NEW = [
     (f"{MIC}.mask_block_size", 0, "an integer > 0"),
     (f"{MIC}.mask_block_size", 24, "a divisor of both sides of train_seg.crop=[64, 128]"),
@@ -318,7 +319,26 @@ BAD_NEW = [
     (f"{WARM}.init_from", None, "a non-empty string"),
     (f"{WARM}.warmup", 1.0, "a number in [0, 1)"),
     (f"{WARM}.head_lr_mult", -1.0, "a number > 0"),
+    (f"{ST}.rare_class_min_crop_ratio", -0.5, "a number in [0, 1] (0: no crop redraw)"),
+    (f"{ST}.rare_class_min_crop_ratio", 1.5, "a number in [0, 1] (0: no crop redraw)"),
+    (f"{ST}.crop_max_class_share", 0.0, "a number in (0, 1] (1: off)"),
+    (f"{ST}.crop_max_class_share", "0.75", "a number"),
+    (f"{ST}.pseudo_label_ignore_top", 1.0, "a share of the crop height in [0, 1)"),
+    (f"{ST}.pseudo_label_ignore_bottom", -0.1, "a share of the crop height in [0, 1)"),
 ]
+
+
+def test_bad_no_weight_decay_words_are_named(raw):
+    with pytest.raises(ConfigError, match=r"train_seg.no_weight_decay = 'norm' .* a list of"):
+        parse_params(_set(raw, "train_seg.no_weight_decay", "norm"))
+    with pytest.raises(ConfigError, match=r"no_weight_decay\[1\] = 'encoder.x' .* without dots"):
+        parse_params(_set(raw, "train_seg.no_weight_decay", ["norm", "encoder.x"]))
+
+
+def test_a_pseudo_label_crop_that_leaves_no_rows_is_named(raw):
+    data = _set(_with_mic_and_warm_start(raw), f"{ST}.pseudo_label_ignore_top", 0.5)
+    with pytest.raises(ConfigError, match=r"pseudo_label_ignore_bottom = 0\.5 .* leaves rows"):
+        parse_params(_set(data, f"{ST}.pseudo_label_ignore_bottom", 0.5))
 
 
 @pytest.mark.parametrize(

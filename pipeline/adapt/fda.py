@@ -5,17 +5,18 @@ A source image takes on a target image's low-frequency amplitude spectrum (globa
 illumination, tone) while keeping its own phase (edges, layout), so GTA5 frames can be made to
 look like Cityscapes frames without any learning.
 
-The swapped band is the square of frequencies (k_y, k_x) with |k_y| < b and |k_x| < b around the
-zero frequency, b = floor(min(H, W) * beta); in the unshifted spectrum that is the four corners.
-The paper's PyTorch code (``low_freq_mutate``) copies the corner blocks [0, b) and [n - b, n) on
-each axis, i.e. frequencies -b .. b-1, which includes -b but not +b: that band is not symmetric,
-so the mutated spectrum is not Hermitian and its inverse is not exactly real. Dropping the -b
-row and column keeps the band symmetric, so the result is exactly real (up to rounding), and
-b = 0 swaps nothing.
+The swapped band is the paper's PyTorch code's (``low_freq_mutate`` in utils/__init__.py, the
+function its train.py calls): in the unshifted spectrum, the four b x b corner blocks [0, b) and
+[n - b, n) on each axis, b = floor(min(H, W) * beta), i.e. the (2b)^2 frequencies -b .. b-1 on
+each axis around zero. That band includes -b but not +b, so the mutated spectrum is not
+Hermitian; the translated image is the real part of its inverse, as a real image can hold only
+the Hermitian part of a spectrum. (Its numpy version swaps the centred (2b + 1)^2 instead; the
+torch one is what the published results were trained with.) b = 0 swaps nothing.
 
 beta is relative to the image size, so the number of swapped bins changes with resolution:
-beta = 0.01 gives b = 10 on 1024 x 2048 (a 19 x 19 block of frequencies) but b = 1 on
-128 x 256 (the DC term alone, i.e. only the mean colour), and b = 0 below 100 pixels.
+beta = 0.01 gives b = 10 on 1024 x 2048 (20 x 20 frequencies) and b = 5 on 512 x 1024, the
+size FDA trains at, but b = 1 on 128 x 256 (the mean colour and its three neighbours), and
+b = 0 below 100 pixels.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ def fda_band_mask(
 ) -> Tensor:
     """(height, width) bool mask of the swapped frequencies, in unshifted ``fft2`` layout.
 
-    True where |k_y| < b and |k_x| < b, with b from :func:`band_half_size`.
+    True where -b <= k_y < b and -b <= k_x < b (the four b x b corners), with b from
+    :func:`band_half_size`.
     """
     b = band_half_size(height, width, beta)
     # Integer frequencies in fft order: 0, 1, ..., then negative ones.
-    ky = torch.fft.fftfreq(height, d=1.0 / height, device=device).abs() < b  # (H,)
-    kx = torch.fft.fftfreq(width, d=1.0 / width, device=device).abs() < b  # (W,)
+    fy = torch.fft.fftfreq(height, d=1.0 / height, device=device)  # (H,)
+    fx = torch.fft.fftfreq(width, d=1.0 / width, device=device)  # (W,)
+    ky, kx = (fy >= -b) & (fy < b), (fx >= -b) & (fx < b)
     return ky[:, None] & kx[None, :]
 
 
@@ -87,12 +90,12 @@ def fda_transfer(source: Tensor, target: Tensor, beta: float) -> Tensor:
 
     # FFTs of half and bfloat16 are imprecise or unsupported; float64 stays float64.
     compute = torch.float64 if source.dtype == torch.float64 else torch.float32
-    # Real input: rfft2 keeps the non-negative x-frequencies, (B, C, H, W // 2 + 1) complex.
-    # The band is symmetric, so irfft2's implied Hermitian half matches the mutated one.
-    spec_src = torch.fft.rfft2(source.to(compute))
-    spec_trg = torch.fft.rfft2(target.to(compute))
-    band = fda_band_mask(height, width, beta, device=source.device)[:, : width // 2 + 1]
+    # The full spectrum (B, C, H, W) complex: the band is not symmetric, so the half spectrum
+    # of rfft2 cannot hold the mutation.
+    spec_src = torch.fft.fft2(source.to(compute))
+    spec_trg = torch.fft.fft2(target.to(compute))
+    band = fda_band_mask(height, width, beta, device=source.device)
     swapped = torch.polar(spec_trg.abs().expand_as(spec_src), spec_src.angle())
     # Outside the band the source spectrum is used as is, so no polar round-trip error there.
     mutated = torch.where(band, swapped, spec_src)
-    return torch.fft.irfft2(mutated, s=(height, width)).to(source.dtype)
+    return torch.fft.ifft2(mutated).real.to(source.dtype)

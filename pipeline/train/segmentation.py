@@ -63,20 +63,40 @@ def poly_factor(step: int, iters: int, power: float) -> float:
     return max(0.0, 1.0 - step / iters) ** power
 
 
+# DAFormer's warm-up starts at this factor of the rate (configs/_base_/schedules/poly10warm.py).
+WARMUP_RATIO = 1e-6
+
+
 def lr_factor(step: int, iters: int, power: float, warmup_steps: int) -> float:
-    """`poly_factor`, times DAFormer's linear warm-up (step + 1) / warmup_steps over the first
-    `warmup_steps` updates (0: none)."""
-    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    """`poly_factor`, times DAFormer's linear warm-up over the first `warmup_steps` updates (0:
+    none): mmcv's r + (1 - r) * step / warmup_steps, r = WARMUP_RATIO, so update 0 runs at r."""
+    warm = 1.0
+    if step < warmup_steps:
+        warm = WARMUP_RATIO + (1.0 - WARMUP_RATIO) * step / warmup_steps
     return warm * poly_factor(step, iters, power)
 
 
-def parameter_groups(model: nn.Module, lr: float, head_lr_mult: float) -> list[dict[str, Any]]:
+def parameter_groups(
+    model: nn.Module, lr: float, head_lr_mult: float, no_decay: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """Optimizer groups: the encoder at `lr`, the rest (decoder and segmentation head, DAFormer's
-    "head") at `lr * head_lr_mult`."""
-    named = list(model.named_parameters())
-    encoder = [param for name, param in named if name.startswith("encoder.")]
-    head = [param for name, param in named if not name.startswith("encoder.")]
-    return [{"params": encoder}, {"params": head, "lr": lr * head_lr_mult}]
+    "head") at `lr * head_lr_mult`; parameters whose name holds a word of `no_decay` go to
+    groups of their own with weight decay 0 (mmcv's custom_keys with decay_mult 0). Empty groups
+    are left out."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        in_head = not name.startswith("encoder.")
+        decayed = not any(word in name for word in no_decay)
+        groups.setdefault((in_head, decayed), []).append(param)
+    out = []
+    for (in_head, decayed), params in sorted(groups.items()):
+        group: dict[str, Any] = {"params": params}
+        if in_head:
+            group["lr"] = lr * head_lr_mult
+        if not decayed:
+            group["weight_decay"] = 0.0
+        out.append(group)
+    return out
 
 
 def warm_start_file(out_dir: Path, warm_start: WarmStartSpec) -> Path:
@@ -445,10 +465,11 @@ def start_run(
     if warm_start is not None:
         load_warm_start(model, warm_start_file(out_dir, warm_start), warm_start)
     warmup, head_lr_mult = config.schedule(variant)
-    if head_lr_mult == 1:
+    if head_lr_mult == 1 and not config.no_weight_decay:
         optimizer = make_optimizer(model.parameters(), config)
     else:
-        optimizer = make_optimizer(parameter_groups(model, config.lr, head_lr_mult), config)
+        groups = parameter_groups(model, config.lr, head_lr_mult, config.no_weight_decay)
+        optimizer = make_optimizer(groups, config)
     warmup_steps = round(warmup * config.iters)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config.iters, config.poly_power, warmup_steps)

@@ -6,7 +6,9 @@ the pixels of half the classes of each source frame onto a real frame, whose oth
 pseudo-labels of a teacher, an exponential moving average of the student. Pseudo-labelled pixels
 count by the share of the teacher's confident pixels in the batch, so early, uncertain teachers
 teach little. Source frames are drawn by class, rare classes more often, so that poles, signs and
-people are seen. The mixed images get DACS's strong colour jitter and blur (kornia).
+people are seen, and (DAFormer's crop rules, when set) a frame's crop is redrawn until it shows
+the class it was drawn for. The mixed images get DACS's strong colour jitter and blur (kornia),
+decided once per batch as in the reference code.
 
 MIC (Hoyer et al., CVPR 2023) adds a third batch: the same real frames with random blocks masked
 out, which the student must label as the teacher labelled the whole frames.
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import kornia.augmentation as K
 import numpy as np
 import torch
+from kornia.filters import gaussian_blur2d
 from torch import Tensor, nn
 
 from pipeline.config import SelfTrainingSpec, TrainSegConfig
@@ -41,11 +44,19 @@ if TYPE_CHECKING:  # the loop module imports this one for its step factory
     from pipeline.train.segmentation import Student
 
 # DAFormer's rare-class sampling counts a GTA5 frame as showing a class from 3000 of its
-# 1914 x 1052 pixels on: the same share of a frame at any working resolution.
+# 1914 x 1052 pixels on: the same share of a frame at any working resolution. Its crop rule
+# counts the crop's pixels at the 1280 x 720 its pipeline resizes GTA5 frames to.
 RARE_CLASS_MIN_SHARE = 3000 / (1914 * 1052)
-# DACS's strong augmentation of mixed images (DAFormer's defaults): colour jitter of strength
-# 0.2 on one image in five, Gaussian blur (sigma 0.15-1.15, kernel ~10% of the height) on half.
-JITTER_STRENGTH, JITTER_PROBABILITY, BLUR_PROBABILITY = 0.2, 0.2, 0.5
+RARE_CLASS_CROP_SHARE = 3000 / (1280 * 720)
+# Both crop rules give up after this many redraws and keep the last crop (uda_dataset.py's
+# and mmseg RandomCrop's `range(10)`).
+CROP_REDRAWS = 10
+# DACS's strong augmentation of mixed images, as DACS (utils/transformsgpu.py) and DAFormer
+# (mmseg/models/utils/dacs_transforms.py) run it: colour jitter of strength 0.2 on a batch when a
+# uniform draw exceeds 0.2 (4 batches in 5), Gaussian blur when another exceeds 0.5 (1 in 2),
+# sigma 0.15-1.15, the kernel ~10% of each side.
+JITTER_STRENGTH, JITTER_THRESHOLD, BLUR_THRESHOLD = 0.2, 0.2, 0.5
+BLUR_SIGMA = (0.15, 1.15)
 
 
 @torch.no_grad()
@@ -69,6 +80,20 @@ def pseudo_labels(logits: Tensor, confidence: float, valid: Tensor) -> tuple[Ten
     labels = torch.where(valid, labels, IGNORE_INDEX)
     confident = (probability >= confidence) & valid
     return labels, confident.sum() / valid.sum().clamp(min=1)
+
+
+def pseudo_label_crop(weight: Tensor, top: float, bottom: float) -> Tensor:
+    """(B, H, W) pseudo-label weights with the top `top` and bottom `bottom` shares of the rows
+    set to 0, rounded to whole rows (DAFormer's pseudo_weight_ignore_top / _bottom, which zero
+    the weights after the confident share is counted over the whole crop)."""
+    height = weight.shape[-2]
+    rows_top, rows_bottom = round(top * height), round(bottom * height)
+    if rows_top == 0 and rows_bottom == 0:
+        return weight
+    weight = weight.clone()
+    weight[:, :rows_top] = 0
+    weight[:, height - rows_bottom :] = 0
+    return weight
 
 
 def class_mix_masks(labels: Tensor) -> Tensor:
@@ -95,7 +120,7 @@ def class_mix(
 
     Returns the mixed images, their labels (source labels on pasted pixels, the target's
     pseudo-labels elsewhere) and per-pixel loss weights (1 on pasted pixels, `target_weight`
-    elsewhere).
+    elsewhere: one weight (0-d) or one per pixel (B, H, W)).
     """
     images = torch.where(mask[:, None], source, target)
     labels = torch.where(mask, source_labels, target_labels)
@@ -126,22 +151,112 @@ class RareClassSampler:
 
     def sample(self, batch: int) -> np.ndarray:
         """(batch,) frame indices."""
+        return self.sample_with_classes(batch)[0]
+
+    def sample_with_classes(self, batch: int) -> tuple[np.ndarray, list[int | None]]:
+        """(batch,) frame indices and the class each was drawn for (None when drawn
+        uniformly)."""
         if self.temperature == 0 or not self.classes:
-            return torch.randint(self.frames, (batch,)).numpy()
-        drawn = torch.multinomial(self.class_probability, batch, replacement=True)
+            return torch.randint(self.frames, (batch,)).numpy(), [None] * batch
+        drawn = torch.multinomial(self.class_probability, batch, replacement=True).tolist()
         rows = [self.frames_with[c][torch.randint(len(self.frames_with[c]), ())] for c in drawn]
-        return torch.stack(rows).numpy()
+        return torch.stack(rows).numpy(), [self.classes[c] for c in drawn]
 
 
-def strong_augment(crop: tuple[int, int]) -> nn.Module:
-    """DACS's augmentation of mixed images, for (B, 3, H, W) floats in [0, 1]."""
-    kernel = max(3, 2 * round(0.05 * crop[0]) + 1)  # odd, ~10% of the crop height
-    return nn.Sequential(
-        K.ColorJitter(
-            JITTER_STRENGTH, JITTER_STRENGTH, JITTER_STRENGTH, JITTER_STRENGTH, p=JITTER_PROBABILITY
-        ),
-        K.RandomGaussianBlur((kernel, kernel), (0.15, 1.15), p=BLUR_PROBABILITY),
-    )
+def class_dominates(labels: Tensor, max_share: float) -> bool:
+    """mmseg RandomCrop's cat_max_ratio test failed: the (H, W) crop holds one labelled class
+    only, or one class covers `max_share` of its labelled pixels or more."""
+    counts = torch.bincount(labels[labels != IGNORE_INDEX].flatten())
+    counts = counts[counts > 0]
+    return len(counts) <= 1 or bool(counts.max() >= max_share * counts.sum())
+
+
+class SourceCrops:
+    """Augmented source crops under DAFormer's two crop rules, one frame at a time.
+
+    A crop is redrawn while one class dominates it (`crop_max_class_share`, mmseg's
+    cat_max_ratio), and the frame's whole augmentation is redrawn while the crop shows too few
+    pixels of the class the frame was drawn for (`rare_class_min_crop_ratio`), each up to
+    CROP_REDRAWS times after the first draw, the last draw kept unchecked, as uda_dataset.py's
+    get_rare_class_sample reruns the pipeline whose RandomCrop redraws inside. A redraw here
+    redraws the scale and flip too (mmseg redraws the crop's place only; DAFormer resizes GTA5
+    frames to one size, so with train_seg.scale [1, 1] the two agree). With both rules off the
+    batch is augmented in one call, as before.
+    """
+
+    def __init__(
+        self, augment: PairedAugment, spec: SelfTrainingSpec, frame: tuple[int, int]
+    ) -> None:
+        self.augment = augment
+        self.max_share = spec.crop_max_class_share
+        self.min_pixels = (
+            spec.rare_class_min_crop_ratio * RARE_CLASS_CROP_SHARE * frame[0] * frame[1]
+        )
+        self.rare_rule = spec.rare_class_min_crop_ratio > 0
+
+    def __call__(
+        self, images: Tensor, labels: Tensor, classes: list[int | None]
+    ) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) images, (B, H, W) labels, the class each frame was drawn for -> the
+        augmented crops, as PairedAugment."""
+        if self.max_share >= 1 and not (self.rare_rule and any(c is not None for c in classes)):
+            return self.augment(images, labels)
+        crops = [self.crop(images[i : i + 1], labels[i : i + 1], c) for i, c in enumerate(classes)]
+        return torch.cat([x for x, _ in crops]), torch.cat([y for _, y in crops])
+
+    def crop(self, image: Tensor, label: Tensor, drawn_for: int | None) -> tuple[Tensor, Tensor]:
+        x, y = self.crop_without_dominant_class(image, label)
+        if self.rare_rule and drawn_for is not None:
+            for _ in range(CROP_REDRAWS):
+                if (y == drawn_for).sum() > self.min_pixels:
+                    break
+                x, y = self.crop_without_dominant_class(image, label)
+        return x, y
+
+    def crop_without_dominant_class(self, image: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+        x, y = self.augment(image, label)
+        if self.max_share < 1:
+            for _ in range(CROP_REDRAWS):
+                if not class_dominates(y[0], self.max_share):
+                    break
+                x, y = self.augment(image, label)
+        return x, y
+
+
+def blur_kernel_size(side: int) -> int:
+    """The blur kernel along a side of `side` pixels: ceil(side / 10), less one when even (odd,
+    as dacs_transforms.gaussian_blur's floor(ceil(0.1 n) - 0.5 + ceil(0.1 n) % 2))."""
+    size = math.ceil(0.1 * side)
+    return size if size % 2 else size - 1
+
+
+class StrongAugment:
+    """DACS's augmentation of mixed images, for (B, 3, H, W) floats in [0, 1].
+
+    Whether the batch is jittered and whether it is blurred is drawn once per call, as the
+    references draw `color_jitter` and `blur` once per batch; kornia then draws each image's
+    jitter factors. DAFormer blurs each mixed image with its own sigma (`strong_transform` runs per
+    image); MIC's masked batch shares one (`per_image_sigma=False`). Draws from torch's RNG.
+    """
+
+    def __init__(self, crop: tuple[int, int], per_image_sigma: bool = True) -> None:
+        self.kernel = (blur_kernel_size(crop[0]), blur_kernel_size(crop[1]))
+        self.per_image_sigma = per_image_sigma
+        s = JITTER_STRENGTH
+        self.jitter = K.ColorJitter(s, s, s, s, p=1.0)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        jitter = torch.rand(()).item() > JITTER_THRESHOLD
+        blur = torch.rand(()).item() > BLUR_THRESHOLD
+        if jitter:
+            images = self.jitter(images)
+        if blur:
+            low, high = BLUR_SIGMA
+            count = images.shape[0] if self.per_image_sigma else 1
+            sigma = (low + (high - low) * torch.rand(count)).to(images.device)
+            sigma = sigma.expand(images.shape[0])[:, None].expand(-1, 2)  # (B, 2): y, x
+            images = gaussian_blur2d(images, self.kernel, sigma.to(images.dtype))
+        return images
 
 
 class DACSStep:
@@ -161,9 +276,10 @@ class DACSStep:
         self.teacher = _frozen_copy(student.model)
         self.sampler = RareClassSampler(labels.class_pixels(), spec.rare_class_temperature)
         self.augment = PairedAugment(config.crop, config.scale, config.flip, config.color_jitter)
+        self.source_crops = SourceCrops(self.augment, spec, images.images.shape[1:3])  # (H, W)
         # Target frames: geometry only, so the teacher sees them as the student later does.
         self.weak = PairedAugment(config.crop, config.scale, config.flip, 0.0)
-        self.strong = strong_augment(config.crop)
+        self.strong = StrongAugment(config.crop)
         self.loss = SegmentationLoss(config.loss)
         # The batch is shared: half labelled source frames, half mixed frames (DACS trains on two
         # of each per GPU), so a step costs about what a plain variant's step does, plus the
@@ -184,11 +300,11 @@ class DACSStep:
         """DACS's forward and backward passes: the step's values, and the pseudo-labelled real
         batch they used (`pseudo_labelled_target`), for steps that learn more from it."""
         device = self.student.device
-        rows = self.sampler.sample(self.pairs)
+        rows, classes = self.sampler.sample_with_classes(self.pairs)
         source = to_unit_float(torch.from_numpy(self.images.images[rows])).to(device)
         source_labels = torch.from_numpy(self.labels.labels[rows]).long().to(device)
-        source, source_labels = self.augment(source, source_labels)  # (B, 3, h, w), (B, h, w)
-        real, pseudo, pseudo_weight = self.pseudo_labelled_target()
+        source, source_labels = self.source_crops(source, source_labels, classes)  # (B, 3, h, w)
+        real, pseudo, pseudo_weight, pseudo_share = self.pseudo_labelled_target()
         mixed, mixed_labels, mixed_weights = class_mix(
             source, source_labels, real, pseudo, pseudo_weight, class_mix_masks(source_labels)
         )
@@ -198,12 +314,13 @@ class DACSStep:
         loss.backward()  # before the mixed forward: one graph in memory at a time
         loss_mix = self.loss(self.student(mixed), mixed_labels, mixed_weights)
         loss_mix.backward()
-        values = {"loss": loss, "loss_mix": loss_mix, "pseudo_weight": pseudo_weight}
+        values = {"loss": loss, "loss_mix": loss_mix, "pseudo_weight": pseudo_share}
         return values, (real, pseudo, pseudo_weight)
 
-    def pseudo_labelled_target(self) -> tuple[Tensor, Tensor, Tensor]:
+    def pseudo_labelled_target(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """A random batch of real frames (B, 3, h, w) (weak augmentation), the teacher's labels
-        of them (B, h, w) and their weight (0-d), as `pseudo_labels`."""
+        of them (B, h, w), their per-pixel weight (B, h, w): the share of confident pixels as
+        `pseudo_labels`, 0 on the rows the pseudo-label crop drops, and that share (0-d)."""
         device = self.student.device
         real_rows = torch.randint(len(self.target.names), (self.pairs,)).numpy()
         real = to_unit_float(torch.from_numpy(self.target.images[real_rows])).to(device)
@@ -212,8 +329,13 @@ class DACSStep:
         # The teacher labels the real frames with batch statistics, as in DAFormer.
         with torch.no_grad():
             teacher_logits = self.student(real, self.teacher)
-        pseudo, pseudo_weight = pseudo_labels(teacher_logits, self.spec.confidence, inside == 0)
-        return real, pseudo, pseudo_weight
+        pseudo, share = pseudo_labels(teacher_logits, self.spec.confidence, inside == 0)
+        weight = pseudo_label_crop(
+            share.expand_as(pseudo).float(),
+            self.spec.pseudo_label_ignore_top,
+            self.spec.pseudo_label_ignore_bottom,
+        )
+        return real, pseudo, weight, share
 
     def after_update(self, step: int) -> None:
         ema_update(self.teacher, self.student.model, self.spec.ema_decay, step)
@@ -253,6 +375,9 @@ class MICStep(DACSStep):
         super().__init__(student, config, spec, images, labels, target)
         assert spec.mic is not None
         self.mic = spec.mic
+        # MIC augments the masked batch with its own draws and one sigma for the batch
+        # (masking_consistency_module.py calls strong_transform once on the batch).
+        self.strong_masked = StrongAugment(config.crop, per_image_sigma=False)
 
     def __call__(self, step: int) -> dict[str, Tensor]:
         values, (real, pseudo, pseudo_weight) = self.learn()
@@ -263,9 +388,8 @@ class MICStep(DACSStep):
             self.mic.mask_ratio,
             real.device,
         )
-        masked = mask_images(self.strong(real), kept)  # (B, 3, h, w)
-        weights = pseudo_weight.expand_as(pseudo).float()
-        loss_masked = self.loss(self.student(masked), pseudo, weights)
+        masked = mask_images(self.strong_masked(real), kept)  # (B, 3, h, w)
+        loss_masked = self.loss(self.student(masked), pseudo, pseudo_weight)
         (self.mic.weight * loss_masked).backward()
         return {**values, "loss_masked": loss_masked}
 

@@ -20,16 +20,23 @@ def _images(shape: tuple[int, ...], seed: int, dtype: torch.dtype = torch.float6
 
 
 @pytest.mark.parametrize(("height", "width", "beta"), [(32, 64, 0.1), (33, 47, 0.2)])
-def test_matches_full_spectrum_swap_and_is_real(height: int, width: int, beta: float) -> None:
+def test_is_the_real_part_of_the_full_spectrum_swap(height: int, width: int, beta: float) -> None:
     source = _images((2, 3, height, width), seed=0)
     target = _images((2, 3, height, width), seed=1)
     full_src, full_trg = torch.fft.fft2(source), torch.fft.fft2(target)
     band = fda_band_mask(height, width, beta)
     amplitude = torch.where(band, full_trg.abs(), full_src.abs())
     inverse = torch.fft.ifft2(torch.polar(amplitude, full_src.angle()))
-    # A symmetric band keeps the mutated spectrum Hermitian, so the inverse is real.
-    assert inverse.imag.abs().max() < 1e-12
+    # The reference's band (-b .. b-1) is not symmetric: the swap leaves an imaginary part.
+    assert inverse.imag.abs().max() > 1e-6
     torch.testing.assert_close(fda_transfer(source, target, beta), inverse.real)
+
+
+def _symmetric_part(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(core, reach): the band's frequencies whose mirror -k is in it too, and those whose k or
+    -k is."""
+    mirror = torch.roll(band.flip(-2, -1), shifts=(1, 1), dims=(-2, -1))  # k -> -k
+    return band & mirror, band | mirror
 
 
 def test_output_spectrum_has_target_amplitude_in_band_and_source_phase() -> None:
@@ -38,17 +45,20 @@ def test_output_spectrum_has_target_amplitude_in_band_and_source_phase() -> None
     beta = 0.15  # b = 7
     out = fda_transfer(source, target, beta)
     spec_out, spec_src, spec_trg = (torch.fft.fft2(x) for x in (out, source, target))
-    band = fda_band_mask(48, 64, beta).expand_as(spec_out)
-    assert int(band[0, 0].sum()) == 13 * 13
-    torch.testing.assert_close(spec_out.abs()[band], spec_trg.abs()[band])
-    torch.testing.assert_close(spec_out.abs()[~band], spec_src.abs()[~band])
-    # Phase compared as unit phasors, which avoids the +-pi wrap-around of angle().
-    nonzero = (spec_src.abs() > 1e-9) & (spec_out.abs() > 1e-9)
+    band = fda_band_mask(48, 64, beta)
+    assert int(band.sum()) == 14 * 14  # the reference's (2b)^2
+    core, reach = (m.expand_as(spec_out) for m in _symmetric_part(band))
+    assert int(core[0, 0].sum()) == 13 * 13 and int(reach[0, 0].sum()) == 2 * 14 * 14 - 13 * 13
+    # Where k and -k are both swapped: the target's amplitude, the source's phase.
+    torch.testing.assert_close(spec_out.abs()[core], spec_trg.abs()[core])
+    nonzero = core & (spec_src.abs() > 1e-9) & (spec_out.abs() > 1e-9)
     phasor_out = spec_out[nonzero] / spec_out.abs()[nonzero]
     phasor_src = spec_src[nonzero] / spec_src.abs()[nonzero]
     torch.testing.assert_close(phasor_out, phasor_src)
+    # Where neither is: the source spectrum untouched.
+    torch.testing.assert_close(spec_out[~reach], spec_src[~reach])
     # The band is where the output actually changed.
-    assert not torch.allclose(spec_out.abs()[band], spec_src.abs()[band])
+    assert not torch.allclose(spec_out.abs()[core], spec_src.abs()[core])
 
 
 def test_mean_colour_is_the_targets() -> None:
@@ -70,22 +80,25 @@ def test_no_band_is_identity(beta: float) -> None:
 
 def test_band_scales_with_resolution() -> None:
     assert band_half_size(1024, 2048, 0.01) == 10
-    assert int(fda_band_mask(1024, 2048, 0.01).sum()) == 19 * 19
+    assert int(fda_band_mask(1024, 2048, 0.01).sum()) == 20 * 20
+    assert band_half_size(512, 1024, 0.01) == 5  # FDA's training size: 100 bins
     assert band_half_size(128, 256, 0.01) == 1
-    only_dc = fda_band_mask(128, 256, 0.01)
-    assert int(only_dc.sum()) == 1 and bool(only_dc[0, 0])
+    corners = fda_band_mask(128, 256, 0.01)
+    assert int(corners.sum()) == 4
+    assert all(bool(corners[y, x]) for y in (0, -1) for x in (0, -1))
 
 
-def test_band_is_the_papers_corners_without_the_minus_b_edge() -> None:
+def test_band_is_the_papers_four_corner_blocks() -> None:
+    """low_freq_mutate's amp_src[:, :, 0:b, 0:b], [0:b, w-b:w], [h-b:h, 0:b], [h-b:h, w-b:w]
+    (the previous band left out the -b row and column: (2b-1)^2 bins)."""
     height, width, beta = 20, 30, 0.2  # b = 4
     b = band_half_size(height, width, beta)
     paper = torch.zeros(height, width, dtype=torch.bool)
     for rows in (slice(0, b), slice(height - b, height)):
         for cols in (slice(0, b), slice(width - b, width)):
             paper[rows, cols] = True
-    paper[height - b, :] = False
-    paper[:, width - b] = False
     assert torch.equal(fda_band_mask(height, width, beta), paper)
+    assert int(paper.sum()) == (2 * b) ** 2
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])

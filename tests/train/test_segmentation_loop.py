@@ -28,6 +28,7 @@ from pipeline.train.segmentation import (
     TrainingSplits,
     build_step,
     lr_factor,
+    parameter_groups,
     poly_factor,
     sample_batch,
     start_run,
@@ -90,12 +91,42 @@ def test_poly_decay_is_a_pure_function_of_the_step() -> None:
     assert poly_factor(150, 100, 0.9) == 0.0
 
 
-def test_warm_up_climbs_linearly_then_follows_poly_decay() -> None:
-    assert [lr_factor(step, 100, 1.0, 4) for step in range(4)] == pytest.approx(
-        [0.25 * 1.0, 0.5 * 0.99, 0.75 * 0.98, 1.0 * 0.97]
+def test_warm_up_climbs_linearly_from_daformers_ratio_then_follows_poly_decay() -> None:
+    """mmcv's linear warm-up as DAFormer configures it (warmup_ratio 1e-6): update 0 runs at
+    1e-6 of the rate, update k at 1e-6 + (1 - 1e-6) k / warmup_steps, the full rate from
+    warmup_steps on (the previous rule, (k + 1) / warmup_steps, ran update 0 at a quarter)."""
+    ramp = [1e-6 + (1 - 1e-6) * k / 4 for k in range(4)]
+    assert [lr_factor(step, 100, 1.0, 4) for step in range(5)] == pytest.approx(
+        [ramp[0] * 1.0, ramp[1] * 0.99, ramp[2] * 0.98, ramp[3] * 0.97, 0.96], rel=1e-12
     )
+    assert lr_factor(0, 100, 1.0, 4) == pytest.approx(1e-6, rel=1e-9)
     assert lr_factor(50, 100, 0.9, 4) == poly_factor(50, 100, 0.9)
     assert lr_factor(0, 100, 0.9, 0) == 1.0  # no warm-up
+
+
+def test_norm_parameters_train_without_weight_decay_when_named() -> None:
+    """DAFormer's paramwise_cfg: every parameter whose name holds "norm" (or "pos_block") has
+    weight decay 0, in the encoder and the head alike; the head keeps its rate."""
+    from pipeline.models.segmentation import build_segmentation_model
+
+    model = build_segmentation_model("Segformer", "mit_b0", NUM_CLASSES, None)
+    groups = parameter_groups(model, 1e-3, 10.0, ("norm", "pos_block"))
+    names = {id(param): name for name, param in model.named_parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(names)
+    for group in groups:
+        group_names = [names[id(param)] for param in group["params"]]
+        no_decay = group.get("weight_decay") == 0.0
+        assert all(("norm" in name) == no_decay for name in group_names)
+        in_head = group.get("lr") == pytest.approx(1e-2)
+        assert all(name.startswith("encoder.") != in_head for name in group_names)
+    # MiT-B0's 60 LayerNorm tensors are the encoder's; the decoder's batch norm is named
+    # fuse_stage.1 and keeps its decay, as DAFormer's head "bn" does.
+    assert [len(g["params"]) for g in groups] == [60, len(names) - 60 - 13, 13]
+    # No words: the encoder and head groups of before.
+    assert [len(g["params"]) for g in parameter_groups(model, 1e-3, 10.0)] == [
+        len(names) - 13,
+        13,
+    ]
 
 
 def test_an_unknown_step_is_named_with_the_known_ones(tmp_path, splits) -> None:
@@ -308,9 +339,9 @@ def test_warm_start_loads_the_source_net_and_daformers_schedule_applies(tmp_path
         "decoder",
         "segmentation_head",
     }
-    # The first update runs at a third of the rate (warm-up over 3 updates), the head's at 10x.
-    assert encoder["lr"] == pytest.approx(config.lr / 3)
-    assert head["lr"] == pytest.approx(10 * config.lr / 3)
+    # The first update runs at DAFormer's warm-up ratio 1e-6 of the rate, the head's at 10x.
+    assert encoder["lr"] == pytest.approx(config.lr * 1e-6)
+    assert head["lr"] == pytest.approx(10 * config.lr * 1e-6)
 
 
 def test_a_missing_or_foreign_warm_start_file_is_named(tmp_path, splits) -> None:

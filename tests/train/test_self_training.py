@@ -5,6 +5,7 @@ MIC, a warm-started teacher)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.config import MaskingSpec, SelfTrainingSpec, VariantSpec, WarmStartSpec
+from pipeline.data.augment import PairedAugment
 from pipeline.data.demo import render_frame
 from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.split import PreparedSplit
@@ -29,17 +31,38 @@ from pipeline.train.segmentation import (
 )
 from pipeline.train.self_training import (
     RareClassSampler,
+    SourceCrops,
+    StrongAugment,
     block_mask,
+    blur_kernel_size,
+    class_dominates,
     class_mix,
     class_mix_masks,
     ema_update,
     mask_images,
+    pseudo_label_crop,
     pseudo_labels,
 )
 from pipeline.weights import load_weights
 from tests.conftest import params_section
 
 I = IGNORE_INDEX  # noqa: E741
+
+
+def st_spec(**overrides) -> SelfTrainingSpec:
+    """DACS's settings with rare-class sampling, the crop rules and pseudo-label crop off."""
+    settings = {
+        "target": "real",
+        "ema_decay": 0.99,
+        "confidence": 0.968,
+        "rare_class_temperature": 0.01,
+        "rare_class_min_crop_ratio": 0.0,
+        "crop_max_class_share": 1.0,
+        "pseudo_label_ignore_top": 0.0,
+        "pseudo_label_ignore_bottom": 0.0,
+        **overrides,
+    }
+    return SelfTrainingSpec(**settings)
 
 
 def test_class_mix_pastes_the_chosen_classes_with_their_labels() -> None:
@@ -108,6 +131,115 @@ def test_rare_class_sampling_draws_classes_by_exp_of_rarity(temperature: float) 
     assert RareClassSampler(counts, temperature=0.0).sample(4000).tolist().count(7) < 100
 
 
+def test_strong_augmentation_jitters_four_batches_in_five_and_blurs_half(monkeypatch) -> None:
+    """DACS / DAFormer: jitter when U(0, 1) > 0.2, blur when another U(0, 1) > 0.5, both drawn
+    once per batch and applied to every image of it (the previous code jittered one image in
+    five, each on its own)."""
+    import pipeline.train.self_training as self_training
+
+    calls: list[tuple[str, int]] = []
+    real_blur = self_training.gaussian_blur2d
+
+    def blur(images, kernel, sigma):
+        calls.append(("blur", len(images)))
+        return real_blur(images, kernel, sigma)
+
+    monkeypatch.setattr(self_training, "gaussian_blur2d", blur)
+    torch.manual_seed(0)
+    augment = StrongAugment((16, 32))
+    jitter_module = augment.jitter
+    augment.jitter = lambda x: (calls.append(("jitter", len(x))), jitter_module(x))[1]
+    images = torch.rand(4, 3, 16, 32)
+    jittered = blurred = 0
+    draws = 2000
+    for _ in range(draws):
+        state = torch.get_rng_state()
+        jitter = torch.rand(()).item() > 0.2
+        blur_now = torch.rand(()).item() > 0.5
+        torch.set_rng_state(state)
+        calls.clear()
+        augment(images)
+        assert calls == [("jitter", 4)] * jitter + [("blur", 4)] * blur_now
+        jittered += jitter
+        blurred += blur_now
+    assert jittered / draws == pytest.approx(0.8, abs=0.03)
+    assert blurred / draws == pytest.approx(0.5, abs=0.03)
+
+
+def test_blur_kernels_follow_dacs_transforms_per_axis() -> None:
+    # floor(ceil(0.1 n) - 0.5 + ceil(0.1 n) % 2), dacs_transforms.gaussian_blur's formula
+    for side in (16, 64, 128, 512, 1024, 720, 33):
+        size = math.ceil(0.1 * side)
+        assert blur_kernel_size(side) == math.floor(size - 0.5 + size % 2)
+    assert StrongAugment((512, 512)).kernel == (51, 51)
+    assert StrongAugment((64, 128)).kernel == (7, 13)
+
+
+def test_daformer_blurs_each_mixed_image_with_its_own_sigma_and_mic_one_per_batch() -> None:
+    images = torch.rand(1, 3, 32, 32).expand(3, -1, -1, -1).contiguous()  # three equal images
+    for per_image, distinct in ((True, 3), (False, 1)):
+        augment = StrongAugment((32, 32), per_image_sigma=per_image)
+        torch.manual_seed(1)
+        while True:  # a batch blurred and not jittered
+            state = torch.get_rng_state()
+            jitter, blur = torch.rand(()).item() > 0.2, torch.rand(()).item() > 0.5
+            if blur and not jitter:
+                break
+        torch.set_rng_state(state)
+        out = augment(images)
+        assert len({tuple(o.flatten()[:8].tolist()) for o in out}) == distinct
+
+
+def test_the_rare_class_crop_rule_keeps_the_drawn_class_in_the_crop() -> None:
+    """DAFormer's min_crop_ratio: a frame drawn for class c is cropped again (up to 10 times)
+    until the crop holds more than 0.5 * 3000 px of c at 1280x720; without the rule the class
+    is often cropped out."""
+    label = np.zeros((64, 256), dtype=np.uint8)
+    label[:, 240:] = 5  # a narrow strip of class 5 at the right edge
+    augment = PairedAugment((32, 64), (1.0, 1.0), False, 0.0)
+    image = torch.zeros(1, 3, 64, 256)
+    labels = torch.from_numpy(label)[None].long()
+    kept = {}
+    for ratio in (0.0, 0.5):
+        spec = st_spec(rare_class_min_crop_ratio=ratio)
+        crops = SourceCrops(augment, spec, (64, 256))
+        torch.manual_seed(0)
+        threshold = 0.5 * 3000 / (1280 * 720) * 64 * 256
+        shown = [(crops(image, labels, [5])[1] == 5).sum() > threshold for _ in range(600)]
+        kept[ratio] = float(np.mean(shown))
+    # A random crop shows the strip with p (about 1 in 11); up to 11 draws: 1 - (1 - p)^11.
+    assert kept[0.0] < 0.15
+    assert kept[0.5] == pytest.approx(1 - (1 - kept[0.0]) ** 11, abs=0.06)
+
+
+def test_the_class_share_crop_rule_redraws_crops_one_class_dominates() -> None:
+    label = np.zeros((64, 256), dtype=np.uint8)
+    label[:, 200:] = 5
+    augment = PairedAugment((32, 64), (1.0, 1.0), False, 0.0)
+    image = torch.zeros(1, 3, 64, 256)
+    labels = torch.from_numpy(label)[None].long()
+    spec = st_spec(rare_class_temperature=0.0, crop_max_class_share=0.75)
+    crops = SourceCrops(augment, spec, (64, 256))
+    torch.manual_seed(0)
+    dominated = [class_dominates(crops(image, labels, [None])[1][0], 0.75) for _ in range(400)]
+    torch.manual_seed(0)
+    plain = [class_dominates(augment(image, labels)[1][0], 0.75) for _ in range(400)]
+    # Up to 11 draws, the last kept unchecked: p^11 of crops stay dominated.
+    assert np.mean(plain) > 0.7
+    assert np.mean(dominated) == pytest.approx(np.mean(plain) ** 11, abs=0.06)
+    assert class_dominates(torch.zeros(4, 4, dtype=torch.long), 0.75)  # one class only
+    assert class_dominates(torch.tensor([[0, 0, 0, 1]]), 0.75)  # 3 of 4 is 0.75
+    assert not class_dominates(torch.tensor([[0, 0, 1, 1], [I, I, I, I]]), 0.75)
+
+
+def test_the_pseudo_label_crop_zeroes_whole_rows_after_the_share_is_counted() -> None:
+    weight = torch.full((2, 512, 4), 0.8)
+    out = pseudo_label_crop(weight, 15 / 512, 120 / 512)  # DAFormer's 15 and 120 rows
+    assert (out[:, :15] == 0).all() and (out[:, 512 - 120 :] == 0).all()
+    assert (out[:, 15 : 512 - 120] == 0.8).all() and (weight == 0.8).all()
+    assert pseudo_label_crop(weight, 0.0, 0.0) is weight
+
+
 def test_block_masks_mask_whole_blocks_at_the_configured_ratio() -> None:
     torch.manual_seed(0)
     kept = block_mask(64, (16, 32), 4, 0.7, torch.device("cpu"))
@@ -151,10 +283,16 @@ def splits(tmp_path_factory) -> dict[str, PreparedSplit]:
 
 
 def tiny_config(**overrides):
-    spec = SelfTrainingSpec("real", ema_decay=0.99, confidence=0.5, rare_class_temperature=0.01)
-    mic = SelfTrainingSpec(
-        "real", 0.99, 0.5, 0.01, mic=MaskingSpec(mask_block_size=8, mask_ratio=0.7, weight=1.0)
-    )
+    # DAFormer's crop rules and pseudo-label crop on, so the loop runs every path.
+    daformer = {
+        "confidence": 0.5,
+        "rare_class_min_crop_ratio": 0.5,
+        "crop_max_class_share": 0.75,
+        "pseudo_label_ignore_top": 15 / 512,
+        "pseudo_label_ignore_bottom": 120 / 512,
+    }
+    spec = st_spec(**daformer)
+    mic = st_spec(**daformer, mic=MaskingSpec(mask_block_size=8, mask_ratio=0.7, weight=1.0))
     warm = WarmStartSpec("source_st", warmup=0.0, head_lr_mult=1.0)
     settings = {
         "variants": {
