@@ -80,13 +80,15 @@ def parameter_groups(
     model: nn.Module, lr: float, head_lr_mult: float, no_decay: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """Optimizer groups: the encoder at `lr`, the rest (decoder and segmentation head, DAFormer's
-    "head") at `lr * head_lr_mult`; parameters whose name holds a word of `no_decay` go to
-    groups of their own with weight decay 0 (mmcv's custom_keys with decay_mult 0). Empty groups
-    are left out."""
+    "head") at `lr * head_lr_mult`; encoder parameters whose name holds a word of `no_decay` go
+    to a group of their own with weight decay 0 (mmcv 1.3's custom_keys with decay_mult 0).
+    mmcv applies only the first key that matches, longest first: DAFormer's "head" comes before
+    "norm", so head parameters keep their weight decay whatever their names. Empty groups are
+    left out."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         in_head = not name.startswith("encoder.")
-        decayed = not any(word in name for word in no_decay)
+        decayed = in_head or not any(word in name for word in no_decay)
         groups.setdefault((in_head, decayed), []).append(param)
     out = []
     for (in_head, decayed), params in sorted(groups.items()):
