@@ -218,6 +218,18 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     assert (seg.arch, seg.encoder, seg.iters, seg.lr) == ("Segformer", "mit_b5", 40_000, 6e-5)
     assert (seg.warmup * seg.iters, seg.head_lr_mult) == (1500, 10.0)
     assert seg.encoder_weights is not None
+    assert seg.no_weight_decay == ("norm", "pos_block") and seg.scale == (1.0, 1.0)
+    # Its self-training variants: DAFormer's alpha, crop rules and pseudo-label crop (15 and 120
+    # of its 512 rows), on both.
+    for name in ("source_st", "cyclegan_st"):
+        st = seg.variants[name].self_training
+        assert (st.ema_decay, st.rare_class_min_crop_ratio, st.crop_max_class_share) == (
+            0.999,
+            0.5,
+            0.75,
+        )
+        rows = (st.pseudo_label_ignore_top * 512, st.pseudo_label_ignore_bottom * 512)
+        assert rows == (15, 120)
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("cyclegan: {crop: [400, 401]}\n")
