@@ -11,8 +11,8 @@ them; then `python -m pipeline.cli.ablation report` reads every experiment's met
 report stage shows beside each variant and uses to mark differences smaller than it.
 
 The queue runs each experiment in a fresh copy of the repository, where the uncached outputs
-(the persisted checkpoint folders) are absent, so DVC retrains all four segmentation variants,
-not only `cyclegan`: about 10 minutes per experiment on the 2-core demo machine. The other
+(the persisted checkpoint folders) are absent, so DVC retrains every segmentation variant of
+train_seg.variants, not only `cyclegan`: about as long as the demo per experiment. The other
 variants come out identical (same data, same seeds), which the page's source_only column shows.
 Running `dvc exp run -S ...` one at a time in the workspace instead reruns only the CycleGAN branch.
 """

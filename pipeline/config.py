@@ -38,6 +38,8 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.data.labels import CLASS_NAMES
+
 PARAMS_FILE = Path("params.yaml")
 
 
@@ -390,6 +392,42 @@ class MaskingSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeatureDistanceSpec:
+    """DAFormer's ImageNet feature distance (Hoyer et al., CVPR 2022, dacs.py `calc_feat_dist`):
+    on source frames, the student's deepest encoder features are pulled towards those of a
+    frozen copy of the ImageNet encoder it started from, on the feature pixels whose label patch
+    is at least `min_class_share` one of `classes`, so that what ImageNet knows of things is not
+    overwritten by the synthetic frames. Needs train_seg.encoder_weights."""
+
+    # Weight of the mean L2 distance beside the source loss (DAFormer's lambda: 0.005).
+    weight: float
+    # The classes it applies to; DAFormer's "thing" classes (dacs_a999_fdthings.py: train ids
+    # 6, 7, 11-18): traffic light, traffic sign, person, rider, car, truck, bus, train,
+    # motorcycle, bicycle.
+    classes: tuple[str, ...]
+    # A feature pixel takes the class that covers this share of its label patch or more, else
+    # none (DAFormer's scale_min_ratio: 0.75).
+    min_class_share: float
+
+    def validate(self, key: str) -> None:
+        _check(self.weight > 0, f"{key}.weight", self.weight, "a number > 0")
+        for i, name in enumerate(self.classes):
+            _check(
+                name in CLASS_NAMES,
+                f"{key}.classes[{i}]",
+                name,
+                f"one of the 19 classes: {', '.join(CLASS_NAMES)}",
+            )
+        _check(bool(self.classes), f"{key}.classes", list(self.classes), "at least one class")
+        _check(
+            0 < self.min_class_share <= 1,
+            f"{key}.min_class_share",
+            self.min_class_share,
+            "a number in (0, 1]",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class WarmStartSpec:
     """Start the student (and its teacher) from another variant's trained net, as DAFormer starts
     from a pretrained one, on DAFormer's schedule. The schedule is the variant's own, in place of
@@ -445,6 +483,8 @@ class SelfTrainingSpec:
     pseudo_label_ignore_bottom: float
     # MIC's masked image consistency on top of DACS; absent = plain DACS.
     mic: MaskingSpec | None = None
+    # DAFormer's ImageNet feature distance on source frames; absent = none (DACS).
+    feature_distance: FeatureDistanceSpec | None = None
 
     def validate(self, key: str) -> None:
         _check(0 <= self.ema_decay < 1, f"{key}.ema_decay", self.ema_decay, "a number in [0, 1)")
@@ -483,6 +523,8 @@ class SelfTrainingSpec:
         )
         if self.mic is not None:
             self.mic.validate(f"{key}.mic")
+        if self.feature_distance is not None:
+            self.feature_distance.validate(f"{key}.feature_distance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -662,6 +704,15 @@ class TrainSegConfig:
                 spec.warm_start.init_from,
                 f"a variant not warm-started from this one "
                 f"(cycle {' -> '.join(chain)} -> {source})",
+            )
+        distance = spec.self_training.feature_distance if spec.self_training is not None else None
+        if distance is not None:
+            _check(
+                self.encoder_weights is not None,
+                f"{key}.self_training.feature_distance",
+                dataclasses.asdict(distance),
+                "absent while train_seg.encoder_weights is null (the distance anchors the "
+                "student to the features of the pretrained encoder it starts from)",
             )
         mic = spec.self_training.mic if spec.self_training is not None else None
         if mic is not None:
@@ -1041,13 +1092,10 @@ def resolve_profiles(
         raise ConfigError(f"{applied}{with_overrides} applied over {params}: {err}") from err
     arguments = []
     for key, value in changes.items():
-        # JSON is YAML, the syntax DVC parses -S values with, and has no spaces; a string is
-        # quoted only where xargs would split it.
-        text = (
-            shlex.quote(value)
-            if isinstance(value, str)
-            else json.dumps(value, separators=(",", ":"))
-        )
+        # JSON is YAML, the syntax DVC parses -S values with; a value is quoted only where
+        # xargs would split it (a string, a list of class names with spaces).
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        text = shlex.quote(text) if isinstance(value, str) or " " in text else text
         add = "" if _has_key(raw, key) else "+"  # DVC's (Hydra's) syntax for a new key
         arguments.append(f"-S {add}{key}={text}")
     return resolved, arguments

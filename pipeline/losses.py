@@ -93,6 +93,28 @@ def robust_entropy(logits: Tensor, ita: float, valid: Tensor | None = None) -> T
     return (robust * valid).sum() / valid.sum().clamp(min=1)
 
 
+def label_patches(labels: Tensor, factor: int, min_share: float, num_classes: int) -> Tensor:
+    """(B, H, W) train ids (IGNORE_INDEX for none) -> (B, H // factor, W // factor): each
+    factor x factor patch's most frequent label (ignore counting as one), or IGNORE_INDEX where
+    that covers less than `min_share` of the patch, as DAFormer's `downscale_label_ratio`."""
+    one_hot = F.one_hot(
+        torch.where(labels == IGNORE_INDEX, num_classes, labels), num_classes + 1
+    )  # (B, H, W, C + 1), ignore as the last class
+    shares = F.avg_pool2d(one_hot.permute(0, 3, 1, 2).float(), kernel_size=factor)
+    share, patch = shares.max(dim=1)  # (B, h, w)
+    patch[(patch == num_classes) | (share < min_share)] = IGNORE_INDEX
+    return patch
+
+
+def masked_feature_distance(features: Tensor, reference: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the `mask` (B, h, w) pixels of the L2 distance between (B, C, h, w) `features`
+    and `reference` across channels (DAFormer's `masked_feat_dist`). With no pixel in the mask
+    DAFormer's mean is NaN and its gradient zero; here it is 0, with the same zero gradient."""
+    distance = torch.linalg.vector_norm(features.float() - reference.float(), dim=1)  # (B, h, w)
+    picked = distance[mask]
+    return picked.mean() if picked.numel() else distance.sum() * 0.0
+
+
 def patch_nce(
     queries: Sequence[torch.Tensor], keys: Sequence[torch.Tensor], temperature: float
 ) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shlex
 import typing
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pipeline.config import (
     random_init_warning,
     run_settings,
 )
+from pipeline.data.labels import CLASS_NAMES
 from tests.conftest import REPO_ROOT, TEST_PARAMS
 
 
@@ -158,6 +160,7 @@ def test_params_yaml_is_the_one_source_of_defaults() -> None:
         ("VariantSpec", "self_training"),
         ("VariantSpec", "warm_start"),
         ("SelfTrainingSpec", "mic"),
+        ("SelfTrainingSpec", "feature_distance"),
     }
     for cls in _sections(Params):
         for spec in dataclasses.fields(cls):
@@ -206,7 +209,12 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     with_methods = parse_params(apply_profile(shipped, yaml.safe_load(methods.read_text())))
     assert with_methods.train_seg.variants["cyclegan_mic"].step == "mic"
     assert with_methods.train_seg.schedule("cyclegan_st_warm") == (0.0375, 10.0)
-    assert all(" " not in argument.removeprefix("-S ") for argument in arguments)  # for xargs
+    # One argument each for xargs: spaces only inside quotes (the thing classes' names).
+    assert all(len(shlex.split(argument.removeprefix("-S "))) == 1 for argument in arguments)
+    assert (
+        "-S +train_seg.variants.source_st.self_training.feature_distance.classes='"
+        '["traffic light","traffic sign","person"' in " ".join(arguments)
+    )
     changes = yaml.safe_load(profile.read_text())
     params = yaml.safe_load(TEST_PARAMS.read_text())
     merged = parse_params(apply_profile(params, changes))
@@ -219,8 +227,8 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     assert (seg.warmup * seg.iters, seg.head_lr_mult) == (1500, 10.0)
     assert seg.encoder_weights is not None
     assert seg.no_weight_decay == ("norm", "pos_block") and seg.scale == (1.0, 1.0)
-    # Its self-training variants: DAFormer's alpha, crop rules and pseudo-label crop (15 and 120
-    # of its 512 rows), on both.
+    # Its self-training variants: DAFormer's alpha, crop rules, pseudo-label crop (15 and 120
+    # of its 512 rows) and feature distance on its thing classes' train ids, on both.
     for name in ("source_st", "cyclegan_st"):
         st = seg.variants[name].self_training
         assert (st.ema_decay, st.rare_class_min_crop_ratio, st.crop_max_class_share) == (
@@ -230,6 +238,13 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
         )
         rows = (st.pseudo_label_ignore_top * 512, st.pseudo_label_ignore_bottom * 512)
         assert rows == (15, 120)
+        distance = st.feature_distance
+        ids = [CLASS_NAMES.index(name) for name in distance.classes]
+        assert (distance.weight, distance.min_class_share, ids) == (
+            0.005,
+            0.75,
+            [6, 7, 11, 12, 13, 14, 15, 16, 17, 18],
+        )
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("cyclegan: {crop: [400, 401]}\n")
@@ -363,6 +378,62 @@ def test_bad_mic_and_warm_start_settings_name_key_value_and_allowed(raw, key, va
     assert key in message and allowed in message
     if "allowed keys" not in allowed:
         assert repr(value) in message
+
+
+THINGS = [
+    "traffic light",
+    "traffic sign",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+]
+
+
+def _with_feature_distance(raw: dict, weights: str | None = "weights/mit_b0.pth") -> dict:
+    data = _set(raw, "train_seg.encoder_weights", weights)
+    distance = {"weight": 0.005, "classes": THINGS, "min_class_share": 0.75}
+    return _set(data, "train_seg.variants.cyclegan_st.self_training.feature_distance", distance)
+
+
+FD = "train_seg.variants.cyclegan_st.self_training.feature_distance"
+
+
+def test_the_feature_distance_block_parses_as_daformer_sets_it(raw):
+    spec = parse_params(_with_feature_distance(raw)).train_seg.variants["cyclegan_st"]
+    distance = spec.self_training.feature_distance
+    assert (distance.weight, distance.min_class_share) == (0.005, 0.75)
+    assert distance.classes == tuple(THINGS)
+    plain = parse_params(raw).train_seg.variants["cyclegan_st"].self_training
+    assert plain.feature_distance is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        (f"{FD}.weight", 0.0, "a number > 0"),
+        (f"{FD}.classes", [], "at least one class"),
+        (f"{FD}.classes", ["car", "lorry"], "one of the 19 classes: road, sidewalk"),
+        (f"{FD}.min_class_share", 0.0, "a number in (0, 1]"),
+        (f"{FD}.min_class_share", 1.5, "a number in (0, 1]"),
+    ],
+)
+def test_bad_feature_distance_settings_are_named(raw, key, value, allowed):
+    with pytest.raises(ConfigError) as err:
+        parse_params(_set(_with_feature_distance(raw), key, value))
+    message = str(err.value)
+    named = f"{key}[1]" if value == ["car", "lorry"] else key
+    assert named in message and allowed in message
+
+
+def test_the_feature_distance_needs_the_encoder_weights_it_anchors_to(raw):
+    with pytest.raises(ConfigError) as err:
+        parse_params(_with_feature_distance(raw, weights=None))
+    assert FD in str(err.value) and "train_seg.encoder_weights is null" in str(err.value)
 
 
 def test_a_warm_start_cycle_is_refused(raw):

@@ -244,10 +244,14 @@ class Student:
     def __call__(self, images: Tensor, net: nn.Module | None = None) -> Tensor:
         """(B, 3, h, w) images in [0, 1] -> (B, C, h, w) float32 logits of the student (or of
         `net`, e.g. its teacher, run the same way)."""
+        return self.run(images, self.net if net is None else net).float()  # (B, C, h, w)
+
+    def run(self, images: Tensor, module: nn.Module) -> Any:
+        """What `module` (the net, a teacher, an encoder) returns for (B, 3, h, w) images in
+        [0, 1], normalised and in the student's precision and memory format."""
         x = normalize(images).contiguous(memory_format=self.memory_format)
         with runtime.autocast(self.precision, self.device):
-            logits = (self.net if net is None else net)(x)  # (B, C, h, w)
-        return logits.float()
+            return module(x)
 
 
 class SegmentationStep(Protocol):

@@ -32,12 +32,13 @@ import torch
 from kornia.filters import gaussian_blur2d
 from torch import Tensor, nn
 
-from pipeline.config import SelfTrainingSpec, TrainSegConfig
+from pipeline.config import FeatureDistanceSpec, SelfTrainingSpec, TrainSegConfig
 from pipeline.data.augment import PairedAugment
-from pipeline.data.labels import IGNORE_INDEX
+from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.split import PreparedSplit
 from pipeline.data.tensors import IMAGENET_MEAN, to_unit_float
-from pipeline.losses import SegmentationLoss
+from pipeline.losses import SegmentationLoss, label_patches, masked_feature_distance
+from pipeline.models.segmentation import load_encoder_weights
 from pipeline.train.run import Stateful
 
 if TYPE_CHECKING:  # the loop module imports this one for its step factory
@@ -259,6 +260,58 @@ class StrongAugment:
         return images
 
 
+def deepest_features(encoder_output: Any) -> Tensor:
+    """The last (deepest) feature map of what an smp encoder returns: a list of maps, or for timm
+    ViT encoders (DPT) the pair (maps, class tokens)."""
+    if isinstance(encoder_output, tuple) and isinstance(encoder_output[0], list):
+        encoder_output = encoder_output[0]
+    return encoder_output[-1]
+
+
+class FeatureDistance:
+    """DAFormer's ImageNet feature distance (`FeatureDistanceSpec`): the student's deepest
+    encoder features of the source batch, taken from the forward pass that computes its source
+    loss, against those of a frozen, eval-mode copy of the encoder as the weights file holds it,
+    on the feature pixels whose label patch is one of the chosen classes (`calc_feat_dist`)."""
+
+    def __init__(self, student: Student, config: TrainSegConfig, spec: FeatureDistanceSpec) -> None:
+        if config.encoder_weights is None:
+            raise ValueError("the feature distance needs train_seg.encoder_weights")
+        self.student, self.spec = student, spec
+        imagenet = copy.deepcopy(student.model)
+        # From the weights file, not the student: a warm-started or resumed student no longer
+        # holds the ImageNet encoder the distance anchors to.
+        load_encoder_weights(imagenet, config.encoder_weights, config.encoder)
+        self.encoder = imagenet.encoder.requires_grad_(False).eval()
+        self.classes = torch.tensor(
+            [CLASS_NAMES.index(name) for name in spec.classes], device=student.device
+        )
+
+    def logits_and_distance(self, source: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The student's (B, C, h, w) logits of `source` (B, 3, h, w) and the mean feature
+        distance on its `labels` (B, h, w), both differentiable through the same forward."""
+        kept: list[Tensor] = []
+        hook = self.student.model.encoder.register_forward_hook(
+            lambda module, inputs, output: kept.append(deepest_features(output))
+        )
+        try:
+            logits = self.student(source)
+        finally:
+            hook.remove()
+        features = kept[-1]  # (B, F, h / s, w / s)
+        with torch.no_grad():
+            reference = deepest_features(self.student.run(source, self.encoder))
+        factor = labels.shape[-1] // features.shape[-1]
+        patches = label_patches(labels, factor, self.spec.min_class_share, NUM_CLASSES)
+        if patches.shape[-2:] != features.shape[-2:]:
+            raise ValueError(
+                f"the feature distance needs the encoder's deepest features at 1/{factor} of "
+                f"the {tuple(labels.shape[-2:])} crop, got {tuple(features.shape[-2:])}"
+            )
+        mask = torch.isin(patches, self.classes)  # (B, h / s, w / s)
+        return logits, masked_feature_distance(features, reference, mask)
+
+
 class DACSStep:
     """One DACS step with rare-class sampling: a labelled source batch and a ClassMix batch."""
 
@@ -285,6 +338,8 @@ class DACSStep:
         # of each per GPU), so a step costs about what a plain variant's step does, plus the
         # teacher.
         self.pairs = max(1, config.batch // 2)
+        distance = spec.feature_distance
+        self.distance = FeatureDistance(student, config, distance) if distance else None
 
     def state(self) -> dict[str, Stateful]:
         return {"teacher": self.teacher}
@@ -310,11 +365,18 @@ class DACSStep:
         )
         mixed = self.strong(mixed)
 
-        loss = self.loss(self.student(source), source_labels)
-        loss.backward()  # before the mixed forward: one graph in memory at a time
+        values: dict[str, Tensor] = {}
+        if self.distance is None:
+            loss = self.loss(self.student(source), source_labels)
+            loss.backward()  # before the mixed forward: one graph in memory at a time
+        else:
+            logits, distance = self.distance.logits_and_distance(source, source_labels)
+            loss = self.loss(logits, source_labels)
+            (loss + self.distance.spec.weight * distance).backward()
+            values["loss_feature_distance"] = distance
         loss_mix = self.loss(self.student(mixed), mixed_labels, mixed_weights)
         loss_mix.backward()
-        values = {"loss": loss, "loss_mix": loss_mix, "pseudo_weight": pseudo_share}
+        values = {"loss": loss, "loss_mix": loss_mix, "pseudo_weight": pseudo_share, **values}
         return values, (real, pseudo, pseudo_weight)
 
     def pseudo_labelled_target(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:

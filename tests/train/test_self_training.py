@@ -15,12 +15,20 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import MaskingSpec, SelfTrainingSpec, VariantSpec, WarmStartSpec
+from pipeline.config import (
+    FeatureDistanceSpec,
+    MaskingSpec,
+    SelfTrainingSpec,
+    VariantSpec,
+    WarmStartSpec,
+)
 from pipeline.data.augment import PairedAugment
 from pipeline.data.demo import render_frame
-from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
+from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.split import PreparedSplit
-from pipeline.data.tensors import normalize
+from pipeline.data.tensors import normalize, to_unit_float
+from pipeline.losses import label_patches, masked_feature_distance
+from pipeline.models.segmentation import build_segmentation_model
 from pipeline.tracking import NullTracker
 from pipeline.train.run import Interrupted
 from pipeline.train.segmentation import (
@@ -30,6 +38,7 @@ from pipeline.train.segmentation import (
     train_segmentation,
 )
 from pipeline.train.self_training import (
+    FeatureDistance,
     RareClassSampler,
     SourceCrops,
     StrongAugment,
@@ -394,3 +403,89 @@ def test_a_warm_start_initialises_student_and_teacher(tmp_path, splits) -> None:
     for net in (setup.student.model, step.teacher):
         state = net.state_dict()
         assert all(torch.equal(state[name], value) for name, value in source.items())
+
+
+def test_label_patches_take_the_class_covering_the_share_as_downscale_label_ratio() -> None:
+    # 2 x 2 patches of a 4 x 4 frame: 4/4 road, 3/4 car, 2/4 car (below 0.75), 3/4 ignore.
+    labels = torch.tensor(
+        [[[0, 0, 13, 13], [0, 0, 13, 2], [13, 13, I, I], [5, 2, I, 13]]], dtype=torch.long
+    )
+    assert label_patches(labels, 2, 0.75, NUM_CLASSES).tolist() == [[[0, 13], [I, I]]]
+    assert label_patches(labels, 2, 0.5, NUM_CLASSES).tolist() == [[[0, 13], [13, I]]]
+
+
+def test_the_masked_feature_distance_is_the_mean_l2_over_the_mask_and_zero_without_pixels():
+    features = torch.zeros(1, 2, 1, 2, requires_grad=True)
+    reference = torch.tensor([[[[3.0, 1.0]], [[4.0, 0.0]]]])  # distances 5 and 1
+    mask = torch.tensor([[[True, True]]])
+    assert masked_feature_distance(features, reference, mask).item() == 3.0
+    assert masked_feature_distance(features, reference, ~mask).item() == 0.0
+    masked_feature_distance(features, reference, ~mask).backward()
+    assert torch.equal(features.grad, torch.zeros_like(features))
+
+
+@pytest.fixture(scope="module")
+def mit_weights(tmp_path_factory) -> Path:
+    """An encoder weights file, as a team saves its ImageNet MiT once (random here)."""
+    torch.manual_seed(7)
+    path = tmp_path_factory.mktemp("weights") / "mit_b0.pth"
+    torch.save(build_segmentation_model("Segformer", "mit_b0").encoder.state_dict(), path)
+    return path
+
+
+def fd_config(weights: Path, **overrides):
+    distance = FeatureDistanceSpec(weight=0.005, classes=CLASS_NAMES, min_class_share=0.5)
+    spec = st_spec(confidence=0.5, feature_distance=distance)
+    return tiny_config(
+        arch="Segformer",
+        encoder="mit_b0",
+        encoder_weights=str(weights),
+        variants={"fd_st": VariantSpec(images="sim", labels="sim", self_training=spec)},
+        **overrides,
+    )
+
+
+def test_the_feature_distance_anchors_to_the_weights_file_not_the_student(
+    tmp_path, splits, mit_weights
+) -> None:
+    sim = splits["sim"]
+    config = fd_config(mit_weights)
+    setup = start_run(config, "fd_st", tmp_path, NullTracker())
+    student = setup.student
+    # A warm-started (or resumed) student no longer holds the file's encoder.
+    with torch.no_grad():
+        for param in student.model.encoder.parameters():
+            param.add_(0.01)
+    spec = config.variants["fd_st"].self_training.feature_distance
+    distance = FeatureDistance(student, config, spec)
+    file_state = torch.load(mit_weights, weights_only=True)
+    assert all(torch.equal(v, file_state[k]) for k, v in distance.encoder.state_dict().items())
+    assert not any(p.requires_grad for p in distance.encoder.parameters())
+
+    images = to_unit_float(torch.from_numpy(np.array(sim.images[:2])))
+    labels = torch.from_numpy(np.array(sim.labels[:2])).long()
+    student.model.eval()  # no stochastic depth: the same net gives the same features
+    logits, moved = distance.logits_and_distance(images, labels)
+    assert logits.shape == (2, NUM_CLASSES, *SIZE) and moved.item() > 0
+    moved.backward()
+    decoder_grads = [p.grad for p in student.model.decoder.parameters()]
+    assert all(g is None or not g.any() for g in decoder_grads)
+    assert any(p.grad is not None and p.grad.any() for p in student.model.encoder.parameters())
+    # The hook that took the features is gone with the call.
+    assert not student.model.encoder._forward_hooks
+
+    student.model.encoder.load_state_dict(file_state)
+    _, same = distance.logits_and_distance(images, labels)
+    assert same.item() == 0.0
+
+
+def test_self_training_with_the_feature_distance_learns_and_logs_it(
+    tmp_path, splits, mit_weights
+) -> None:
+    sim, real = splits["sim"], splits["real"]
+    config = fd_config(mit_weights, iters=2, crop=(64, 64))
+    summary = train_segmentation(
+        config, "fd_st", sim, sim, None, tmp_path / "fd", NullTracker(), target=real
+    )
+    assert summary["steps"] == 2 and math.isfinite(summary["loss_feature_distance"])
+    assert "loss_feature_distance" in (tmp_path / "fd" / "curve.csv").read_text().splitlines()[0]
