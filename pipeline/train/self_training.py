@@ -63,8 +63,8 @@ BLUR_SIGMA = (0.15, 1.15)
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step: int) -> None:
     """teacher <- a * teacher + (1 - a) * student over the parameters, a = min(1 - 1/(step + 1),
-    decay): the teacher copies the student at step 0 and averages over longer spans later, as in
-    DAFormer. Buffers (batch-norm statistics) stay the teacher's own."""
+    decay), as DAFormer's `_update_ema(step)`: step 0 copies the student, later steps average
+    over longer spans. Buffers (batch-norm statistics) stay the teacher's own."""
     weight = min(1.0 - 1.0 / (step + 1), decay)
     for mean, current in zip(teacher.parameters(), student.parameters(), strict=True):
         mean.lerp_(current.detach(), 1.0 - weight)
@@ -400,7 +400,9 @@ class DACSStep:
         return real, pseudo, weight, share
 
     def after_update(self, step: int) -> None:
-        ema_update(self.teacher, self.student.model, self.spec.ema_decay, step)
+        # DAFormer copies the student at iteration 0 and runs _update_ema(i) at the start of
+        # iteration i > 0, after i updates: after update `step` (0-based) that is step + 1.
+        ema_update(self.teacher, self.student.model, self.spec.ema_decay, step + 1)
 
 
 def block_mask(

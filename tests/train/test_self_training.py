@@ -389,6 +389,25 @@ def test_mic_learns_and_resumes_bit_for_bit(tmp_path, splits) -> None:
     assert "loss_masked" in (out / "curve.csv").read_text().splitlines()[0]
 
 
+def test_the_teacher_after_the_first_update_is_daformers_half_and_half(tmp_path, splits) -> None:
+    # DAFormer's _update_ema(1) at the start of iteration 1: 0.5 * initial + 0.5 * student.
+    sim, real = splits["sim"], splits["real"]
+    config = tiny_config()
+    setup = start_run(config, "source_st", tmp_path, NullTracker())
+    step = build_step(
+        "dacs", setup.student, config, "source_st", TrainingSplits(sim, sim, None, real)
+    )
+    initial = [p.detach().clone() for p in step.teacher.parameters()]
+    with torch.no_grad():
+        for p in setup.student.model.parameters():
+            p.add_(1.0)
+    step.after_update(0)
+    for mean, start, now in zip(
+        step.teacher.parameters(), initial, setup.student.model.parameters()
+    ):
+        torch.testing.assert_close(mean, 0.5 * start + 0.5 * now)
+
+
 def test_a_warm_start_initialises_student_and_teacher(tmp_path, splits) -> None:
     sim, real = splits["sim"], splits["real"]
     config = tiny_config(iters=2)
