@@ -37,8 +37,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from cityscapesscripts.helpers.labels import trainId2label
 
-from pipeline.data.labels import CLASS_NAMES
+# The 19 train classes by name, for the settings that name classes. The data layer's label
+# table (pipeline.data.labels) sits above config, so the names come from the same library table.
+TRAIN_CLASS_NAMES = tuple(trainId2label[train_id].name for train_id in range(19))
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -413,10 +416,10 @@ class FeatureDistanceSpec:
         _check(self.weight > 0, f"{key}.weight", self.weight, "a number > 0")
         for i, name in enumerate(self.classes):
             _check(
-                name in CLASS_NAMES,
+                name in TRAIN_CLASS_NAMES,
                 f"{key}.classes[{i}]",
                 name,
-                f"one of the 19 classes: {', '.join(CLASS_NAMES)}",
+                f"one of the 19 classes: {', '.join(TRAIN_CLASS_NAMES)}",
             )
         _check(bool(self.classes), f"{key}.classes", list(self.classes), "at least one class")
         _check(

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from pipeline.config import (
+    TRAIN_CLASS_NAMES,
     ConfigError,
     Params,
     apply_profile,
@@ -428,6 +429,10 @@ def test_bad_feature_distance_settings_are_named(raw, key, value, allowed):
     message = str(err.value)
     named = f"{key}[1]" if value == ["car", "lorry"] else key
     assert named in message and allowed in message
+
+
+def test_settings_name_classes_as_the_data_layer_does():
+    assert TRAIN_CLASS_NAMES == CLASS_NAMES
 
 
 def test_the_feature_distance_needs_the_encoder_weights_it_anchors_to(raw):
