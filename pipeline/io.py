@@ -181,6 +181,30 @@ def read_label_ids(path: str | Path) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def read_id_map(path: str | Path) -> np.ndarray:
+    """Decode a single-channel id map, 8-bit (grey or palette indices) or 16-bit grey, to
+    (H, W) uint8 or uint16."""
+    path = Path(path)
+    image = _open(path)
+    if image.mode in ("P", "L"):
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        ids = np.asarray(image)
+        if ids.min() < 0 or ids.max() >= 2**16:
+            raise ImageReadError(f"{path}: ids outside 0-65535")
+        return ids.astype(np.uint16)
+    raise ImageReadError(
+        f"{path}: label image has mode {image.mode}; the label map's encoding 'ids' expects a "
+        f"single-channel id map (grey or palette; 'red' or 'color' read RGB labels)"
+    )
+
+
+def read_rgb_codes(path: str | Path) -> np.ndarray:
+    """Decode a colour label map to (H, W) uint32 codes R << 16 | G << 8 | B."""
+    rgb = read_rgb(path).astype(np.uint32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
 def read_first_channel_16bit(path: str | Path) -> np.ndarray:
     """Decode the first channel of a PNG at its full bit depth: (H, W) uint16 (or uint8).
 

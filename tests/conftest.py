@@ -100,6 +100,8 @@ def tiny_workspace(root: Path, spec: DemoSpec, overrides: dict) -> Path:
         target=DatasetSpec("cityscapes", str(root / "demo" / "cityscapes")),
         size=spec.size,
         max_skipped=0,
+        max_unknown_share=0.0,
+        val_label_size=None,
     )
     prepare_all(data, 1, root / "data" / "prepared", root / "data.json")
     params = yaml.safe_load(TEST_PARAMS.read_text())
@@ -119,6 +121,7 @@ REPO_FILES = (
     "pipeline",
     "stages",
     "profiles",
+    "label_maps",
     "dvc.yaml",
     "pyproject.toml",
     "README.md",

@@ -213,6 +213,8 @@ def test_bad_inputs_are_counted_or_named(tmp_path):
         DatasetSpec("cityscapes", str(city)),
         (16, 32),
         max_skipped=20,
+        max_unknown_share=0.0,
+        val_label_size=None,
     )
     prepare_all(config, 2, tmp_path / "prepared", tmp_path / "data.json")
     report = json.loads((tmp_path / "data.json").read_text())
@@ -237,7 +239,12 @@ def test_bad_inputs_are_counted_or_named(tmp_path):
     with pytest.raises(ValueError, match=str(empty)):
         prepare_all(
             DataConfig(
-                DatasetSpec("gta5", str(empty)), DatasetSpec("cityscapes", str(city)), (16, 32), 0
+                DatasetSpec("gta5", str(empty)),
+                DatasetSpec("cityscapes", str(city)),
+                (16, 32),
+                0,
+                0.0,
+                None,
             ),
             1,
             tmp_path / "p2",

@@ -161,6 +161,8 @@ def _identity(work, roots: str) -> None:
         DatasetSpec("cityscapes", str(work / roots / "cityscapes")),
         (16, 32),
         0,
+        0.0,
+        None,
     )
     hashers = {split: SplitHasher() for split in ("sim", "real_train", "real_val")}
     for split, hasher in hashers.items():

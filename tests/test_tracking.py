@@ -118,7 +118,12 @@ def test_experiment_is_for_model_training_and_keeps_artifacts_beside_the_store(
 
 def _prepared_dataset(root: Path) -> Path:
     data = DataConfig(
-        DatasetSpec("gta5", "/data/x/gta5"), DatasetSpec("cityscapes", "/data/x/cs"), (8, 16), 0
+        DatasetSpec("gta5", "/data/x/gta5"),
+        DatasetSpec("cityscapes", "/data/x/cs"),
+        (8, 16),
+        0,
+        0.0,
+        None,
     )
     hashers = {}
     for split in ("sim", "real_train", "real_val"):

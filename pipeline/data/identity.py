@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import DataConfig
+from pipeline.data.label_map import resolve_label_map
 from pipeline.io import read_json, write_json
 
 IDENTITY_FILE = "dataset.json"
@@ -122,10 +123,18 @@ def build_identity(data: DataConfig, splits: Mapping[str, SplitHasher]) -> Datas
     digest = hashlib.sha256()
     for name in sorted(summary):
         digest.update(f"{name}\0{summary[name]['sha256']}\n".encode())
+    sides = {"source": dataclasses.asdict(data.source), "target": dataclasses.asdict(data.target)}
+    for side, spec in sides.items():
+        # A label map decides what the label files mean, so its bytes are content too; without
+        # one (the kind's own table, fixed by the code) the digest is the frames' alone.
+        if spec["label_map"] is not None:
+            path = resolve_label_map(spec["label_map"], f"data.{side}.label_map")
+            spec["label_map_sha256"] = file_sha256(path)
+            digest.update(f"label_map.{side}\0{spec['label_map_sha256']}\n".encode())
     return DatasetIdentity(
         name=dataset_name(data.source.root, data.target.root),
-        source=dataclasses.asdict(data.source),
-        target=dataclasses.asdict(data.target),
+        source=sides["source"],
+        target=sides["target"],
         size=tuple(data.size),
         splits=summary,
         digest=digest.hexdigest(),

@@ -81,7 +81,7 @@ def index_flat_pairs(
 
     names = sorted(images)
     if list_file is not None:
-        names = _read_list(root, images_path, Path(list_file), images, skipped, what)
+        names = read_list(root, images_path, Path(list_file), images, skipped, what)
 
     samples = []
     for name in names:
@@ -98,14 +98,17 @@ def index_flat_pairs(
     return DatasetIndex(samples=samples, skipped=skipped)
 
 
-def _read_list(
+def read_list(
     root: Path,
     image_dir: Path,
     list_file: Path,
     images: dict[str, Path],
     skipped: list[Skipped],
     what: str,
+    posix: bool = False,
 ) -> list[str]:
+    """The names a list file keeps, in its order; listed names without an image are skipped.
+    With `posix`, names keep their sub-folders (`SUB/STEM`, the folder layout's names)."""
     if not list_file.is_absolute():
         list_file = root / list_file
     if not list_file.is_file():
@@ -118,6 +121,10 @@ def _read_list(
         # Entries may be bare names, file names or paths under the image folder; all stay in root.
         path = inside_root(image_dir, entry, f"{list_file}:{line_no}")
         name = Path(entry).stem
+        if posix:
+            name = Path(entry).as_posix()
+            if Path(entry).suffix.lower() in (*IMAGE_SUFFIXES, ".webp"):
+                name = Path(entry).with_suffix("").as_posix()
         if name not in images:
             skipped.append(Skipped(str(path), f"listed in {list_file.name} but not found"))
             continue

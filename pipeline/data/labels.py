@@ -71,6 +71,8 @@ class LabelIds:
     read: Callable[[Path], np.ndarray]  # label file -> (H, W) uint8 or uint16 ids
     to_train_id: np.ndarray  # (K,) uint8 lookup covering every value of the id dtype
     known: np.ndarray  # (K,) bool: ids in the dataset's label table
+    # Ids are packed R << 16 | G << 8 | B colours (a label map of encoding "color").
+    color: bool = False
 
     def train_ids(self, ids: np.ndarray) -> np.ndarray:
         """(H, W) ids -> (H, W) uint8 train ids, 255 for ignored and unknown ids."""
@@ -81,6 +83,12 @@ class LabelIds:
         pixels carry it; empty when every id is in the table."""
         values, pixels = np.unique(ids[~self.known[ids]], return_counts=True)
         return dict(zip(values.tolist(), pixels.tolist()))
+
+    def describe(self, value: int) -> str:
+        """An id as its label file holds it: the number, or "R,G,B" for a colour."""
+        if not self.color:
+            return str(value)
+        return f"{value >> 16},{(value >> 8) & 255},{value & 255}"
 
 
 def _known_mask(ids: frozenset[int], size: int) -> np.ndarray:

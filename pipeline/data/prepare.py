@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.config import DataConfig
+from pipeline.config import DataConfig, DatasetSpec
 from pipeline.data.identity import SplitHasher, build_identity, file_sha256, write_identity
 from pipeline.data.index import DatasetError, DatasetIndex, Sample, Skipped
+from pipeline.data.label_map import label_ids_for
 from pipeline.data.labels import CITYSCAPES_LABEL_IDS, CLASS_NAMES, LabelIds
 from pipeline.data.split import SplitWriter
-from pipeline.data.synthia import SYNTHIA_LABEL_IDS
 from pipeline.io import ImageReadError, read_rgb, resize_rgb, write_json
 from pipeline.runtime import progress
 
@@ -33,12 +33,9 @@ BLANK_RANGE = 2
 # A label with ids outside its table lists this many of them in the skip reason.
 SHOWN_UNKNOWN_IDS = 5
 
-# How each dataset kind (data.source.kind / data.target.kind) encodes its label files.
-LABEL_IDS: dict[str, LabelIds] = {
-    "gta5": CITYSCAPES_LABEL_IDS,
-    "cityscapes": CITYSCAPES_LABEL_IDS,
-    "synthia": SYNTHIA_LABEL_IDS,
-}
+# Label tables of the splits being prepared, by split; set before the worker processes fork,
+# so a table (16M entries for a colour map) is not sent with every job.
+_LABEL_IDS: dict[str, LabelIds] = {}
 
 
 def default_signal_handlers() -> None:
@@ -60,13 +57,16 @@ class Decoded:
     label_native: np.ndarray | None  # (h, w) uint8 train ids, label file resolution
     skipped: Skipped | None
     file_digests: str = ""  # sha256 of the image file, then of the label file, for the identity
+    # Pixels of each id outside the label map (kept frames: below data.max_unknown_share).
+    unknown: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Job:
     size: tuple[int, int]
     keep_native: bool
-    kind: str  # key of LABEL_IDS; the table itself (64K entries for SYNTHIA) is not sent per job
+    split: str  # key of _LABEL_IDS
+    max_unknown_share: float
 
 
 def decode_sample(
@@ -74,11 +74,13 @@ def decode_sample(
     size: tuple[int, int],
     keep_native: bool = False,
     label_ids: LabelIds = CITYSCAPES_LABEL_IDS,
+    max_unknown_share: float = 0.0,
 ) -> Decoded:
     """Read one frame and its label, check them, resize to `size` (H, W). Defects -> skipped.
 
-    `label_ids` says how the label file encodes classes (see LABEL_IDS). A label holding an id
-    outside that table is a defect too: the file is not what the dataset kind says it is.
+    `label_ids` says how the label file encodes classes (pipeline.data.label_map). A label
+    whose ids outside that table cover more than `max_unknown_share` of it is a defect too: the
+    file is not what its label map says it is; below that share they become ignore.
     """
 
     def skip(reason: str, file: Path = sample.image) -> Decoded:
@@ -104,8 +106,12 @@ def decode_sample(
                 f"{ids.shape[1]}x{ids.shape[0]}"
             )
         unknown = label_ids.unknown_ids(ids)
-        if unknown:
-            return skip(_unknown_reason(unknown), sample.label)
+        if sum(unknown.values()) > max_unknown_share * ids.size:
+            reason = _unknown_reason(unknown, label_ids)
+            if max_unknown_share > 0:
+                share = sum(unknown.values()) / ids.size
+                reason += f" ({share:.1%} of the frame, above data.max_unknown_share)"
+            return skip(reason, sample.label)
         label_native = label_ids.train_ids(ids)
     height, width = size
     resized = resize_rgb(image, size)
@@ -121,20 +127,25 @@ def decode_sample(
         label_native if keep_native else None,
         None,
         file_digests,
+        unknown if sample.label is not None else {},
     )
 
 
-def _unknown_reason(unknown: dict[int, int]) -> str:
+def _unknown_reason(unknown: dict[int, int], label_ids: LabelIds) -> str:
     """E.g. 'label ids outside the label table: 200 (80 px), 250 (5 px)'."""
     items = list(unknown.items())
-    shown = ", ".join(f"{value} ({pixels} px)" for value, pixels in items[:SHOWN_UNKNOWN_IDS])
+    shown = ", ".join(
+        f"{label_ids.describe(value)} ({count} px)" for value, count in items[:SHOWN_UNKNOWN_IDS]
+    )
     more = len(items) - SHOWN_UNKNOWN_IDS
     return f"label ids outside the label table: {shown}" + (f" and {more} more" if more > 0 else "")
 
 
 def _decode_job(args: tuple[Sample, _Job]) -> Decoded:
     sample, job = args
-    return decode_sample(sample, job.size, job.keep_native, LABEL_IDS[job.kind])
+    return decode_sample(
+        sample, job.size, job.keep_native, _LABEL_IDS[job.split], job.max_unknown_share
+    )
 
 
 @dataclasses.dataclass
@@ -145,6 +156,8 @@ class SplitReport:
     class_pixels: list[int]  # per train id, at the working resolution
     has_labels: bool
     content: SplitHasher  # the kept frames' names and file hashes, for the dataset identity
+    # Pixels of each id outside the label map in the kept frames (data.max_unknown_share > 0).
+    unknown_ids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
         total = max(1, sum(self.class_pixels))
@@ -157,6 +170,7 @@ class SplitReport:
             "class_pixel_share": {
                 name: round(count / total, 6) for name, count in zip(CLASS_NAMES, self.class_pixels)
             },
+            **({"unknown_id_pixels": self.unknown_ids} if self.unknown_ids else {}),
         }
 
 
@@ -167,28 +181,42 @@ def prepare_split(
     workers: int,
     keep_native: bool = False,
     desc: str = "prepare",
-    kind: str = "cityscapes",
+    label_ids: LabelIds = CITYSCAPES_LABEL_IDS,
+    max_unknown_share: float = 0.0,
+    native_size: tuple[int, int] | None = None,
 ) -> SplitReport:
     """Decode `index` with `workers` processes into a prepared split folder at `out_dir`.
 
-    `kind` is the dataset kind, which decides how label files are read (LABEL_IDS).
+    `label_ids` says how label files encode classes (pipeline.data.label_map); with
+    `keep_native`, `native_size` (H, W) resizes the native labels to one size (nearest), for
+    sets whose frames differ in size.
     """
     samples = index.samples
     skipped = list(index.skipped)
     city_of = {sample.name: sample.city for sample in samples}
     content = SplitHasher()
-    jobs = [(sample, _Job(size, keep_native, kind)) for sample in samples]
+    unknown: dict[str, int] = {}
+    _LABEL_IDS[desc] = label_ids
+    jobs = [(sample, _Job(size, keep_native, desc, max_unknown_share)) for sample in samples]
     with SplitWriter(out_dir, len(samples), size) as writer:
         for decoded in _map(_decode_job, jobs, workers, desc):
             if decoded.skipped is not None:
                 skipped.append(decoded.skipped)
                 continue
+            for value, pixels in decoded.unknown.items():
+                key = label_ids.describe(value)
+                unknown[key] = unknown.get(key, 0) + pixels
             native = decoded.label_native
+            if native is not None and native_size is not None and native.shape != native_size:
+                resized = Image.fromarray(native).resize(native_size[::-1], Image.NEAREST)
+                native = np.asarray(resized, dtype=np.uint8)
             if native is not None and writer.native_shape not in (None, native.shape):
                 skipped.append(
                     Skipped(
                         decoded.name,
-                        f"label size {native.shape} differs from the split's {writer.native_shape}",
+                        f"label size {native.shape} differs from the split's "
+                        f"{writer.native_shape} (data.val_label_size scores every label at one "
+                        "size)",
                     )
                 )
                 continue
@@ -204,6 +232,7 @@ def prepare_split(
         class_pixels=writer.class_pixels.sum(axis=0).tolist(),
         has_labels=any(s.label is not None for s in samples),
         content=content,
+        unknown_ids=unknown,
     )
 
 
@@ -243,22 +272,50 @@ def write_data_report(path: str | Path, reports: dict[str, SplitReport], size: t
     )
 
 
-def prepare_all(data: DataConfig, workers: int, out_dir: str | Path, report_path: str | Path):
-    """Prepare sim, real_train and real_val; write the data report; enforce `data.max_skipped`."""
+def index_split(spec: DatasetSpec, split: str, require_labels: bool, what: str) -> DatasetIndex:
+    """Index one split of a dataset with the reader of its kind (`split`: a folder name)."""
     from pipeline.data.cityscapes import index_cityscapes
+    from pipeline.data.folder import index_folder
     from pipeline.data.gta5 import index_gta5
     from pipeline.data.synthia import index_synthia
 
-    source_reader = {"gta5": index_gta5, "synthia": index_synthia}[data.source.kind]
+    if spec.kind == "gta5":
+        return index_gta5(spec.root, spec.list_file)
+    if spec.kind == "synthia":
+        return index_synthia(spec.root, spec.list_file)
+    if spec.kind == "cityscapes":
+        return index_cityscapes(spec.root, split, require_labels=require_labels)
+    return index_folder(
+        spec.root,
+        spec.images,
+        spec.labels,
+        split,
+        spec.image_suffix or "",
+        spec.label_suffix or "",
+        require_labels=require_labels,
+        list_file=spec.list_file,
+        what=what,
+    )
+
+
+# Each prepared split: (its dataset side, which split folder, whether frames need labels).
+SPLITS = {
+    "sim": ("source", "train_split", True),
+    "real_train": ("target", "train_split", False),
+    "real_val": ("target", "val_split", True),
+}
+
+
+def prepare_all(data: DataConfig, workers: int, out_dir: str | Path, report_path: str | Path):
+    """Prepare sim, real_train and real_val; write the data report; enforce `data.max_skipped`."""
     out_dir = Path(out_dir)
-    indexes = {
-        "sim": source_reader(data.source.root, data.source.list_file),
-        "real_train": index_cityscapes(data.target.root, "train", require_labels=False),
-        "real_val": index_cityscapes(data.target.root, "val", require_labels=True),
-    }
-    kinds = {"sim": data.source.kind, "real_train": data.target.kind, "real_val": data.target.kind}
+    specs = {"source": data.source, "target": data.target}
     reports: dict[str, SplitReport] = {}
-    for split, index in indexes.items():
+    for split, (side, split_field, require_labels) in SPLITS.items():
+        spec = specs[side]
+        index = index_split(
+            spec, getattr(spec, split_field), require_labels, f"data.{side} ({spec.kind})"
+        )
         reports[split] = prepare_split(
             index,
             out_dir / split,
@@ -266,7 +323,9 @@ def prepare_all(data: DataConfig, workers: int, out_dir: str | Path, report_path
             workers,
             keep_native=split == "real_val",
             desc=split,
-            kind=kinds[split],
+            label_ids=label_ids_for(spec.kind, spec.label_map, f"data.{side}.label_map"),
+            max_unknown_share=data.max_unknown_share,
+            native_size=data.val_label_size,
         )
     write_data_report(report_path, reports, data.size)
     write_identity(out_dir, build_identity(data, {s: r.content for s, r in reports.items()}))

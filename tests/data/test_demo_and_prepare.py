@@ -92,6 +92,8 @@ def test_prepare_cache_matches_source_files(demo, tmp_path):
         target=DatasetSpec("cityscapes", str(demo / "cityscapes")),
         size=(32, 64),
         max_skipped=0,
+        max_unknown_share=0.0,
+        val_label_size=None,
     )
     prepare_all(data, workers=2, out_dir=tmp_path / "prepared", report_path=tmp_path / "data.json")
     sim = PreparedSplit.open(tmp_path / "prepared" / "sim", need_labels=True)
@@ -128,6 +130,8 @@ def test_prepare_stops_past_max_skipped_and_keeps_report(demo, tmp_path):
         target=DatasetSpec("cityscapes", str(demo / "cityscapes")),
         size=(32, 64),
         max_skipped=0,
+        max_unknown_share=0.0,
+        val_label_size=None,
     )
     with pytest.raises(DatasetError, match="max_skipped"):
         prepare_all(data, 1, tmp_path / "prepared", tmp_path / "data.json")
@@ -147,6 +151,6 @@ def test_prepare_draws_its_progress_bar_only_on_a_terminal(demo, tmp_path, monke
     log, terminal = io.StringIO(), _Terminal()
     for stderr in (log, terminal):
         monkeypatch.setattr(sys, "stderr", stderr)
-        prepare_split(index, tmp_path / "sim", (16, 32), workers=1, desc="sim", kind="gta5")
+        prepare_split(index, tmp_path / "sim", (16, 32), workers=1, desc="sim")
     assert log.getvalue() == ""
     assert "sim: 100%" in terminal.getvalue()

@@ -121,6 +121,8 @@ def test_a_label_with_ids_outside_the_table_skips_its_frame_and_is_listed(gta5_r
             DatasetSpec("cityscapes", str(city)),
             (12, 20),
             max_skipped,
+            0.0,
+            None,
         )
         prepare_all(data, 1, tmp_path / out, tmp_path / f"{out}.json")
         return json.loads((tmp_path / f"{out}.json").read_text())

@@ -183,6 +183,8 @@ def test_prepare_with_a_synthia_source(tmp_path):
         target=DatasetSpec("cityscapes", str(tmp_path / "demo" / "cityscapes")),
         size=(16, 32),
         max_skipped=0,
+        max_unknown_share=0.0,
+        val_label_size=None,
     )
     prepare_all(data, 1, tmp_path / "prepared", tmp_path / "data.json")
     sim = PreparedSplit.open(tmp_path / "prepared" / "sim", need_labels=True)
@@ -205,7 +207,9 @@ def test_prepare_split_reads_synthia_labels_with_workers(synthia_root, tmp_path)
         write_image(synthia_root / "RGB" / f"{i:07d}.png", image)
         write_png16(synthia_root / "GT" / "LABELS" / f"{i:07d}.png", _label(ids))
     index = index_synthia(synthia_root)
-    report = prepare_split(index, tmp_path / "sim", (12, 20), workers=2, kind="synthia")
+    report = prepare_split(
+        index, tmp_path / "sim", (12, 20), workers=2, label_ids=SYNTHIA_LABEL_IDS
+    )
     split = PreparedSplit.open(tmp_path / "sim", need_labels=True)
     assert report.kept == 9 and report.skipped == []
     for row, sample in enumerate(index.samples):
