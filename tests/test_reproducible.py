@@ -21,7 +21,7 @@ STAGES = ("demo_data", "prepare")
 
 
 def test_demo_data_and_prepare_reproduce_the_committed_dvc_lock(tmp_path: Path) -> None:
-    for name in ("pipeline", "stages"):
+    for name in ("pipeline", "stages", "label_maps"):
         shutil.copytree(
             REPO_ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__")
         )
