@@ -632,6 +632,61 @@ class FDAEntropySpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class TargetLabelsSpec:
+    """A few labelled target frames beside the variant's own training set (semi-supervised
+    adaptation): `frames` frames of `split` drawn once, reproducibly (`seed`, apart from
+    train_seg.seed so that a seed sweep keeps the same frames), and each step a batch of them
+    adds its supervised loss at `weight`. The report marks such a variant as using target
+    labels, so it is never ranked as if it saw none."""
+
+    split: str  # a prepared split with labels.npy (the target's train split), never val
+    frames: int
+    seed: int
+    weight: float
+
+    def validate(self, key: str) -> None:
+        _check(
+            Path(self.split).name != VAL_SPLIT,
+            f"{key}.split",
+            self.split,
+            f"a labelled split other than {VAL_SPLIT}, the split every variant is scored on "
+            f"(the target's train split: data/prepared/real_train)",
+        )
+        _check(self.frames > 0, f"{key}.frames", self.frames, "an integer > 0")
+        _check(self.seed >= 0, f"{key}.seed", self.seed, "an integer >= 0")
+        _check(self.weight > 0, f"{key}.weight", self.weight, "a number > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleSpec:
+    """FDA's multi-band transfer (Yang & Soatto 2020, evaluation_multi.py): the class
+    probabilities of three trained variants averaged, each weighted 1/3 (FDA: its nets of beta
+    0.01, 0.05 and 0.09). Three exactly: dvc.yaml declares each member's model files."""
+
+    members: tuple[str, ...]
+
+    def validate(self, key: str, variants: Mapping[str, VariantSpec]) -> None:
+        _check(
+            len(self.members) == ENSEMBLE_SIZE and len(set(self.members)) == ENSEMBLE_SIZE,
+            f"{key}.members",
+            list(self.members),
+            f"{ENSEMBLE_SIZE} different variants",
+        )
+        for i, member in enumerate(self.members):
+            _check(
+                member in variants,
+                f"{key}.members[{i}]",
+                member,
+                f"a variant of train_seg.variants: one of {', '.join(variants)}",
+            )
+
+
+ENSEMBLE_SIZE = 3
+# The prepared split the evaluate stage scores (data/prepared/real_val in dvc.yaml).
+VAL_SPLIT = "real_val"
+
+
+@dataclasses.dataclass(frozen=True)
 class VariantSpec:
     """One segmentation training set: images, the labels that go with them, optional FDA and
     optional self-training on target frames."""
@@ -646,6 +701,8 @@ class VariantSpec:
     fda_entropy: FDAEntropySpec | None = None
     self_training: SelfTrainingSpec | None = None
     warm_start: WarmStartSpec | None = None
+    # Labelled target frames trained on beside the rest; absent = unsupervised adaptation.
+    target_labels: TargetLabelsSpec | None = None
 
     def validate(self, key: str) -> None:
         _check(0 <= self.fda_beta < 0.5, f"{key}.fda_beta", self.fda_beta, "a number in [0, 0.5)")
@@ -667,6 +724,8 @@ class VariantSpec:
             self.self_training.validate(f"{key}.self_training")
         if self.warm_start is not None:
             self.warm_start.validate(f"{key}.warm_start")
+        if self.target_labels is not None:
+            self.target_labels.validate(f"{key}.target_labels")
 
     @property
     def step(self) -> str:
@@ -682,6 +741,8 @@ class VariantSpec:
         splits = [self.images, self.labels, self.fda_style]
         if self.self_training is not None:
             splits.append(self.self_training.target)
+        if self.target_labels is not None:
+            splits.append(self.target_labels.split)
         return [split for split in dict.fromkeys(splits) if split is not None]
 
 
@@ -689,6 +750,9 @@ class VariantSpec:
 class TrainSegConfig:
     # Which variants exist is not a setting of any one variant's run: its own entry is.
     variants: dict[str, VariantSpec] = field(metadata=RUNTIME)
+    # Nets averaged from trained variants (FDA's multi-band transfer), scored beside them; as
+    # with `variants`, which exist is no setting of any variant's run.
+    ensembles: dict[str, EnsembleSpec] = field(metadata=RUNTIME)
     arch: str
     encoder: str
     # None: random init (offline default). A path: a local state dict for the encoder.
@@ -728,6 +792,14 @@ class TrainSegConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.variants) > 0, "train_seg.variants", self.variants, "at least one variant")
+        for name, ensemble in self.ensembles.items():
+            _check(
+                name.replace("_", "").isalnum() and name not in self.variants,
+                "train_seg.ensembles",
+                name,
+                "names of letters, digits and '_' that no variant has",
+            )
+            ensemble.validate(f"train_seg.ensembles.{name}", self.variants)
         for name, spec in self.variants.items():
             _check(
                 name.replace("_", "").isalnum(),

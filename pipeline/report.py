@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from pipeline.config import EnsembleSpec, VariantSpec
 from pipeline.data.identity import read_identity
 from pipeline.data.labels import CLASS_COLORS, CLASS_NAMES, PROTOCOL_CLASSES, colorize
 from pipeline.data.split import IMAGES, LABELS_NATIVE, PreparedSplit
@@ -229,10 +230,12 @@ def comparison_markdown(
     source_kind: str = "gta5",
     spread: pd.DataFrame | None = None,
     inference: str = "whole frame",
+    notes: Mapping[str, RowNote] | None = None,
 ) -> str:
     """The comparison page for `dataset` (its label): summary table, differences, per-class IoU
     table, per-city table, published rows. `inference`: how the net saw the working-size val
-    frames (`load_inference`).
+    frames (`load_inference`); `notes`: what sets a row apart (`row_notes`), marked in its cell
+    and said under the table.
 
     `classes` is the protocol the table's mIoU averages (evaluate.classes). When it is not 19 or
     the source set labels no pixel of some class (`source_missing`), the other protocols' means
@@ -269,18 +272,23 @@ def comparison_markdown(
         + "---:|---:|---:|"
         + ("---:|" if spread is not None else ""),
     ]
+    notes = notes or {}
     for variant, row in table.iterrows():
+        label = f"{variant} ({notes[variant].mark})" if variant in notes else variant
         protocol_cells = "".join(f" {_pct(row[key])} |" for key in other_protocols)
         spread_cell = ""
         if spread is not None:
             value = spread["miou_spread"].get(variant, math.nan)
             spread_cell = f" {_pct(value)} |"
         lines.append(
-            f"| {variant} | {_pct(row.pixel_accuracy)} | {_pct(row.mean_class_accuracy)} "
+            f"| {label} | {_pct(row.pixel_accuracy)} | {_pct(row.mean_class_accuracy)} "
             f"| {_pct(row.miou)} |{protocol_cells} {_pct(row.fwiou)} "
             f"| {_pct(row.gap_closed_miou, 0)}% | {_pct(row.gap_closed_pixel_accuracy, 0)}% |"
             f"{spread_cell}"
         )
+    said = [f"- **{name}**: {notes[name].text}" for name in table.index if name in notes]
+    if said:
+        lines += ["", *said]
     lines += differences_markdown(table, spread)
     lines += ["", "## Per-class IoU (%)", ""]
     lines.append("| class | " + " | ".join(table.index) + " |")
@@ -534,12 +542,51 @@ class ReportInputs:
     summary: Path  # per-variant summary scores for `dvc metrics show`
 
 
+@dataclasses.dataclass(frozen=True)
+class RowNote:
+    """What sets a comparison row apart: `mark` beside its name, `text` under the table."""
+
+    mark: str
+    text: str
+
+
+def row_notes(
+    variants: Mapping[str, VariantSpec], ensembles: Mapping[str, EnsembleSpec]
+) -> dict[str, RowNote]:
+    """The notes of the rows that are not plain unsupervised variants (train_seg's `variants`
+    and `ensembles`): the semi-supervised ones (they saw target labels, so they must not be
+    ranked as if they had not) and the ensembles."""
+    notes = {}
+    for name, spec in variants.items():
+        if spec.target_labels is not None:
+            frames = spec.target_labels.frames
+            notes[name] = RowNote(
+                f"semi-supervised, {frames} target labels",
+                f"semi-supervised: also trained on {frames} labelled frames of "
+                f"{spec.target_labels.split} (drawn with seed {spec.target_labels.seed}); it saw "
+                f"target labels, so its gap closed is not comparable with the unsupervised rows'",
+            )
+    for name, ensemble in ensembles.items():
+        semi = [m for m in ensemble.members if variants[m].target_labels is not None]
+        notes[name] = RowNote(
+            "ensemble" + (", semi-supervised" if semi else ""),
+            f"FDA's multi-band transfer: the class probabilities of {', '.join(ensemble.members)}"
+            f" averaged" + (f"; {', '.join(semi)} saw target labels" if semi else ""),
+        )
+    return notes
+
+
 def summary_of(
-    reports: Path, prepared: Path, variants: Sequence[str], classes: int, source_kind: str
+    reports: Path,
+    prepared: Path,
+    variants: Sequence[str],
+    classes: int,
+    source_kind: str,
+    notes: Mapping[str, RowNote] | None = None,
 ) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
-    """The comparison of the evaluate stages' scores under `reports`: the table with the gap
-    closed, the translation-quality lines and comparison_markdown's keyword arguments (but the
-    per-city tables)."""
+    """The comparison of the evaluate stages' scores under `reports` for the rows `variants`
+    (ensembles included): the table with the gap closed, the translation-quality lines and
+    comparison_markdown's keyword arguments (but the per-city tables)."""
     identity = read_identity(prepared)
     table = add_gap_closure(load_metrics(reports / "metrics", variants))
     page = {
@@ -549,6 +596,7 @@ def summary_of(
         "source_kind": source_kind,
         "spread": load_seed_spread(reports / "seeds.json", identity.label),
         "inference": load_inference(reports / "metrics", variants),
+        "notes": dict(notes or {}),
     }
     return table, translation_scores(reports), page
 
@@ -560,16 +608,18 @@ def write_report(
     classes: int,
     source_kind: str,
     tracker: Tracker,
+    notes: Mapping[str, RowNote] | None = None,
 ) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
     """Write the comparison page and table, the per-variant summaries, per-class IoU files and
-    figures, all naming the dataset; log them to `tracker` (the report's MLflow run).
+    figures, all naming the dataset; log them to `tracker` (the report's MLflow run). `variants`
+    are the rows (ensembles included), `notes` what sets some apart (`row_notes`).
 
     Returns the table, the translation-quality lines and comparison_markdown's keyword
     arguments, so the README section can repeat the page.
     """
     reports, figures = inputs.reports, inputs.reports / "figures"
     identity = read_identity(inputs.prepared)
-    table, extra, page = summary_of(reports, inputs.prepared, variants, classes, source_kind)
+    table, extra, page = summary_of(reports, inputs.prepared, variants, classes, source_kind, notes)
     cities = load_city_metrics(reports / "metrics", variants)
     write_text(
         reports / "comparison.md", comparison_markdown(table, extra=extra, cities=cities, **page)

@@ -28,13 +28,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     with open_stage("report", log=args.log, run_name="report") as door:
         params = door.params
+        variants, ensembles = params.train_seg.variants, params.train_seg.ensembles
         report.write_report(
             inputs,
-            list(params.train_seg.variants),
+            [*variants, *ensembles],
             params.report.n_samples,
             params.evaluate.classes,
             params.data.source.kind,
             door.tracker,
+            report.row_notes(variants, ensembles),
         )
         print((args.reports / "comparison.md").read_text())  # inside: logs/report.log keeps it
 

@@ -36,8 +36,19 @@ def main(argv: list[str] | None = None) -> None:
         style = PreparedSplit.open(spec.fda_style) if spec.fda_beta > 0 else None
         target = PreparedSplit.open(spec.self_training.target) if spec.self_training else None
         val = PreparedSplit.open(args.val, True) if args.val and config.val_every > 0 else None
+        labelled = spec.target_labels
+        target_labels = PreparedSplit.open(labelled.split, True) if labelled else None
         train_segmentation(
-            config, variant, images, labels, style, args.out, door.tracker, val, target=target
+            config,
+            variant,
+            images,
+            labels,
+            style,
+            args.out,
+            door.tracker,
+            val,
+            target=target,
+            target_labels=target_labels,
         )
 
 

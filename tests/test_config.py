@@ -173,6 +173,7 @@ def test_params_yaml_is_the_one_source_of_defaults() -> None:
         ("VariantSpec", "fda_entropy"),
         ("VariantSpec", "self_training"),
         ("VariantSpec", "warm_start"),
+        ("VariantSpec", "target_labels"),
         ("SelfTrainingSpec", "mic"),
         ("SelfTrainingSpec", "feature_distance"),
     }
@@ -204,6 +205,9 @@ def test_the_real_data_profile_is_valid_and_prints_dvc_arguments(tmp_path) -> No
     assert "-S cyclegan.crop=[400,400]" in arguments
     assert "-S train_seg.crop=[512,512]" in arguments
     assert "-S train_seg.variants.fda.fda_beta=0.01" in arguments
+    # FDA's multi-band transfer: its two other betas and the average of the three.
+    assert "-S +train_seg.variants.fda_b09.fda_beta=0.09" in arguments
+    assert '-S +train_seg.ensembles.fda_mbt.members=["fda","fda_b05","fda_b09"]' in arguments
     # Entries a profile adds (a translator, a variant) take DVC's `+` for a new key.
     shipped = yaml.safe_load(TEST_PARAMS.read_text())
     shipped["cut"]["translators"] = {}

@@ -30,10 +30,14 @@ NOT_OUTPUT_CODE = {
     "pipeline/dist.py",  # process-group plumbing; the process count is a runtime setting
 }
 # The foreach stages that train one entry of a runtime-marked list depend on that entry.
-OWN_ENTRY = {"train_seg": "train_seg.variants.${key}", "train_cut": "cut.translators.${key}"}
+OWN_ENTRY = {
+    "train_seg": "train_seg.variants.${key}",
+    "train_cut": "cut.translators.${key}",
+    "ensemble": "train_seg.ensembles.${key}",
+}
 # Settings a stage reads that are runtime-marked for the runs but still shape its outputs.
 EXTRA_PARAMS = {
-    "report": {"train_seg.variants"},  # which variants the comparison lists
+    "report": {"train_seg.variants", "train_seg.ensembles"},  # which rows the comparison lists
 }
 
 
@@ -186,6 +190,7 @@ def test_dvc_itself_sees_every_imported_file_as_a_dep_of_every_stage(tmp_path) -
     params = yaml.safe_load(TEST_PARAMS.read_text())
     # Opt-in in the shipped settings; named here so their foreach stages resolve too.
     params["cut"]["translators"] = {"cut": {}, "fastcut": {"mode": "fastcut"}}
+    params["train_seg"]["ensembles"] = {"mbt": {"members": ["source_only", "fda", "cyclegan"]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(
         [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True

@@ -27,9 +27,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not identity.is_under(args.demo_data):
         raise SystemExit(f"{args.readme} shows the demo data's results; these are {identity.label}")
     params = load_params()
-    variants = list(params.train_seg.variants)
+    variants, ensembles = params.train_seg.variants, params.train_seg.ensembles
     table, extra, page = report.summary_of(
-        args.reports, args.prepared, variants, params.evaluate.classes, params.data.source.kind
+        args.reports,
+        args.prepared,
+        [*variants, *ensembles],
+        params.evaluate.classes,
+        params.data.source.kind,
+        report.row_notes(variants, ensembles),
     )
     report.update_readme(args.readme, table, extra, page)
     print(f"{args.readme}: results section rewritten from {args.reports}/comparison.csv")

@@ -4,7 +4,9 @@ A model folder (what the train_seg stage writes to models/seg/<variant>) holds
     model.safetensors  the net's weights
     model.json         what it takes to use them: architecture, encoder, the working input size
                        the net was trained at, the normalisation, and the class table
-so a data team needs nothing else from the pipeline's settings.
+so a data team needs nothing else from the pipeline's settings. An ensemble's folder (the
+ensemble stage's, FDA's multi-band transfer) holds its members' weights in one file and their
+names in model.json's `ensemble`; it loads as one net (pipeline.models.ensemble).
 
 It sits in the models layer, beside the factory that rebuilds the net, so that training (which
 writes it) and inference, evaluation, CyCADA's frozen net and the MLflow model (which read it)
@@ -24,6 +26,7 @@ from torch import nn
 from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_TO_COLOR
 from pipeline.data.tensors import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.io import atomic_path, read_json, write_json
+from pipeline.models.ensemble import ProbabilityAverage
 from pipeline.models.segmentation import build_segmentation_model
 from pipeline.weights import load_weights, save_weights
 
@@ -77,11 +80,41 @@ def read_model_spec(model_dir: str | Path) -> dict[str, Any]:
 
 
 def load_model(model_dir: str | Path) -> nn.Module:
-    """The net saved in `model_dir`, in eval mode, on CPU."""
+    """The net saved in `model_dir` (an ensemble's: one `ProbabilityAverage`), in eval mode, on
+    CPU."""
     spec = read_model_spec(model_dir)
-    model = build_segmentation_model(spec["arch"], spec["encoder"], spec["num_classes"])
+    if "ensemble" in spec:
+        model: nn.Module = ProbabilityAverage([_build(spec) for _ in spec["ensemble"]["members"]])
+    else:
+        model = _build(spec)
     model.load_state_dict(load_weights(Path(model_dir) / MODEL_WEIGHTS))
     return model.eval()
+
+
+def _build(spec: dict[str, Any]) -> nn.Module:
+    return build_segmentation_model(spec["arch"], spec["encoder"], spec["num_classes"])
+
+
+def write_ensemble(out_dir: str | Path, members: dict[str, Path]) -> dict[str, Any]:
+    """The model folder of the ensemble of `members` (name -> model folder) in `out_dir`: their
+    weights in one file, model.json the members' (which must agree on how the net is built and
+    fed) with the names added. Returns that model.json."""
+    specs = {name: read_model_spec(folder) for name, folder in members.items()}
+    first, spec = next(iter(specs.items()))
+    for name, other in specs.items():
+        if other != spec:
+            differing = sorted(k for k in spec.keys() | other.keys() if spec.get(k) != other.get(k))
+            raise ModelFolderError(
+                f"{members[name] / MODEL_SPEC}: its keys {', '.join(differing)} differ from "
+                f"{members[first] / MODEL_SPEC}'s; an ensemble averages nets of one "
+                f"architecture, encoder and input size"
+            )
+    model = ProbabilityAverage([_build(spec) for _ in members])
+    for member, folder in zip(model.members, members.values()):
+        member.load_state_dict(load_weights(folder / MODEL_WEIGHTS))
+    ensemble_spec = {**spec, "ensemble": {"members": list(members)}}
+    write_model(out_dir, model, ensemble_spec)
+    return ensemble_spec
 
 
 def weights_digest(model_dir: str | Path) -> str:

@@ -54,6 +54,7 @@ from pipeline.models.segmentation import build_segmentation_model
 from pipeline.tracking import Tracker
 from pipeline.train.run import Run, Stateful, spec_of
 from pipeline.train.self_training import DACSStep, MICStep
+from pipeline.train.semi_supervised import WithTargetLabels
 from pipeline.weights import load_weights
 
 
@@ -221,13 +222,14 @@ class ValidationCurve:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSplits:
-    """The prepared splits a variant trains on; `style` (FDA) and `target` (self-training) only
-    where its step reads them."""
+    """The prepared splits a variant trains on; `style` (FDA), `target` (self-training) and
+    `target_labels` (labelled target frames) only where its step reads them."""
 
     images: PreparedSplit
     labels: PreparedSplit
     style: PreparedSplit | None = None
     target: PreparedSplit | None = None
+    target_labels: PreparedSplit | None = None
 
 
 @dataclasses.dataclass
@@ -369,10 +371,17 @@ STEPS: dict[str, Callable[[Student, TrainSegConfig, str, TrainingSplits], Segmen
 def build_step(
     name: str, student: Student, config: TrainSegConfig, variant: str, splits: TrainingSplits
 ) -> SegmentationStep:
-    """The step object called `name` (a key of STEPS) for `variant`."""
+    """The step object called `name` (a key of STEPS) for `variant`, with its labelled target
+    frames' loss where the variant has a target_labels block."""
     if name not in STEPS:
         raise ValueError(f"unknown segmentation step {name!r}; known steps: {', '.join(STEPS)}")
-    return STEPS[name](student, config, variant, splits)
+    step = STEPS[name](student, config, variant, splits)
+    spec = config.variants[variant].target_labels
+    if spec is None:
+        return step
+    if splits.target_labels is None:
+        raise ValueError(f"variant {variant} trains on target labels but no split was given")
+    return WithTargetLabels(step, student, config, splits.target_labels, spec)
 
 
 @dataclasses.dataclass
@@ -504,11 +513,13 @@ def train_segmentation(
     tracker: Tracker,
     val: PreparedSplit | None = None,
     target: PreparedSplit | None = None,
+    target_labels: PreparedSplit | None = None,
 ) -> dict[str, Any]:
     """Train the net of `config.variants[variant]` on `images` with `labels` (the same frames in
-    the same order; FDA styles from `style`, unlabelled real frames from `target`, where the
-    variant's step reads them), resuming from out_dir/checkpoints; write the model
-    (model.safetensors, model.json), curve.csv and val_curve.csv (scored on `val`) to `out_dir`.
+    the same order; FDA styles from `style`, unlabelled real frames from `target`, labelled ones
+    from `target_labels`, where the variant's step reads them), resuming from
+    out_dir/checkpoints; write the model (model.safetensors, model.json), curve.csv and
+    val_curve.csv (scored on `val`) to `out_dir`.
     Returns the run summary: steps, resumed_from, img_per_s, train_seconds, the step's values
     (loss; DACS also loss_mix, pseudo_weight; MIC also loss_masked), lr (the encoder's; and the
     last monitor_* scores)."""
@@ -517,11 +528,20 @@ def train_segmentation(
     check_same_frames(images, labels)
     out_dir = Path(out_dir)
     setup = start_run(config, variant, out_dir, tracker, val)
-    splits = TrainingSplits(images, labels, style, target)
+    splits = TrainingSplits(images, labels, style, target, target_labels)
     algorithm = build_step(config.variants[variant].step, setup.student, config, variant, splits)
     setup.run.hold(**algorithm.state())
     setup.resume(config)
     tracker.log_params(algorithm.params())
+    if isinstance(algorithm, WithTargetLabels):
+        names = algorithm.names
+        drawn = {"split": str(algorithm.split.root), "frames": names}
+        tracker.log_dict(drawn, "target_label_frames")
+        tracker.set_tags({"semi_supervised": "true", "target_label_frames": str(len(names))})
+        print(
+            f"{variant}: {len(names)} labelled target frames of {algorithm.split.root}: "
+            f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+        )
 
     for step in setup.run:
         lr = setup.schedule.get_last_lr()[0]
