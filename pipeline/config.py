@@ -665,7 +665,7 @@ class EnsembleSpec:
 
     members: tuple[str, ...]
 
-    def validate(self, key: str, variants: Mapping[str, VariantSpec]) -> None:
+    def validate(self, key: str, variants: Mapping[str, Any]) -> None:
         _check(
             len(self.members) == ENSEMBLE_SIZE and len(set(self.members)) == ENSEMBLE_SIZE,
             f"{key}.members",
@@ -677,11 +677,50 @@ class EnsembleSpec:
                 member in variants,
                 f"{key}.members[{i}]",
                 member,
-                f"a variant of train_seg.variants: one of {', '.join(variants)}",
+                f"a trained variant or round: one of {', '.join(variants)}",
             )
 
 
 ENSEMBLE_SIZE = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundSpec:
+    """FDA's self-supervised round (Yang & Soatto 2020, getSudoLabel_multi.py then SStrain.py):
+    a trained row (FDA: the multi-band average) labels the target's train frames, each class
+    keeping only its most confident pixels, and `variant`'s recipe is trained again with a batch
+    of those pseudo-labelled frames added each step at `weight`."""
+
+    variant: str  # the recipe trained again: a variant of train_seg.variants
+    # The variant's own training set, repeated here so dvc.yaml can declare it.
+    images: str
+    labels: str
+    pseudo_labels: str  # the row that labels: a variant, an ensemble or an earlier round
+    split: str  # the target frames it labels (the target's train split)
+    # Per class, pixels below this quantile of the confidences of the pixels predicted as that
+    # class are ignored (FDA: 0.66, so each class keeps its most confident third) ...
+    quantile: float
+    # ... the threshold capped at this probability (FDA: 0.9).
+    max_threshold: float
+    weight: float  # of the pseudo-labelled loss (SStrain.py: 1)
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.quantile < 1, f"{key}.quantile", self.quantile, "a number in [0, 1)")
+        _check(
+            0 < self.max_threshold <= 1,
+            f"{key}.max_threshold",
+            self.max_threshold,
+            "a probability in (0, 1]",
+        )
+        _check(self.weight > 0, f"{key}.weight", self.weight, "a number > 0")
+        _check(
+            Path(self.split).name != VAL_SPLIT,
+            f"{key}.split",
+            self.split,
+            f"a split other than {VAL_SPLIT}, the split every variant is scored on",
+        )
+
+
 # The prepared split the evaluate stage scores (data/prepared/real_val in dvc.yaml).
 VAL_SPLIT = "real_val"
 
@@ -753,6 +792,8 @@ class TrainSegConfig:
     # Nets averaged from trained variants (FDA's multi-band transfer), scored beside them; as
     # with `variants`, which exist is no setting of any variant's run.
     ensembles: dict[str, EnsembleSpec] = field(metadata=RUNTIME)
+    # FDA's self-supervised rounds, trained and scored beside the variants; as `variants`.
+    rounds: dict[str, RoundSpec] = field(metadata=RUNTIME)
     arch: str
     encoder: str
     # None: random init (offline default). A path: a local state dict for the encoder.
@@ -792,14 +833,7 @@ class TrainSegConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.variants) > 0, "train_seg.variants", self.variants, "at least one variant")
-        for name, ensemble in self.ensembles.items():
-            _check(
-                name.replace("_", "").isalnum() and name not in self.variants,
-                "train_seg.ensembles",
-                name,
-                "names of letters, digits and '_' that no variant has",
-            )
-            ensemble.validate(f"train_seg.ensembles.{name}", self.variants)
+        self._check_rows()
         for name, spec in self.variants.items():
             _check(
                 name.replace("_", "").isalnum(),
@@ -841,6 +875,65 @@ class TrainSegConfig:
         )
         _check(self.threads >= 0, "train_seg.threads", self.threads, "an integer >= 0")
         _check(self.val_every >= 0, "train_seg.val_every", self.val_every, "an integer >= 0")
+
+    def _check_rows(self) -> None:
+        """Ensembles and rounds: names no other row has, members and sources that exist, and
+        no row that depends on itself (a round labelled by an ensemble of that round)."""
+        trained = {**self.variants, **self.rounds}
+        for section, rows, others in (
+            ("ensembles", self.ensembles, set(self.variants)),
+            ("rounds", self.rounds, {*self.variants, *self.ensembles}),
+        ):
+            for name in rows:
+                _check(
+                    name.replace("_", "").isalnum() and name not in others,
+                    f"train_seg.{section}",
+                    name,
+                    "names of letters, digits and '_' that no variant, ensemble or round has",
+                )
+        for name, ensemble in self.ensembles.items():
+            ensemble.validate(f"train_seg.ensembles.{name}", trained)
+        rows = [*self.variants, *self.ensembles, *self.rounds]
+        for name, spec in self.rounds.items():
+            key = f"train_seg.rounds.{name}"
+            spec.validate(key)
+            _check(
+                spec.variant in self.variants,
+                f"{key}.variant",
+                spec.variant,
+                f"a variant of train_seg.variants: one of {', '.join(self.variants)}",
+            )
+            base = self.variants[spec.variant]
+            for side in ("images", "labels"):
+                _check(
+                    getattr(spec, side) == getattr(base, side),
+                    f"{key}.{side}",
+                    getattr(spec, side),
+                    f"{getattr(base, side)}, variant {spec.variant}'s {side}",
+                )
+            _check(
+                spec.pseudo_labels in rows and spec.pseudo_labels != name,
+                f"{key}.pseudo_labels",
+                spec.pseudo_labels,
+                f"another row: a variant, ensemble or round ({', '.join(rows)})",
+            )
+        for name, spec in self.rounds.items():
+            seen, todo = set(), [spec.pseudo_labels]
+            while todo:
+                row = todo.pop()
+                _check(
+                    row != name,
+                    f"train_seg.rounds.{name}.pseudo_labels",
+                    spec.pseudo_labels,
+                    f"a row that does not depend on round {name} itself",
+                )
+                if row in seen:
+                    continue
+                seen.add(row)
+                if row in self.ensembles:
+                    todo.extend(self.ensembles[row].members)
+                elif row in self.rounds:
+                    todo.append(self.rounds[row].pseudo_labels)
 
     def _check_variant_links(self, name: str, spec: VariantSpec) -> None:
         """What a variant's settings ask of the others and of the shared ones: a warm start from

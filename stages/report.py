@@ -28,15 +28,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     with open_stage("report", log=args.log, run_name="report") as door:
         params = door.params
-        variants, ensembles = params.train_seg.variants, params.train_seg.ensembles
+        rows = report.Rows(
+            params.train_seg.variants, params.train_seg.ensembles, params.train_seg.rounds
+        )
         report.write_report(
             inputs,
-            [*variants, *ensembles],
+            report.comparison_rows(rows),
             params.report.n_samples,
             params.evaluate.classes,
             params.data.source.kind,
             door.tracker,
-            report.row_notes(variants, ensembles),
+            report.row_notes(rows),
         )
         print((args.reports / "comparison.md").read_text())  # inside: logs/report.log keeps it
 

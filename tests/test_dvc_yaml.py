@@ -19,6 +19,7 @@ import yaml
 
 from pipeline.config import Params
 from tests.conftest import REPO_ROOT, TEST_PARAMS
+from tests.test_pipeline_e2e import ROUND
 
 # Files that cannot change any output, so a change to them must not rerun stages (imports made
 # only through them are not followed either):
@@ -31,13 +32,16 @@ NOT_OUTPUT_CODE = {
 }
 # The foreach stages that train one entry of a runtime-marked list depend on that entry.
 OWN_ENTRY = {
-    "train_seg": "train_seg.variants.${key}",
-    "train_cut": "cut.translators.${key}",
-    "ensemble": "train_seg.ensembles.${key}",
+    "train_seg": {"train_seg.variants.${key}"},
+    "train_cut": {"cut.translators.${key}"},
+    "ensemble": {"train_seg.ensembles.${key}"},
+    # A round trains its variant's recipe again.
+    "train_seg_round": {"train_seg.rounds.${key}", "train_seg.variants.${item.variant}"},
 }
 # Settings a stage reads that are runtime-marked for the runs but still shape its outputs.
 EXTRA_PARAMS = {
-    "report": {"train_seg.variants", "train_seg.ensembles"},  # which rows the comparison lists
+    # Which rows the comparison lists.
+    "report": {"train_seg.variants", "train_seg.ensembles", "train_seg.rounds"},
 }
 
 
@@ -164,7 +168,7 @@ def test_every_stage_depends_on_exactly_the_settings_that_change_its_outputs() -
         expected = params_read(_script(stage)) | EXTRA_PARAMS.get(name, set())
         if name in OWN_ENTRY:
             # Each variant's / translator's own entry (the list as a whole is runtime-marked).
-            expected.add(OWN_ENTRY[name])
+            expected |= OWN_ENTRY[name]
         if declared != expected:
             wrong[name] = {
                 "missing": sorted(expected - declared),
@@ -191,6 +195,7 @@ def test_dvc_itself_sees_every_imported_file_as_a_dep_of_every_stage(tmp_path) -
     # Opt-in in the shipped settings; named here so their foreach stages resolve too.
     params["cut"]["translators"] = {"cut": {}, "fastcut": {"mode": "fastcut"}}
     params["train_seg"]["ensembles"] = {"mbt": {"members": ["source_only", "fda", "cyclegan"]}}
+    params["train_seg"]["rounds"] = {"fda_ssl": ROUND}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(
         [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True

@@ -84,18 +84,50 @@ def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     params = _merge(yaml.safe_load(TEST_PARAMS.read_text()), TINY)
     params["cut"]["translators"] = {"fastcut": {"mode": "fastcut"}}
+    # The opt-in rows too: a semi-supervised variant and FDA's multi-band transfer (three
+    # trained variants averaged; any three here, the run only has to go through).
+    params["train_seg"]["variants"]["sim_ssl2"] = SEMI_SUPERVISED
+    params["train_seg"]["ensembles"] = {"mbt": {"members": ["source_only", "fda", "cyclegan"]}}
+    params["train_seg"]["rounds"] = {"ssl": ROUND}
     env = temp_checkout(root, params)
     first = _run([sys.executable, "-m", "dvc", "repro"], root, env)
     return root, env, first
 
 
-VARIANTS = ["source_only", "fda", "cyclegan", "source_st", "cyclegan_st", "oracle", "fastcut"]
+SEMI_SUPERVISED = {
+    "images": "data/prepared/sim",
+    "labels": "data/prepared/sim",
+    "target_labels": {"split": "data/prepared/real_train", "frames": 2, "seed": 0, "weight": 1.0},
+}
+# The shipped variants, then the CUT one and the semi-supervised one this test adds.
+VARIANTS = [
+    *yaml.safe_load(TEST_PARAMS.read_text())["train_seg"]["variants"],
+    "fastcut",
+    "sim_ssl2",
+]
+# FDA's self-supervised round: the ensemble labels real_train, fda's recipe trains again.
+ROUND = {
+    "variant": "fda",
+    "images": "data/prepared/sim",
+    "labels": "data/prepared/sim",
+    "pseudo_labels": "mbt",
+    "split": "data/prepared/real_train",
+    "quantile": 0.66,
+    "max_threshold": 0.9,
+    "weight": 1.0,
+}
+# The comparison's rows: the variants, then the ensemble and the round; the marks beside them.
+ROWS = [*VARIANTS, "mbt", "ssl"]
+MARKS = {
+    "sim_ssl2": " (semi-supervised, 2 target labels)",
+    "mbt": " (ensemble)",
+    "ssl": " (self-supervised round)",
+}
 
 
 def test_every_stage_writes_its_outputs(repo):
     root, env, _ = repo
-    variants = VARIANTS
-    for variant in variants:
+    for variant in ROWS:
         metrics = json.loads((root / "reports" / "metrics" / f"{variant}.json").read_text())
         assert 0.0 <= metrics["pixel_accuracy"] <= 1.0
         assert len(metrics["per_class_iou"]) == 19
@@ -107,7 +139,15 @@ def test_every_stage_writes_its_outputs(repo):
     generator = json.loads((root / "models/fastcut/generator.json").read_text())
     assert generator["family"] == "fastcut"
     comparison = (root / "reports" / "comparison.md").read_text()
-    assert all(f"| {v} |" in comparison for v in variants)
+    assert all(f"| {v}{MARKS.get(v, '')} |" in comparison for v in ROWS)
+    summary = comparison.split("## Differences")[0].splitlines()
+    rows = [line.split(" |")[0].removeprefix("| ") for line in summary if line.startswith("| ")]
+    assert rows == ["variant", *(f"{v}{MARKS.get(v, '')}" for v in ROWS)]
+    assert "- **sim_ssl2**: semi-supervised: also trained on 2 labelled frames" in comparison
+    # The ensemble's model folder averages its three members' nets.
+    assert json.loads((root / "models/seg/mbt/model.json").read_text())["ensemble"] == {
+        "members": ["source_only", "fda", "cyclegan"]
+    }
     # The translation-quality table has a row per translator, CycleGAN first.
     quality = comparison.split("## Translation quality")[1]
     assert quality.index("| cyclegan |") < quality.index("| fastcut |")
@@ -132,7 +172,7 @@ def test_mlflow_has_one_run_per_variant_with_scores(repo):
         "print(json.dumps(bool(seg['metrics.val_miou'].notna().all())))"
     )
     out = _run([sys.executable, "-c", code], root, env).stdout.splitlines()
-    assert json.loads(out[0]) == sorted(VARIANTS)
+    assert json.loads(out[0]) == sorted([*VARIANTS, "ssl"])
     assert json.loads(out[1]) is True
 
 
@@ -147,7 +187,7 @@ def test_second_repro_does_nothing_and_one_setting_reruns_only_its_stages(repo):
         json.loads(_run([sys.executable, "-m", "dvc", "status", "--json"], root, env).stdout)
     )
     stale = {name.split(":")[-1] for name in changed}
-    assert stale == {f"train_seg@{v}" for v in VARIANTS} | {"check_params"}
+    assert stale == {f"train_seg@{v}" for v in VARIANTS} | {"train_seg_round@ssl", "check_params"}
     params["train_seg"]["lr"] = params["train_seg"]["lr"] * 2
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run([sys.executable, "-m", "dvc", "repro", "check_params"], root, env)
@@ -173,12 +213,13 @@ def test_runs_of_one_repro_share_a_pipeline_run_and_name_their_dataset(repo):
     assert len(seen["pipeline_run"]) == 1 and seen["pipeline_run"][0]
     assert seen["dataset"] == ["demo"]
     assert seen["stages"] == [
+        "ensemble",
         "report",
         "train_cut",
         "train_cyclegan",
-        *["train_seg"] * len(VARIANTS),
+        *["train_seg"] * (len(VARIANTS) + 1),  # the round trains in a train_seg run too
     ]
-    assert seen["registered"] == [f"sim2real-{v}" for v in sorted(VARIANTS)]
+    assert seen["registered"] == [f"sim2real-{v}" for v in sorted(ROWS)]
 
 
 # README's command for a dvc exp show that fits a 200-column terminal.
@@ -202,7 +243,7 @@ def test_dvc_views_fit_and_plots_draw_the_right_fields(repo):
 
     metrics = json.loads(_run([*dvc, "metrics", "show", "--json"], root, env).stdout)
     files = metrics[next(iter(metrics))]["data"]
-    assert sorted(files) == [f"metrics/{v}.json" for v in sorted(VARIANTS)]
+    assert sorted(files) == [f"metrics/{v}.json" for v in sorted(ROWS)]
     assert all(len(f["data"]) <= 6 for f in files.values())
 
     plots = json.loads(_run([*dvc, "plots", "show", "--json"], root, env).stdout)["data"]
@@ -232,7 +273,7 @@ def test_push_then_a_fresh_clone_pulls_the_models_and_data(repo, tmp_path_factor
     _run([*dvc, "pull"], clone, env)
     pulled = [
         "models/cyclegan/gen_sim2real.safetensors",
-        *(f"models/seg/{v}/model.safetensors" for v in VARIANTS),
+        *(f"models/seg/{v}/model.safetensors" for v in ROWS),
         "data/prepared/sim/images.npy",
         "data/prepared/dataset.json",
         "data/translated/images.npy",

@@ -1,6 +1,7 @@
-"""A few labelled target frames beside a variant (semi-supervised), and FDA's multi-band transfer
-(an ensemble of three trained nets): the draw, the step, the stages, MLflow, the report's marks
-and every bad setting."""
+"""A few labelled target frames beside a variant (semi-supervised), FDA's multi-band transfer (an
+ensemble of three trained nets) and its self-supervised round (pseudo-labels by a trained row):
+the draw, the step, the thresholds, the stages, MLflow, the report's marks and every bad
+setting."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.split import PreparedSplit
 from pipeline.models.ensemble import ProbabilityAverage
 from pipeline.models.model_folder import ModelFolderError, load_model, write_ensemble
-from pipeline.report import RowNote, comparison_markdown, row_notes
+from pipeline.report import RowNote, Rows, comparison_markdown, comparison_rows, row_notes
 from pipeline.segment import Segmenter, upsampled_argmax
 from pipeline.tracking import search_runs
 from pipeline.train.semi_supervised import WithTargetLabels, draw_target_frames
@@ -46,6 +47,16 @@ VARIANTS = {
     },
 }
 ENSEMBLES = {"fda_mbt": {"members": ["fda_b01", "fda_b05", "fda_b09"]}}
+ROUND = {
+    "variant": "fda_b01",
+    "images": "data/prepared/sim",
+    "labels": "data/prepared/sim",
+    "pseudo_labels": "fda_mbt",
+    "split": REAL_TRAIN,
+    "quantile": 0.66,
+    "max_threshold": 0.9,
+    "weight": 1.0,
+}
 
 
 def _params(**train_seg) -> dict:
@@ -210,14 +221,14 @@ def test_bad_ensemble_and_target_label_settings_are_named() -> None:
         ensembles={"m": {"members": ["fda_b01", "fda_b01", "fda_b05"]}},
     )
     _bad(
-        r"train_seg.ensembles.m.members\[2\] = 'nope' is not allowed; expected a variant of "
-        r"train_seg.variants",
+        r"train_seg.ensembles.m.members\[2\] = 'nope' is not allowed; expected a trained "
+        r"variant or round: one of source_only, ",
         variants=variants,
         ensembles={"m": {"members": ["fda_b01", "fda_b05", "nope"]}},
     )
     _bad(
         r"train_seg.ensembles = 'fda_b01' is not allowed; expected names of letters, digits "
-        r"and '_' that no variant has",
+        r"and '_' that no variant, ensemble or round has",
         variants=variants,
         ensembles={"fda_b01": {"members": ["fda_b01", "fda_b05", "fda_b09"]}},
     )
@@ -245,7 +256,7 @@ def test_bad_ensemble_and_target_label_settings_are_named() -> None:
 def test_the_report_marks_semi_supervised_rows_and_ensembles() -> None:
     variants = {**_params()["train_seg"]["variants"], **VARIANTS}
     config = parse_params(_params(variants=variants, ensembles=ENSEMBLES)).train_seg
-    notes = row_notes(config.variants, config.ensembles)
+    notes = row_notes(Rows(config.variants, config.ensembles, config.rounds))
     assert set(notes) == {"sim_ssl3", "fda_mbt"}
     assert notes["sim_ssl3"].mark == "semi-supervised, 3 target labels"
     assert notes["fda_mbt"].mark == "ensemble"
@@ -286,6 +297,7 @@ def repo(tmp_path_factory) -> Path:
         params[section].update(values)
     params["train_seg"]["variants"].update(VARIANTS)
     params["train_seg"]["ensembles"] = ENSEMBLES
+    params["train_seg"]["rounds"] = {"fda_ssl": ROUND}
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
@@ -322,6 +334,7 @@ def repo(tmp_path_factory) -> Path:
                 "reports/predictions/fda_mbt.npy",
             ]
         )
+        train_seg.main(["--round", "fda_ssl", "--out", "models/seg/fda_ssl"])
         yield root
 
 
@@ -356,3 +369,159 @@ def test_the_semi_supervised_run_names_its_frames_and_trains_on_them(repo) -> No
     }
     curve = (repo / "models/seg/sim_ssl3/curve.csv").read_text()
     assert "loss_target_labels" in curve.splitlines()[0]
+
+
+def test_the_settings_blocks_of_docs_data_md_are_valid() -> None:
+    """docs/data.md's semi-supervised variant over the shipped settings, and its ensemble over the
+    real-data profile (which trains the three FDA nets it names)."""
+    from pipeline.config import apply_profile
+    from tests.conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "docs/data.md").read_text()
+    blocks = {}
+    for title in ("A few labelled target frames", "FDA's multi-band transfer"):
+        section = text.split(f"## {title}")[1]
+        blocks[title] = yaml.safe_load(section.split("```yaml\n")[1].split("```")[0])
+    shipped = yaml.safe_load(TEST_PARAMS.read_text())
+    semi = parse_params(apply_profile(shipped, blocks["A few labelled target frames"]))
+    variant = semi.train_seg.variants["cyclegan_st_ssl100"]
+    assert variant.target_labels == TargetLabelsSpec(REAL_TRAIN, 100, 0, 1.0)
+    assert variant.step == "dacs"
+    profile = yaml.safe_load((REPO_ROOT / "profiles/gta5_cityscapes.yaml").read_text())
+    real = apply_profile(shipped, profile)
+    shown = blocks["FDA's multi-band transfer"]["train_seg"]["ensembles"]
+    assert shown.items() <= real["train_seg"]["ensembles"].items()
+    members = parse_params(real).train_seg.ensembles["fda_mbt"].members
+    betas = [parse_params(real).train_seg.variants[m].fda_beta for m in members]
+    assert betas == [0.01, 0.05, 0.09]
+
+
+def _fda_thresholds(predicted: np.ndarray, level: np.ndarray, quantile: float, cap: float):
+    """getSudoLabel_multi.py's loop, on the same confidence levels: sort each class's
+    confidences, take the element at round(quantile * n), cap."""
+    from pipeline.adapt.fda_rounds import LEVELS
+
+    thresholds = []
+    for c in range(NUM_CLASSES):
+        x = np.sort(level[predicted == c])
+        thresholds.append(
+            0 if len(x) == 0 else x[min(int(np.round(len(x) * quantile)), len(x) - 1)]
+        )
+    return np.minimum(np.array(thresholds), round(cap * LEVELS))
+
+
+def test_the_class_thresholds_are_fdas_order_statistic_of_each_class() -> None:
+    from pipeline.adapt.fda_rounds import LEVELS, class_thresholds
+
+    rng = np.random.default_rng(0)
+    for quantile, cap in ((0.66, 0.9), (0.5, 1.0), (0.0, 0.9)):
+        predicted = rng.integers(0, NUM_CLASSES - 2, 5000)  # the last two classes: no pixel
+        level = rng.integers(0, LEVELS + 1, 5000)
+        histogram = np.zeros((NUM_CLASSES, LEVELS + 1), dtype=np.int64)
+        np.add.at(histogram, (predicted, level), 1)
+        ours = class_thresholds(histogram, quantile, cap)
+        assert np.array_equal(ours, _fda_thresholds(predicted, level, quantile, cap))
+        assert ours[-1] == ours[-2] == 0
+
+
+def test_pseudo_labels_keep_each_classs_confident_pixels_and_ignore_the_rest(tmp_path) -> None:
+    from pipeline.adapt.fda_rounds import LEVELS, pseudo_label_split
+
+    split = write_split(tmp_path / "real", "real", 6)
+    model = ProbabilityAverage([Conv(seed) for seed in range(3)])
+    labels, summary = pseudo_label_split(
+        model, split, tmp_path / "work", 4, "fp32", torch.device("cpu"), 0.66, 0.9
+    )
+    x = torch.from_numpy(np.array(split.images)).permute(0, 3, 1, 2).float() / 255
+    from pipeline.data.tensors import normalize
+
+    with torch.no_grad():
+        confidence, predicted = model(normalize(x)).max(dim=1)
+    level = torch.round(confidence * LEVELS).long().numpy()
+    predicted = predicted.numpy()
+    thresholds = _fda_thresholds(predicted, level, 0.66, 0.9)
+    expected = np.where(level < thresholds[predicted], 255, predicted).astype(np.uint8)
+    assert np.array_equal(np.asarray(labels), expected)
+    assert summary["thresholds"] == pytest.approx(list(thresholds / LEVELS))
+    kept = (expected != 255).mean()
+    assert summary["kept_share"] == pytest.approx(kept)
+    # Each class keeps about its most confident third (ties at the threshold stay).
+    assert 0.3 < kept < 0.5
+
+
+def test_bad_round_settings_are_named() -> None:
+    variants = {**_params()["train_seg"]["variants"], **VARIANTS}
+    good = {"variants": variants, "ensembles": ENSEMBLES}
+    for key, value, message in (
+        ("variant", "nope", "a variant of train_seg.variants"),
+        ("images", "data/translated", "data/prepared/sim, variant fda_b01's images"),
+        ("pseudo_labels", "nope", "another row: a variant, ensemble or round"),
+        ("pseudo_labels", "r", "another row"),
+        ("split", "data/prepared/real_val", "a split other than real_val"),
+        ("quantile", 1.0, r"a number in \[0, 1\)"),
+        ("max_threshold", 0.0, r"a probability in \(0, 1\]"),
+        ("weight", 0.0, "a number > 0"),
+    ):
+        _bad(
+            rf"train_seg.rounds.r.{key} = .* is not allowed; expected {message}",
+            rounds={"r": {**ROUND, key: value}},
+            **good,
+        )
+    _bad(
+        r"train_seg.rounds = 'fda_mbt' is not allowed; expected names of letters",
+        rounds={"fda_mbt": ROUND},
+        **good,
+    )
+    # A round labelled by an ensemble that holds it.
+    looped = {"m": {"members": ["fda_b01", "fda_b05", "r"]}}
+    _bad(
+        r"train_seg.rounds.r.pseudo_labels = 'm' is not allowed; expected a row that does not "
+        r"depend on round r itself",
+        variants=variants,
+        ensembles=looped,
+        rounds={"r": {**ROUND, "pseudo_labels": "m"}},
+    )
+
+
+def test_rows_come_after_what_they_are_made_from_and_say_what_they_are() -> None:
+    variants = {**_params()["train_seg"]["variants"], **VARIANTS}
+    rounds = {
+        "fda_ssl": ROUND,
+        "ssl_of_semi": {
+            **ROUND,
+            "variant": "sim_ssl3",
+            "images": "data/prepared/sim",
+            "labels": "data/prepared/sim",
+        },
+    }
+    ensembles = {**ENSEMBLES, "ssl_mbt": {"members": ["fda_ssl", "fda_b05", "fda_b09"]}}
+    config = parse_params(_params(variants=variants, ensembles=ensembles, rounds=rounds)).train_seg
+    rows = Rows(config.variants, config.ensembles, config.rounds)
+    order = comparison_rows(rows)
+    assert order[: len(variants)] == list(variants)
+    assert order[len(variants) :] == ["fda_mbt", "fda_ssl", "ssl_mbt", "ssl_of_semi"]
+    notes = row_notes(rows)
+    assert notes["fda_ssl"].mark == "self-supervised round"
+    assert "fda_b01's recipe trained again with the pseudo-labels fda_mbt gives" in (
+        notes["fda_ssl"].text
+    )
+    assert notes["ssl_of_semi"].mark == "self-supervised round, semi-supervised"
+    assert notes["ssl_mbt"].mark == "ensemble"
+
+
+def test_the_round_trains_on_its_pseudo_labels_in_a_run_of_its_own(repo) -> None:
+    run_id = json.loads((repo / "models/seg/fda_ssl/run.json").read_text())["run_id"]
+    row = search_runs("tiny").set_index("run_id").loc[run_id]
+    assert row["tags.variant"] == "fda_ssl" and row["tags.round_of"] == "fda_b01"
+    assert row["tags.pseudo_labels"] == "fda_mbt" and row.get("tags.semi_supervised") != "true"
+    assert row["params.pseudo_label_frames"] == str(
+        len(PreparedSplit.open(repo / REAL_TRAIN).names)
+    )
+    path = MlflowClient().download_artifacts(run_id, "pseudo_labels.json", str(repo))
+    summary = json.loads(Path(path).read_text())
+    assert len(summary["thresholds"]) == NUM_CLASSES and 0 < summary["kept_share"] < 1
+    header = (repo / "models/seg/fda_ssl/curve.csv").read_text().splitlines()[0]
+    assert "loss_pseudo_labels" in header and "loss_entropy" not in header
+    # The temporary labels are gone; the model folder is a plain one.
+    assert not list((repo / "models/seg").glob(".pseudo_labels_*"))
+    assert "ensemble" not in json.loads((repo / "models/seg/fda_ssl/model.json").read_text())

@@ -27,14 +27,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not identity.is_under(args.demo_data):
         raise SystemExit(f"{args.readme} shows the demo data's results; these are {identity.label}")
     params = load_params()
-    variants, ensembles = params.train_seg.variants, params.train_seg.ensembles
+    rows = report.Rows(
+        params.train_seg.variants, params.train_seg.ensembles, params.train_seg.rounds
+    )
     table, extra, page = report.summary_of(
         args.reports,
         args.prepared,
-        [*variants, *ensembles],
+        report.comparison_rows(rows),
         params.evaluate.classes,
         params.data.source.kind,
-        report.row_notes(variants, ensembles),
+        report.row_notes(rows),
     )
     report.update_readme(args.readme, table, extra, page)
     print(f"{args.readme}: results section rewritten from {args.reports}/comparison.csv")

@@ -39,3 +39,10 @@ class ProbabilityAverage(nn.Module):
             total = probabilities if total is None else total + probabilities
         assert total is not None
         return total / len(self.members)
+
+
+def class_probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) class probabilities of a net (softmax of its logits) or of an ensemble
+    (its output already is)."""
+    out = model(x).float()
+    return out if isinstance(model, ProbabilityAverage) else out.softmax(dim=1)

@@ -41,7 +41,13 @@ from torch import Tensor, nn
 
 from pipeline import dist, runtime
 from pipeline.adapt.fda import fda_transfer
-from pipeline.config import FDAEntropySpec, TrainSegConfig, WarmStartSpec, run_settings
+from pipeline.config import (
+    FDAEntropySpec,
+    TargetLabelsSpec,
+    TrainSegConfig,
+    WarmStartSpec,
+    run_settings,
+)
 from pipeline.data.augment import PairedAugment
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.split import PreparedSplit, check_same_frames
@@ -230,6 +236,8 @@ class TrainingSplits:
     style: PreparedSplit | None = None
     target: PreparedSplit | None = None
     target_labels: PreparedSplit | None = None
+    # FDA's self-supervised round: pseudo-labelled target frames and their loss weight.
+    pseudo_labels: tuple[PreparedSplit, float] | None = None
 
 
 @dataclasses.dataclass
@@ -377,11 +385,24 @@ def build_step(
         raise ValueError(f"unknown segmentation step {name!r}; known steps: {', '.join(STEPS)}")
     step = STEPS[name](student, config, variant, splits)
     spec = config.variants[variant].target_labels
-    if spec is None:
-        return step
-    if splits.target_labels is None:
-        raise ValueError(f"variant {variant} trains on target labels but no split was given")
-    return WithTargetLabels(step, student, config, splits.target_labels, spec)
+    if spec is not None:
+        if splits.target_labels is None:
+            raise ValueError(f"variant {variant} trains on target labels but no split was given")
+        step = WithTargetLabels(step, student, config, splits.target_labels, spec)
+    if splits.pseudo_labels is not None:
+        split, weight = splits.pseudo_labels
+        every = TargetLabelsSpec(str(split.root), len(split.names), seed=0, weight=weight)
+        step = WithTargetLabels(step, student, config, split, every, "pseudo_label")
+    return step
+
+
+def _labelled_target_step(step: Any) -> WithTargetLabels | None:
+    """The wrapper of `step` that trains on drawn labelled target frames (not pseudo-labels)."""
+    while isinstance(step, WithTargetLabels):
+        if step.kind == "target_label":
+            return step
+        step = step.inner
+    return None
 
 
 @dataclasses.dataclass
@@ -440,9 +461,10 @@ class SegmentationRun:
         tracker: Tracker,
         example: np.ndarray,
     ) -> dict[str, Any]:
-        """The run summary; rank 0 writes the model files and logs the model under the variant's
-        name. `example` is one (H, W, 3) uint8 training frame: its size is the working size the
-        net was trained at, and it is the logged model's input example."""
+        """The run summary; rank 0 writes the model files and logs the model under `variant`
+        (the row's name: a round's, for a round). `example` is one (H, W, 3) uint8 training
+        frame: its size is the working size the net was trained at, and it is the logged
+        model's input example."""
         summary = self.run.finish()
         if self.validation.rows:
             summary.update({k: v for k, v in self.validation.rows[-1].items() if k != "step"})
@@ -462,6 +484,8 @@ def start_run(
     out_dir: Path,
     tracker: Tracker,
     val: PreparedSplit | None = None,
+    row: str | None = None,
+    extra_settings: dict[str, Any] | None = None,
 ) -> SegmentationRun:
     """The net (identical on every rank; a warm start's weights), AdamW/SGD with its warm-up and
     poly schedule (the head at head_lr_mult times the rate), and the run that checkpoints them under
@@ -489,8 +513,8 @@ def start_run(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config.iters, config.poly_power, warmup_steps)
     )
-    settings = variant_settings(config, variant, out_dir)
-    name, curves = f"train_seg {variant}", out_dir / "curve.csv"
+    settings = {**variant_settings(config, variant, out_dir), **(extra_settings or {})}
+    name, curves = f"train_seg {row or variant}", out_dir / "curve.csv"
     run = Run(
         spec_of(config, name, out_dir / "checkpoints", settings, curves, "train_seg."),
         tracker,
@@ -514,12 +538,17 @@ def train_segmentation(
     val: PreparedSplit | None = None,
     target: PreparedSplit | None = None,
     target_labels: PreparedSplit | None = None,
+    pseudo_labels: tuple[PreparedSplit, float] | None = None,
+    row: str | None = None,
+    extra_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the net of `config.variants[variant]` on `images` with `labels` (the same frames in
     the same order; FDA styles from `style`, unlabelled real frames from `target`, labelled ones
-    from `target_labels`, where the variant's step reads them), resuming from
+    from `target_labels`, pseudo-labelled ones at their weight from `pseudo_labels` (a round),
+    where the variant's step reads them), resuming from
     out_dir/checkpoints; write the model (model.safetensors, model.json), curve.csv and
-    val_curve.csv (scored on `val`) to `out_dir`.
+    val_curve.csv (scored on `val`) to `out_dir`, the model logged under `row` (default: the
+    variant; a round's name) with `extra_settings` defining the run beside the variant's.
     Returns the run summary: steps, resumed_from, img_per_s, train_seconds, the step's values
     (loss; DACS also loss_mix, pseudo_weight; MIC also loss_masked), lr (the encoder's; and the
     last monitor_* scores)."""
@@ -527,19 +556,20 @@ def train_segmentation(
         raise ValueError(f"{labels.root}: the label split has no labels.npy")
     check_same_frames(images, labels)
     out_dir = Path(out_dir)
-    setup = start_run(config, variant, out_dir, tracker, val)
-    splits = TrainingSplits(images, labels, style, target, target_labels)
+    setup = start_run(config, variant, out_dir, tracker, val, row, extra_settings)
+    splits = TrainingSplits(images, labels, style, target, target_labels, pseudo_labels)
     algorithm = build_step(config.variants[variant].step, setup.student, config, variant, splits)
     setup.run.hold(**algorithm.state())
     setup.resume(config)
     tracker.log_params(algorithm.params())
-    if isinstance(algorithm, WithTargetLabels):
-        names = algorithm.names
-        drawn = {"split": str(algorithm.split.root), "frames": names}
+    labelled = _labelled_target_step(algorithm)
+    if labelled is not None:
+        names = labelled.names
+        drawn = {"split": str(labelled.split.root), "frames": names}
         tracker.log_dict(drawn, "target_label_frames")
         tracker.set_tags({"semi_supervised": "true", "target_label_frames": str(len(names))})
         print(
-            f"{variant}: {len(names)} labelled target frames of {algorithm.split.root}: "
+            f"{variant}: {len(names)} labelled target frames of {labelled.split.root}: "
             f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
         )
 
@@ -550,4 +580,4 @@ def train_segmentation(
         algorithm.after_update(step)
         setup.run.log(values, lr=lr)
         setup.validate_if_due(tracker)
-    return setup.finish(config, variant, out_dir, tracker, images.images[0])
+    return setup.finish(config, row or variant, out_dir, tracker, images.images[0])

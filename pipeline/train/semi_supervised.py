@@ -54,8 +54,12 @@ class WithTargetLabels:
         config: TrainSegConfig,
         split: PreparedSplit,
         spec: TargetLabelsSpec,
+        kind: str = "target_label",
     ) -> None:
+        """`kind` names the loss (loss_<kind>s) and the frame count (<kind>_frames) it logs:
+        "target_label", or "pseudo_label" for a self-supervised round's frames."""
         self.inner, self.student, self.split, self.weight = inner, student, split, spec.weight
+        self.kind = kind
         self.index = draw_target_frames(split, spec)
         self.batch = config.batch
         self.augment = PairedAugment(config.crop, config.scale, config.flip, config.color_jitter)
@@ -70,7 +74,7 @@ class WithTargetLabels:
         return self.inner.state()
 
     def params(self) -> dict[str, Any]:
-        return {**self.inner.params(), "target_label_frames": len(self.index)}
+        return {**self.inner.params(), f"{self.kind}_frames": len(self.index)}
 
     def __call__(self, step: int) -> dict[str, Tensor]:
         values = self.inner(step)  # its backward passes are done: one graph in memory at a time
@@ -82,7 +86,7 @@ class WithTargetLabels:
         x, y = self.augment(x, y)
         loss = self.loss(self.student(x), y)
         (self.weight * loss).backward()
-        return {**values, "loss_target_labels": loss}
+        return {**values, f"loss_{self.kind}s": loss}
 
     def after_update(self, step: int) -> None:
         self.inner.after_update(step)
