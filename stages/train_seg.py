@@ -5,6 +5,7 @@ round)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import tempfile
 from pathlib import Path
@@ -75,9 +76,14 @@ def main(argv: list[str] | None = None) -> None:
         val = PreparedSplit.open(args.val, True) if args.val and config.val_every > 0 else None
         labelled = spec.target_labels
         target_labels = PreparedSplit.open(labelled.split, True) if labelled else None
-        with tempfile.TemporaryDirectory(prefix=".pseudo_labels_", dir=args.out.parent) as work:
+        with contextlib.ExitStack() as stack:
             pseudo, extra = None, None
             if args.round:
+                # Beside the model folder, one per process; gone when the stage ends.
+                args.out.mkdir(parents=True, exist_ok=True)
+                work = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix=".pseudo_labels_", dir=args.out)
+                )
                 round_spec = config.rounds[args.round]
                 split = _pseudo_labels(config, round_spec, args.models, Path(work), door)
                 pseudo, extra = (split, round_spec.weight), settings_of(door.params)

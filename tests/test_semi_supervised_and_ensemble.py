@@ -523,5 +523,5 @@ def test_the_round_trains_on_its_pseudo_labels_in_a_run_of_its_own(repo) -> None
     header = (repo / "models/seg/fda_ssl/curve.csv").read_text().splitlines()[0]
     assert "loss_pseudo_labels" in header and "loss_entropy" not in header
     # The temporary labels are gone; the model folder is a plain one.
-    assert not list((repo / "models/seg").glob(".pseudo_labels_*"))
+    assert not list((repo / "models/seg/fda_ssl").glob(".pseudo_labels_*"))
     assert "ensemble" not in json.loads((repo / "models/seg/fda_ssl/model.json").read_text())
