@@ -20,6 +20,21 @@ from tests.test_pipeline_e2e import TINY, _merge, _run
 pytestmark = pytest.mark.slow
 
 
+def _repro_through_the_report(root, params: dict, side: str) -> dict[str, str]:
+    """`dvc repro` in a checkout of `root` with `params`; the data's `side` (the folder one) is
+    named with its map in the dataset identity, val keeps its 2 frames, and the comparison lists
+    every variant. Returns the checkout's environment."""
+    env = temp_checkout(root, params)
+    _run([sys.executable, "-m", "dvc", "repro"], root, env)
+    identity = json.loads((root / "data/prepared/dataset.json").read_text())
+    assert identity[side]["kind"] == "folder" and "label_map_sha256" in identity[side]
+    assert identity["splits"]["real_val"]["frames"] == 2
+    comparison = (root / "reports/comparison.md").read_text()
+    for variant in params["train_seg"]["variants"]:
+        assert f"| {variant} |" in comparison, variant
+    return env
+
+
 def test_dvc_repro_runs_through_the_report_on_carla_and_a_fleet(tmp_path):
     rng = np.random.default_rng(0)
     data_root = tmp_path / "data"
@@ -33,15 +48,7 @@ def test_dvc_repro_runs_through_the_report_on_carla_and_a_fleet(tmp_path):
     blocks = doc_blocks()
     params["data"]["source"] = {**blocks["CARLA"]["source"], "root": str(data_root / "carla")}
     params["data"]["target"] = {**blocks["Your fleet"]["target"], "root": str(data_root / "fleet")}
-    env = temp_checkout(root, params)
-    _run([sys.executable, "-m", "dvc", "repro"], root, env)
-
-    identity = json.loads((root / "data/prepared/dataset.json").read_text())
-    assert identity["source"]["kind"] == "folder" and "label_map_sha256" in identity["source"]
-    assert identity["splits"]["real_val"]["frames"] == 2
-    comparison = (root / "reports/comparison.md").read_text()
-    for variant in params["train_seg"]["variants"]:
-        assert f"| {variant} |" in comparison, variant
+    env = _repro_through_the_report(root, params, "source")
     # Editing the map re-prepares the data: the shipped maps are a dependency of prepare.
     status = _run([sys.executable, "-m", "dvc", "status", "prepare"], root, env)
     assert "changed" not in status.stdout
@@ -76,14 +83,6 @@ def test_dvc_repro_runs_through_the_report_on_each_documented_target(tmp_path, t
         params["data"]["val_label_size"] = [H, W]  # the fixture's label size
     root = tmp_path / "repo"
     root.mkdir()
-    env = temp_checkout(root, params)
-    _run([sys.executable, "-m", "dvc", "repro"], root, env)
-
-    identity = json.loads((root / "data/prepared/dataset.json").read_text())
-    assert identity["target"]["kind"] == "folder" and "label_map_sha256" in identity["target"]
-    assert identity["splits"]["real_val"]["frames"] == 2
-    comparison = (root / "reports/comparison.md").read_text()
-    for variant in params["train_seg"]["variants"]:
-        assert f"| {variant} |" in comparison, variant
+    env = _repro_through_the_report(root, params, "target")
     status = _run([sys.executable, "-m", "dvc", "status", "--json"], root, env)
     assert json.loads(status.stdout or "{}") == {}
