@@ -2,7 +2,7 @@
 
 The code deps of a stage are derived from its script's imports (within pipeline/ and stages/):
 every file that can change the stage's outputs must be declared, and no other code file. Its
-params are derived from what the script reads of params.yaml and config.py's runtime marks.
+params are derived from what the script reads of params.yaml and pipeline/config's runtime marks.
 """
 
 from __future__ import annotations
@@ -228,7 +228,9 @@ def test_readme_draws_the_chain_as_dvc_does_with_the_shipped_settings(tmp_path) 
 def test_the_dependency_scan_sees_a_library_file_a_stage_imports() -> None:
     """The scan itself: train_seg runs the input normalisation and config, evaluate the model
     factory; the tracking door is not followed."""
-    assert {"pipeline/data/tensors.py", "pipeline/config.py"} <= code_deps("stages/train_seg.py")
+    assert {"pipeline/data/tensors.py", "pipeline/config/train_seg.py"} <= code_deps(
+        "stages/train_seg.py"
+    )
     assert "pipeline/models/segmentation.py" in code_deps("stages/evaluate.py")
     assert "pipeline/tracking.py" not in code_deps("stages/evaluate.py")
 

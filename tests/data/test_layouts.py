@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, DataConfig, DatasetSpec, _build
+from pipeline.config import ConfigError, DataConfig, DatasetSpec, build
 from pipeline.data.demo import DemoSpec, generate
 from pipeline.data.folder import index_folder
 from pipeline.data.index import DatasetError
@@ -108,7 +108,7 @@ def _write_target(name, root, rng):
 def _data(source: dict, target: dict, **extra) -> DataConfig:
     raw = {"source": source, "target": target, "size": [H, W], "max_skipped": 0}
     raw |= {"max_unknown_share": 0.0, "val_label_size": None} | extra
-    return _build(DataConfig, raw, "data")
+    return build(DataConfig, raw, "data")
 
 
 def _expected_train_ids(ids: np.ndarray, table: dict) -> np.ndarray:
