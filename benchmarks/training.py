@@ -35,7 +35,7 @@ from pipeline.evaluate import evaluate_images, native_labels
 from pipeline.models.cyclegan import translate_batch
 from pipeline.models.generator_folder import load_trained_generator
 from pipeline.models.model_folder import load_model
-from pipeline.tracking import NullTracker
+from pipeline.tracking.base import NullTracker
 from pipeline.train.cyclegan import train_cyclegan
 from pipeline.train.segmentation import train_segmentation
 from pipeline.translate import channel_stats, domain_shift_report

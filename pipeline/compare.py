@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from pipeline.report import ORACLE, SOURCE, add_gap_closure
-from pipeline.tracking import search_runs
+from pipeline.tracking.runs import search_runs
 
 SCORES = {
     "pixel_accuracy": "pixel acc.",

@@ -30,7 +30,7 @@ from pipeline.io import atomic_path, save_npy, write_json
 from pipeline.metrics import ConfusionMatrix, protocol_mious, scores, scores_to_json
 from pipeline.runtime import autocast, pick_device, resolve_precision
 from pipeline.segment import WHOLE_FRAME, Inference, logits_of, upsampled_argmax
-from pipeline.tracking import Tracker
+from pipeline.tracking.base import Tracker
 
 # Scalar scores logged as "val_<name>" for every variant, so runs compare column by column.
 SUMMARY_SCORES = ("pixel_accuracy", "mean_class_accuracy", "miou", "fwiou")

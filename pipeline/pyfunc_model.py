@@ -2,9 +2,9 @@
 
 MLflow's "models from code": the logged model carries this file and the pipeline package instead
 of a pickled Python object, so loading it unpickles nothing. See
-`pipeline.tracking.MlflowTracker.log_segmentation_model`.
+`pipeline.tracking.models.log_segmentation_model`.
 """
 
-from pipeline.tracking import declare_segmentation_model
+from pipeline.tracking.models import declare_segmentation_model
 
 declare_segmentation_model()

@@ -27,7 +27,7 @@ from pipeline.data.identity import read_identity
 from pipeline.data.labels import CLASS_COLORS, CLASS_NAMES, PROTOCOL_CLASSES, colorize
 from pipeline.data.split import IMAGES, LABELS_NATIVE, PreparedSplit
 from pipeline.io import atomic_path, read_json, write_json, write_text
-from pipeline.tracking import Tracker
+from pipeline.tracking.base import Tracker
 
 SOURCE, ORACLE = "source_only", "oracle"
 

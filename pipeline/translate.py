@@ -51,7 +51,7 @@ from pipeline.io import (
 )
 from pipeline.models.cyclegan import translate_batch
 from pipeline.models.generator_folder import load_trained_generator
-from pipeline.tracking import Tracker
+from pipeline.tracking.base import Tracker
 
 # Written into a translated split: the sha256 of the weights that translated it.
 SOURCE_MARKER = "source.json"

@@ -18,7 +18,7 @@ from pipeline.evaluate import fcn_score
 from pipeline.fid import translation_distances
 from pipeline.io import write_json
 from pipeline.runtime import pick_device, resolve_precision
-from pipeline.tracking import Tracker
+from pipeline.tracking.base import Tracker
 
 
 def score_translation(

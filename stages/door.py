@@ -32,14 +32,9 @@ from pipeline.io import ImageReadError, InputError, OutputError, write_json
 from pipeline.models.generator_folder import GeneratorFolderError
 from pipeline.models.model_folder import ModelFolderError
 from pipeline.segment import SegmentError
-from pipeline.tracking import (
-    NullTracker,
-    Tracker,
-    TrackingError,
-    check_tracking,
-    open_tracker,
-    reopen_run,
-)
+from pipeline.tracking.base import NullTracker, Tracker, TrackingError
+from pipeline.tracking.runs import open_tracker, reopen_run
+from pipeline.tracking.store import check_tracking
 from pipeline.train.checkpoint import (
     CheckpointError,
     claim_checkpoint_folder,

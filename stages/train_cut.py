@@ -11,7 +11,7 @@ from pipeline import runtime
 from pipeline.config import run_settings
 from pipeline.data.split import PreparedSplit
 from pipeline.io import write_json
-from pipeline.tracking import project_root
+from pipeline.tracking.store import project_root
 from pipeline.train.cut import train_cut
 from stages.door import Training, open_stage
 

@@ -11,7 +11,7 @@ from pipeline.config import ConfigError, run_settings
 from pipeline.data.split import PreparedSplit
 from pipeline.io import write_json
 from pipeline.models.model_folder import load_model
-from pipeline.tracking import project_root
+from pipeline.tracking.store import project_root
 from pipeline.train.cyclegan import train_cyclegan
 from stages.door import Training, open_stage
 

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import compare
 from pipeline.cli.compare import main
-from pipeline.tracking import MlflowTracker
+from pipeline.tracking.runs import MlflowTracker
 
 SCORES = {  # variant: (miou, pixel accuracy)
     "oracle": (0.6, 0.9),

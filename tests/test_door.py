@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.io import read_json
-from pipeline.tracking import search_runs
+from pipeline.tracking.runs import search_runs
 from pipeline.train.checkpoint import list_checkpoints
 from pipeline.weights import WeightsError
 from stages.door import Training, failed_log, open_stage

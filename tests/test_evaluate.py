@@ -20,11 +20,8 @@ from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.evaluate import evaluate_images, metrics_json, protocol_scores, tracking_metrics
 from pipeline.metrics import scores
 from pipeline.models.model_folder import weights_digest
-from pipeline.tracking import (
-    MODEL_DIGEST_TAG,
-    open_tracker,
-    search_runs,
-)
+from pipeline.tracking.models import MODEL_DIGEST_TAG
+from pipeline.tracking.runs import open_tracker, search_runs
 from stages import demo_data, evaluate_translation, prepare, train_seg
 from stages import evaluate as evaluate_stage
 from tests.conftest import TEST_PARAMS

@@ -1,8 +1,13 @@
-"""No module of pipeline/ imports from a layer above its own (see pipeline/__init__.py)."""
+"""No module of pipeline/ imports from a layer above its own (see pipeline/__init__.py), and the
+training loops and the benchmarks import without mlflow."""
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +100,38 @@ def test_training_reaches_models_only_through_the_models_layer(path) -> None:
         if module.split(".")[0] in ("translate", "segment")
     ]
     assert not inference, f"pipeline/train/{path.name} imports inference modules: {inference}"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+# Imports every module named on its command line, in order, and prints the first one after which
+# mlflow is loaded (or nothing).
+IMPORTS_MLFLOW = """\
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    if "mlflow" in sys.modules:
+        print(name)
+        break
+"""
+
+
+def test_the_training_loops_and_the_benchmarks_import_without_mlflow() -> None:
+    """They log to pipeline.tracking.base's trackers, so they run where mlflow is not installed
+    (the benchmarks' GPU machines)."""
+    modules = [
+        _module_name(path) for path in [*TRAINING, *sorted((REPO_ROOT / "benchmarks").glob("*.py"))]
+    ]
+    assert "pipeline.train.segmentation" in modules and "benchmarks.training" in modules
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS_MLFLOW, *modules],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "", f"importing {result.stdout.strip()} imports mlflow"

@@ -24,7 +24,7 @@ from pipeline.models.ensemble import ProbabilityAverage
 from pipeline.models.model_folder import ModelFolderError, load_model, write_ensemble
 from pipeline.report import RowNote, Rows, comparison_markdown, comparison_rows, row_notes
 from pipeline.segment import Segmenter, upsampled_argmax
-from pipeline.tracking import search_runs
+from pipeline.tracking.runs import search_runs
 from pipeline.train.semi_supervised import WithTargetLabels, draw_target_frames
 from stages import demo_data, prepare, train_seg
 from stages import ensemble as ensemble_stage

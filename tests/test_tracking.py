@@ -15,30 +15,32 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import tracking
 from pipeline.config import DataConfig, DatasetSpec
 from pipeline.data.identity import SplitHasher, build_identity, read_identity, write_identity
+from pipeline.tracking.base import NullTracker, Tracker, TrackingError
+from pipeline.tracking.runs import MlflowTracker, open_tracker, pipeline_run, search_runs
+from pipeline.tracking.store import check_tracking, project_root, tracking_uri
 from tests.conftest import REPO_ROOT
 
 
 def test_project_root_steps_out_of_dvc_temp_copies(tmp_path):
     inside = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "run" / "abc123"
-    assert tracking.project_root(inside) == tmp_path / "repo"
-    assert tracking.project_root(tmp_path / "repo") == tmp_path / "repo"
+    assert project_root(inside) == tmp_path / "repo"
+    assert project_root(tmp_path / "repo") == tmp_path / "repo"
 
 
 def test_default_store_is_sqlite_at_repo_root(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.chdir(tmp_path)
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
 
 
 def test_unreachable_server_is_reported_before_training():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # free now, nothing listens after close
-    with pytest.raises(tracking.TrackingError, match=f"127.0.0.1:{port}.*unreachable"):
-        tracking.check_tracking(f"http://127.0.0.1:{port}", timeout=2)
+    with pytest.raises(TrackingError, match=f"127.0.0.1:{port}.*unreachable"):
+        check_tracking(f"http://127.0.0.1:{port}", timeout=2)
 
 
 def test_locked_sqlite_store_is_reported(tmp_path):
@@ -47,23 +49,23 @@ def test_locked_sqlite_store_is_reported(tmp_path):
     holder.execute("CREATE TABLE t (x)")
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(tracking.TrackingError, match=r"mlflow\.db"):
-            tracking.check_tracking(f"sqlite:///{store}", timeout=0.2)
+        with pytest.raises(TrackingError, match=r"mlflow\.db"):
+            check_tracking(f"sqlite:///{store}", timeout=0.2)
     finally:
         holder.rollback()
         holder.close()
-    tracking.check_tracking(f"sqlite:///{store}")
+    check_tracking(f"sqlite:///{store}")
 
 
 def test_run_logs_and_reopens(tmp_path):
-    tracker = tracking.MlflowTracker("unit", "first", tags={"stage": "test", "variant": "x"})
+    tracker = MlflowTracker("unit", "first", tags={"stage": "test", "variant": "x"})
     tracker.log_params({"a": 1, "b.c": "text"})
     tracker.log_metrics({"loss": 1.5, "nan_is_skipped": float("nan")}, step=3)
     tracker.finish()
-    again = tracking.MlflowTracker("unit", "ignored", run_id=tracker.run_id)
+    again = MlflowTracker("unit", "ignored", run_id=tracker.run_id)
     again.log_metrics({"val_miou": 0.5})
     again.finish()
-    runs = tracking.search_runs("unit")
+    runs = search_runs("unit")
     assert len(runs) == 1
     row = runs.iloc[0]
     assert row["metrics.loss"] == 1.5 and row["metrics.val_miou"] == 0.5
@@ -73,8 +75,8 @@ def test_run_logs_and_reopens(tmp_path):
 
 
 def test_null_tracker_does_nothing_and_refuses_unknown_calls():
-    null = tracking.open_tracker(True, "unit", "r", is_main=False)
-    assert isinstance(null, tracking.NullTracker)
+    null = open_tracker(True, "unit", "r", is_main=False)
+    assert isinstance(null, NullTracker)
     null.log_metrics({"x": 1}, step=1)
     null.finish()
     assert null.run_id is None
@@ -91,10 +93,10 @@ def _public_methods(cls: type) -> dict[str, inspect.Signature]:
 
 
 def test_both_trackers_have_exactly_the_interface():
-    interface = _public_methods(tracking.Tracker)
+    interface = _public_methods(Tracker)
     assert {"log_metrics", "log_segmentation_model", "finish"} <= interface.keys()
-    assert tracking.Tracker.__abstractmethods__ == interface.keys()
-    for cls in (tracking.MlflowTracker, tracking.NullTracker):
+    assert Tracker.__abstractmethods__ == interface.keys()
+    for cls in (MlflowTracker, NullTracker):
         assert _public_methods(cls) == interface, cls.__name__
         assert not hasattr(cls, "__getattr__"), cls.__name__
 
@@ -103,7 +105,7 @@ def test_experiment_is_for_model_training_and_keeps_artifacts_beside_the_store(
     tmp_path, monkeypatch
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tracking.MlflowTracker("kinds", "r").finish()
+    MlflowTracker("kinds", "r").finish()
     client = MlflowClient()
     experiment = client.get_experiment_by_name("kinds")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -112,7 +114,7 @@ def test_experiment_is_for_model_training_and_keeps_artifacts_beside_the_store(
     assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
     # An experiment made elsewhere without a kind gets one.
     bare = client.create_experiment("bare")
-    tracking.MlflowTracker("bare", "r").finish()
+    MlflowTracker("bare", "r").finish()
     assert "mlflow.experimentKind" in client.get_experiment(bare).tags
 
 
@@ -136,7 +138,7 @@ def _prepared_dataset(root: Path) -> Path:
 
 def test_log_data_records_dataset_inputs_params_and_tags(tmp_path):
     prepared = _prepared_dataset(tmp_path / "prepared")
-    tracker = tracking.MlflowTracker("data", "r")
+    tracker = MlflowTracker("data", "r")
     tracker.log_data(
         {
             "training": [tmp_path / "translated", prepared / "sim"],  # not a prepared split
@@ -161,7 +163,7 @@ def test_log_data_records_dataset_inputs_params_and_tags(tmp_path):
 FAKE_DVC = """\
 import os, subprocess, sys
 env = {**os.environ, "DVC_STAGE": "stage"}
-code = "from pipeline.tracking import pipeline_run; print(pipeline_run())"
+code = "from pipeline.tracking.runs import pipeline_run; print(pipeline_run())"
 for _ in range(int(sys.argv[1])):
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
 """
@@ -186,4 +188,4 @@ def test_pipeline_run_is_shared_by_the_stages_one_dvc_process_starts(tmp_path, m
     assert first[0] == first[1] and len(first[0]) == 12
     assert second[0] != first[0]
     monkeypatch.delenv("DVC_STAGE", raising=False)
-    assert tracking.pipeline_run() is None
+    assert pipeline_run() is None

@@ -18,7 +18,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipeline.tracking import MlflowTracker, TrackingError, search_runs
+from pipeline.tracking.base import TrackingError
+from pipeline.tracking.runs import MlflowTracker, search_runs
 from tests.test_evaluate import make_repo, train_and_evaluate
 
 pytestmark = pytest.mark.slow

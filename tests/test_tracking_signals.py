@@ -16,7 +16,7 @@ from tests.conftest import REPO_ROOT
 # Opens a run and waits, as a training stage building its nets before any step and checkpoint.
 WAITING = """\
 import sys
-from pipeline.tracking import open_tracker
+from pipeline.tracking.runs import open_tracker
 tracker = open_tracker(True, "killed", "train")
 print(tracker.run_id, flush=True)
 sys.stdin.read()
@@ -26,7 +26,7 @@ sys.stdin.read()
 FORKING = """\
 import os, signal
 from mlflow import MlflowClient
-from pipeline.tracking import open_tracker
+from pipeline.tracking.runs import open_tracker
 tracker = open_tracker(True, "forked", "train")
 ready, told = os.pipe()
 child = os.fork()
@@ -44,7 +44,7 @@ tracker.finish()
 # Two runs; the handlers come back when the last one finishes.
 HANDLERS = """\
 import signal
-from pipeline.tracking import open_tracker
+from pipeline.tracking.runs import open_tracker
 before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
 first, second = (open_tracker(True, "handlers", name) for name in ("a", "b"))
 now = lambda: (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP))

@@ -1,5 +1,5 @@
-"""The local store follows its checkout when it moves, and the same model files registered twice
-in a row make one version."""
+"""The local store follows its checkout when it moves (in the schema the pinned MLflow writes, and
+no other), and the same model files registered twice in a row make one version."""
 
 from __future__ import annotations
 
@@ -10,15 +10,24 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipeline import tracking
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.models.model_folder import MODEL_SPEC, model_spec, write_model
+from pipeline.models.model_folder import MODEL_SPEC, model_spec, weights_digest, write_model
 from pipeline.models.segmentation import build_segmentation_model
 from pipeline.segment import Segmenter
-from pipeline.tracking import MODEL_DIGEST_TAG, MlflowTracker, open_store, weights_digest
+from pipeline.tracking.base import TrackingError
+from pipeline.tracking.models import MODEL_DIGEST_TAG
+from pipeline.tracking.runs import MlflowTracker
+from pipeline.tracking.store import (
+    KNOWN_SCHEMA,
+    LOCATION_COLUMNS,
+    open_store,
+    relocate_artifacts,
+    schema_revision,
+)
 
 # About 0.1 M parameters: the smallest net the pipeline builds, so logging it stays quick.
 ARCH, ENCODER = "Linknet", "tu-test_efficientnet"
@@ -38,7 +47,7 @@ def _locations(db: Path) -> list[str]:
     with sqlite3.connect(db) as connection:
         return [
             value
-            for table, column in tracking._LOCATION_COLUMNS
+            for table, column in LOCATION_COLUMNS
             for (value,) in connection.execute(f"SELECT {column} FROM {table}")
             if value
         ]
@@ -101,6 +110,53 @@ def test_locations_the_store_did_not_place_are_left_alone(tmp_path, monkeypatch)
     assert client.get_experiment_by_name("beside").artifact_location == (
         (moved / "mlruns").as_uri()
     )
+
+
+def _fresh_store(db: Path) -> Path:
+    """A store the pinned MLflow makes, with one experiment whose artifacts folder is mlruns/
+    elsewhere: as if the store had moved away from it."""
+    client = MlflowClient(f"sqlite:///{db}")
+    client.create_experiment("old", artifact_location=(db.parent / "old" / "mlruns").as_uri())
+    return db
+
+
+def test_the_pinned_mlflow_writes_the_schema_the_locations_are_moved_in(tmp_path):
+    db = _fresh_store(tmp_path / "mlflow.db")
+    with sqlite3.connect(db) as connection:
+        assert schema_revision(connection) == KNOWN_SCHEMA, f"MLflow {mlflow.__version__}"
+        columns = {
+            table: {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+            for table, _ in LOCATION_COLUMNS
+        }
+    missing = [
+        f"{table}.{column}" for table, column in LOCATION_COLUMNS if column not in columns[table]
+    ]
+    assert not missing, f"MLflow {mlflow.__version__} stores have no {missing}"
+
+
+def test_a_moved_store_of_another_schema_is_refused_and_left_as_it_was(tmp_path):
+    db = _fresh_store(tmp_path / "mlflow.db")
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = 'a1b2c3d4e5f6'")
+    before = _locations(db)
+    with pytest.raises(TrackingError) as raised:
+        relocate_artifacts(db)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert str(db) in message and "a1b2c3d4e5f6" in message and KNOWN_SCHEMA in message
+    assert _locations(db) == before
+    with sqlite3.connect(db) as connection:
+        connection.execute("DELETE FROM alembic_version")
+    with pytest.raises(TrackingError, match="revision is unknown"):
+        relocate_artifacts(db)
+
+
+def test_a_store_of_another_schema_that_has_not_moved_is_left_to_mlflow(tmp_path):
+    db = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()  # only the Default experiment, beside it
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = 'a1b2c3d4e5f6'")
+    relocate_artifacts(db)
 
 
 def test_the_same_model_files_are_registered_once_in_a_row(tmp_path, capsys):

@@ -34,7 +34,7 @@ from pipeline.config import CUTConfig, run_settings
 from pipeline.losses import GANLoss, patch_nce
 from pipeline.models.cut import ContrastiveGenerator, PatchHeads, sample_patch_ids, tap_shapes
 from pipeline.models.cyclegan import build_discriminator, build_generator, translate_batch
-from pipeline.tracking import Tracker
+from pipeline.tracking.base import Tracker
 from pipeline.train.run import Run, spec_of
 from pipeline.train.translator import (
     UnpairedSampler,

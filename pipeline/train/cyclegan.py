@@ -28,7 +28,7 @@ from pipeline.config import CycleGANConfig, run_settings
 from pipeline.data.tensors import normalize
 from pipeline.losses import GANLoss, cycle_loss, identity_loss
 from pipeline.models.cyclegan import build_discriminator, build_generator, translate_batch
-from pipeline.tracking import Tracker
+from pipeline.tracking.base import Tracker
 from pipeline.train.image_pool import ImagePool
 from pipeline.train.run import Run, spec_of, stream_seed
 from pipeline.train.translator import (

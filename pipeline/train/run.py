@@ -46,7 +46,7 @@ import torch
 from pipeline import dist, runtime
 from pipeline.config import flatten_mapping
 from pipeline.io import atomic_path
-from pipeline.tracking import Tracker
+from pipeline.tracking.base import Tracker
 from pipeline.train.checkpoint import (
     check_compatible,
     latest_checkpoint,

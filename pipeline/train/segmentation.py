@@ -57,7 +57,7 @@ from pipeline.io import atomic_path
 from pipeline.losses import SegmentationLoss, robust_entropy
 from pipeline.models.model_folder import MODEL_WEIGHTS, model_spec, write_model
 from pipeline.models.segmentation import build_segmentation_model
-from pipeline.tracking import Tracker
+from pipeline.tracking.base import Tracker
 from pipeline.train.run import Run, Stateful, spec_of
 from pipeline.train.self_training import DACSStep, MICStep
 from pipeline.train.semi_supervised import WithTargetLabels

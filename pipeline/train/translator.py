@@ -18,7 +18,7 @@ from pipeline.data.tensors import to_gan_input
 from pipeline.io import write_png
 from pipeline.models.cyclegan import build_generator
 from pipeline.models.generator_folder import write_generators
-from pipeline.tracking import Tracker
+from pipeline.tracking.base import Tracker
 from pipeline.train.run import Run
 
 

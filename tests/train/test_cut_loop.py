@@ -21,7 +21,7 @@ from pipeline.io import read_rgb
 from pipeline.losses import GANLoss, patch_nce
 from pipeline.models.cyclegan import translate_batch
 from pipeline.models.generator_folder import load_trained_generator
-from pipeline.tracking import NullTracker
+from pipeline.tracking.base import NullTracker
 from pipeline.train.checkpoint import list_checkpoints, load_checkpoint
 from pipeline.train.cut import NET_NAMES, build_nets, build_trainer, train_cut
 from pipeline.train.run import Interrupted

@@ -24,7 +24,7 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.tensors import to_gan_input
 from pipeline.io import read_rgb
 from pipeline.models.generator_folder import load_trained_generator
-from pipeline.tracking import NullTracker
+from pipeline.tracking.base import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from pipeline.train.cyclegan import (
     NET_NAMES,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.tracking import NullTracker
+from pipeline.tracking.base import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints
 from pipeline.train.run import Interrupted, Run, RunSpec, TrainingDiverged
 

@@ -19,7 +19,7 @@ from pipeline.data.demo import render_frame
 from pipeline.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.split import PreparedSplit
 from pipeline.losses import SegmentationLoss
-from pipeline.tracking import NullTracker
+from pipeline.tracking.base import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints
 from pipeline.train.run import Interrupted
 from pipeline.train.segmentation import (

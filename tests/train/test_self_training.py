@@ -29,7 +29,7 @@ from pipeline.data.split import PreparedSplit
 from pipeline.data.tensors import normalize, to_unit_float
 from pipeline.losses import label_patches, masked_feature_distance
 from pipeline.models.segmentation import build_segmentation_model
-from pipeline.tracking import NullTracker
+from pipeline.tracking.base import NullTracker
 from pipeline.train.run import Interrupted
 from pipeline.train.segmentation import (
     TrainingSplits,
