@@ -278,7 +278,8 @@ def readme_section(
     page: Path,
 ) -> str:
     """The body of README's benchmark block: the main table, the rankings that hold, the
-    translators, and a link to the full page (`page`, relative to README)."""
+    translators, and a link to the full page (`page`, relative to the folder of the page the
+    block sits in)."""
     ranked = rankings(runs, order)
     # The oracle is the ceiling: one clause says whether it stands above every variant.
     oracle = ranked[ranked["higher"] == "oracle"]

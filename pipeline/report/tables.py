@@ -157,7 +157,7 @@ def _protocol_note(classes: int, source_missing: Sequence[str]) -> str:
 
 
 def city_markdown(cities: pd.DataFrame, classes: int) -> list[str]:
-    """Lines of the per-city mIoU table (`load_city_metrics`), in %, one column per variant."""
+    """Lines of the per-city mIoU table (`scores.load_city_metrics`), in %, a column per variant."""
     variants = [column for column in cities.columns if column != "n_images"]
     lines = [
         "",

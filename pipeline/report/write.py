@@ -94,7 +94,7 @@ def write_report(
     are the rows (ensembles included), `notes` what sets some apart (`row_notes`).
 
     Returns the table, the translation-quality lines and comparison_markdown's keyword
-    arguments, so the README section can repeat the page.
+    arguments, so the README's results block (`pages.results_block`) can repeat the page.
     """
     reports, figures = inputs.reports, inputs.reports / "figures"
     identity = read_identity(inputs.prepared)
