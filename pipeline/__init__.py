@@ -10,7 +10,8 @@ Modules sit in layers; a module imports only from its own layer or the ones belo
 4. inference and tracking: translate, segment, evaluate, translation_scores, tracking,
    pyfunc_model; preflight (the checks before a run, which build nets)
 5. training: the run layer and the loops (train/)
-6. reporting: report, compare, ablation
+6. reporting: report (report/), compare, ablation; blocks, the writer of the generated blocks
+   in Markdown pages
 7. commands: the user's command lines, one module each (cli/)
 
 Stages (stages/) are the doors DVC calls; they may import any layer.

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from pipeline.report import ORACLE, SOURCE, add_gap_closure
+from pipeline.report.scores import ORACLE, SOURCE, add_gap_closure
 from pipeline.tracking.runs import search_runs
 
 SCORES = {

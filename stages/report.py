@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline import report
+from pipeline.report.rows import Rows, comparison_rows, row_notes
+from pipeline.report.write import ReportInputs, write_report
 from stages.door import open_stage
 
 
@@ -23,22 +24,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summary", type=Path, default=Path("metrics"), help="per-variant JSON")
     parser.add_argument("--log", type=Path, help="copy of the stage's output")
     args = parser.parse_args(argv)
-    inputs = report.ReportInputs(
-        args.reports, args.prepared, args.translated, args.models, args.summary
-    )
+    inputs = ReportInputs(args.reports, args.prepared, args.translated, args.models, args.summary)
     with open_stage("report", log=args.log, run_name="report") as door:
         params = door.params
-        rows = report.Rows(
-            params.train_seg.variants, params.train_seg.ensembles, params.train_seg.rounds
-        )
-        report.write_report(
+        rows = Rows(params.train_seg.variants, params.train_seg.ensembles, params.train_seg.rounds)
+        write_report(
             inputs,
-            report.comparison_rows(rows),
+            comparison_rows(rows),
             params.report.n_samples,
             params.evaluate.classes,
             params.data.source.kind,
             door.tracker,
-            report.row_notes(rows),
+            row_notes(rows),
         )
         print((args.reports / "comparison.md").read_text())  # inside: logs/report.log keeps it
 

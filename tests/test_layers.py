@@ -37,6 +37,7 @@ LAYERS = {
     "preflight": 4,
     "train": 5,
     "report": 6,
+    "blocks": 6,
     "compare": 6,
     "ablation": 6,
     "cli": 7,

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import report
 from pipeline.cli import readme
 from pipeline.config import DataConfig, DatasetSpec
 from pipeline.data.identity import SplitHasher, build_identity, write_identity
 from pipeline.data.labels import CLASS_NAMES
+from pipeline.report import figures, pages, scores, tables, write
 from tests.conftest import TEST_PARAMS
 
 VARIANTS = ["source_only", "fda", "cyclegan", "source_st", "cyclegan_st", "oracle"]
@@ -54,20 +54,20 @@ def metrics_dir(tmp_path):
 
 
 def test_gap_closed_arithmetic():
-    assert report.gap_closed(0.2, 0.2, 0.6) == 0.0
-    assert report.gap_closed(0.6, 0.2, 0.6) == 1.0
-    assert report.gap_closed(0.35, 0.2, 0.6) == pytest.approx(0.375)
-    assert report.gap_closed(0.1, 0.2, 0.6) == pytest.approx(-0.25)
-    assert math.isnan(report.gap_closed(0.5, 0.6, 0.6))  # no gap to close
-    assert math.isnan(report.gap_closed(0.5, 0.6, 0.4))  # oracle below source
+    assert scores.gap_closed(0.2, 0.2, 0.6) == 0.0
+    assert scores.gap_closed(0.6, 0.2, 0.6) == 1.0
+    assert scores.gap_closed(0.35, 0.2, 0.6) == pytest.approx(0.375)
+    assert scores.gap_closed(0.1, 0.2, 0.6) == pytest.approx(-0.25)
+    assert math.isnan(scores.gap_closed(0.5, 0.6, 0.6))  # no gap to close
+    assert math.isnan(scores.gap_closed(0.5, 0.6, 0.4))  # oracle below source
 
 
 def test_table_equals_metrics_files(metrics_dir):
-    table = report.add_gap_closure(report.load_metrics(metrics_dir, VARIANTS))
+    table = scores.add_gap_closure(scores.load_metrics(metrics_dir, VARIANTS))
     assert list(table.index) == VARIANTS
     for variant in VARIANTS:
         data = json.loads((metrics_dir / f"{variant}.json").read_text())
-        for key in report.SUMMARY:
+        for key in scores.SUMMARY:
             assert table.loc[variant, key] == data[key]
         for name in CLASS_NAMES:
             expected = data["per_class_iou"][name]
@@ -78,7 +78,7 @@ def test_table_equals_metrics_files(metrics_dir):
     assert table.loc["fda", "gap_closed_miou"] == 0.0
     assert table.loc["cyclegan", "gap_closed_miou"] == pytest.approx(0.375)
     assert table.loc["cyclegan", "gap_closed_pixel_accuracy"] == pytest.approx(0.75)
-    markdown = report.comparison_markdown(table, "demo (0123456789ab)")
+    markdown = pages.comparison_markdown(table, "demo (0123456789ab)")
     assert "Dataset **demo (0123456789ab)**" in markdown
     assert "| cyclegan | 80.0 |" in markdown and "| 37% | 75% |" in markdown
     assert "54.0" in markdown and "not this run" in markdown
@@ -106,9 +106,9 @@ def _synthia_metrics_dir(tmp_path):
 
 def test_synthia_report_sets_protocols_side_by_side_with_cities_and_its_references(tmp_path):
     folder = _synthia_metrics_dir(tmp_path)
-    table = report.add_gap_closure(report.load_metrics(folder, SYNTHIA_VARIANTS))
+    table = scores.add_gap_closure(scores.load_metrics(folder, SYNTHIA_VARIANTS))
     assert table.loc["fda", "miou13"] == pytest.approx(0.55)
-    cities = report.load_city_metrics(folder, SYNTHIA_VARIANTS)
+    cities = scores.load_city_metrics(folder, SYNTHIA_VARIANTS)
     assert list(cities.index) == ["aachen", "ulm"] and list(cities["n_images"]) == [3, 2]
     assert cities.loc["aachen", "oracle"] == pytest.approx(0.55)
     data_report = {
@@ -118,9 +118,9 @@ def test_synthia_report_sets_protocols_side_by_side_with_cities_and_its_referenc
             }
         }
     }
-    missing = report.source_missing_classes(data_report)
+    missing = scores.source_missing_classes(data_report)
     assert missing == ["terrain", "truck"]
-    markdown = report.comparison_markdown(
+    markdown = pages.comparison_markdown(
         table,
         "synthia-demo",
         classes=16,
@@ -141,9 +141,9 @@ def test_synthia_report_sets_protocols_side_by_side_with_cities_and_its_referenc
 
 
 def test_gta5_report_keeps_one_miou_column(metrics_dir):
-    table = report.add_gap_closure(report.load_metrics(metrics_dir, VARIANTS))
-    markdown = report.comparison_markdown(
-        table, "demo", cities=report.load_city_metrics(metrics_dir, VARIANTS)
+    table = scores.add_gap_closure(scores.load_metrics(metrics_dir, VARIANTS))
+    markdown = pages.comparison_markdown(
+        table, "demo", cities=scores.load_city_metrics(metrics_dir, VARIANTS)
     )
     assert "mIoU16" not in markdown and "by city" not in markdown
     assert "| mIoU | fwIoU |" in markdown and "CyCADA (Hoffman" in markdown
@@ -151,7 +151,7 @@ def test_gta5_report_keeps_one_miou_column(metrics_dir):
 
 def test_missing_metrics_file_is_named(metrics_dir):
     with pytest.raises(FileNotFoundError, match=r"extra\.json"):
-        report.load_metrics(metrics_dir, [*VARIANTS, "extra"])
+        scores.load_metrics(metrics_dir, [*VARIANTS, "extra"])
 
 
 def _identity(work, roots: str) -> None:
@@ -219,7 +219,7 @@ def test_curves_figure_draws_only_losses_on_the_loss_panel():
             "lr": [2e-4, 2e-4, 1e-4],
         }
     )
-    figure = report.curves_figure(curves, "CycleGAN")
+    figure = figures.curves_figure(curves, "CycleGAN")
     try:
         loss_axes, lr_axes = figure.axes
         assert [line.get_label() for line in loss_axes.get_lines()] == [
@@ -229,7 +229,7 @@ def test_curves_figure_draws_only_losses_on_the_loss_panel():
         assert [list(line.get_ydata()) for line in lr_axes.get_lines()] == [[2e-4, 2e-4, 1e-4]]
     finally:
         plt.close(figure)
-    figure = report.curves_figure(curves.drop(columns="lr"), "no lr column")
+    figure = figures.curves_figure(curves.drop(columns="lr"), "no lr column")
     try:
         assert len(figure.axes) == 1 and len(figure.axes[0].get_lines()) == 2
     finally:
@@ -266,7 +266,7 @@ def test_report_stage_writes_table_and_figures(work):
     for variant in VARIANTS:
         summary = json.loads((work / "metrics" / f"{variant}.json").read_text())
         assert summary["miou"] == round(table.loc[variant, "miou"], 4)
-        assert set(summary) == {*report.SUMMARY, "gap_closed_miou", "gap_closed_pixel_accuracy"}
+        assert set(summary) == {*scores.SUMMARY, "gap_closed_miou", "gap_closed_pixel_accuracy"}
         per_class = pd.read_csv(reports / "per_class_iou" / f"{variant}.csv")
         assert list(per_class.columns) == ["class", "iou_percent"]
         # rider is absent from the ground truth: no bar for it.
@@ -315,19 +315,19 @@ def test_differences_are_marked_when_smaller_than_the_seed_spread(tmp_path):
             }
         )
     )
-    spread = report.load_seed_spread(tmp_path / "seeds.json")
-    lines = report.differences_markdown(table, spread)
+    spread = scores.load_seed_spread(tmp_path / "seeds.json")
+    lines = tables.differences_markdown(table, spread)
     assert "| cyclegan vs source_only | +20.0 | +20.0 |" in lines
     # +2.0 mIoU against a spread of 5.0: within; +20.0 pixel acc. against 5.0: not.
     assert "| cyclegan_st vs cyclegan | +2.0 (within spread) | +20.0 |" in lines
     assert "over 3 runs" in " ".join(lines)
-    assert report.load_seed_spread(tmp_path / "missing.json") is None
+    assert scores.load_seed_spread(tmp_path / "missing.json") is None
     # Stamped with its dataset, the spread is used for that dataset only.
     stamped = json.loads((tmp_path / "seeds.json").read_text()) | {"dataset": "demo (abc)"}
     (tmp_path / "seeds.json").write_text(json.dumps(stamped))
-    assert report.load_seed_spread(tmp_path / "seeds.json", "demo (abc)") is not None
-    assert report.load_seed_spread(tmp_path / "seeds.json", "elsewhere (def)") is None
-    assert "single runs" in " ".join(report.differences_markdown(table, None))
+    assert scores.load_seed_spread(tmp_path / "seeds.json", "demo (abc)") is not None
+    assert scores.load_seed_spread(tmp_path / "seeds.json", "elsewhere (def)") is None
+    assert "single runs" in " ".join(tables.differences_markdown(table, None))
 
 
 def test_translation_quality_has_a_row_per_translator_cyclegan_first(tmp_path) -> None:
@@ -344,7 +344,7 @@ def test_translation_quality_has_a_row_per_translator_cyclegan_first(tmp_path) -
     (folder / "cyclegan" / "scores.json").write_text(json.dumps({**fcn, "fid_kid": fid}))
     not_computed = {"computed": False, "why": "fid.inception_weights is null (README)"}
     (folder / "cut" / "scores.json").write_text(json.dumps({**fcn, "fid_kid": not_computed}))
-    lines = report.translation_scores(tmp_path)
+    lines = write.translation_scores(tmp_path)
     rows = [line for line in lines if line.startswith("| ") and "translator" not in line]
     assert (
         rows[0] == "| cyclegan | 20.0 -> 30.0 | 50.0 -> 60.0 | 1.500 -> 0.250 | 80.0 -> 40.0 "
@@ -352,4 +352,4 @@ def test_translation_quality_has_a_row_per_translator_cyclegan_first(tmp_path) -
     )
     assert rows[1] == "| cut | 20.0 -> 30.0 | 50.0 -> 60.0 | 1.500 -> 0.250 | - | - |"
     assert lines[-1] == "FID / KID not computed: fid.inception_weights is null (README)."
-    assert report.translation_scores(tmp_path / "nothing") == []
+    assert write.translation_scores(tmp_path / "nothing") == []

@@ -22,7 +22,8 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.split import PreparedSplit
 from pipeline.models.ensemble import ProbabilityAverage
 from pipeline.models.model_folder import ModelFolderError, load_model, write_ensemble
-from pipeline.report import RowNote, Rows, comparison_markdown, comparison_rows, row_notes
+from pipeline.report.pages import comparison_markdown
+from pipeline.report.rows import RowNote, Rows, comparison_rows, row_notes
 from pipeline.segment import Segmenter, upsampled_argmax
 from pipeline.tracking.runs import search_runs
 from pipeline.train.semi_supervised import WithTargetLabels, draw_target_frames

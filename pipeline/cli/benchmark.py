@@ -8,6 +8,13 @@ Below that: every run's mIoU, which pairwise orderings the runs support (a READM
 one), each translator's scores beside its variant's, and the validation curves' figure.
 
     python -m pipeline.cli.benchmark --run ../seed0 --run ../seed1 --out reports/benchmark
+
+`--readme PAGE` also rewrites that page's block (README.md or a docs/*.md page; the link to
+the full page is relative to its folder). The run folders are checkouts outside the repository;
+`--from-page reports/benchmark` rewrites the block from the page's runs.json instead (the
+tables the runs gave, kept beside the page), writing nothing else:
+
+    python -m pipeline.cli.benchmark --readme docs/results.md --from-page reports/benchmark
 """
 
 from __future__ import annotations
@@ -20,8 +27,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import blocks
 from pipeline.io import read_json, write_json, write_text
-from pipeline.report import TRANSLATORS, plt, replace_marked_section, save_figure
+from pipeline.report.figures import plt, save_figure
+from pipeline.report.scores import TRANSLATORS
+
+PROG = "python -m pipeline.cli.benchmark"
+RUNS_FILE = "runs.json"  # beside the page: each run's variants and translators tables
 
 SCORES = ("miou", "pixel_accuracy")
 CLAIM_RUNS = 3  # seeds a README claim rests on
@@ -259,21 +271,15 @@ def benchmark_page(
     return "\n".join(lines) + "\n"
 
 
-def readme_markers(name: str) -> tuple[str, str]:
-    """The comments around README's block called `name` (benchmark: the main one)."""
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-
-
 def readme_section(
     runs: dict[str, pd.DataFrame],
     order: Sequence[str],
     translators: dict[str, pd.DataFrame],
     page: Path,
-    marker: str = "benchmark",
 ) -> str:
-    """README's block between the `marker` comments: the main table, the rankings that hold,
-    the translators, and a link to the full page (`page`, relative to README)."""
-    start, end = readme_markers(marker)
+    """The body of README's benchmark block: the main table, the rankings that hold, the
+    translators, and a link to the full page (`page`, relative to the folder of the page the
+    block sits in)."""
     ranked = rankings(runs, order)
     # The oracle is the ceiling: one clause says whether it stands above every variant.
     oracle = ranked[ranked["higher"] == "oracle"]
@@ -285,7 +291,6 @@ def readme_section(
     held = ranked[ranked["holds"] & ((ranked["higher"] != "oracle") | (not ceiling))]
     translated = translators_lines(translators, runs)
     clauses = ceiling + [f"{r.higher} > {r.lower} (+{r.difference:.1f})" for r in held.itertuples()]
-    option = "" if marker == "benchmark" else f" --readme-marker {marker}"
     # A README claim needs CLAIM_RUNS seeds; fewer runs are reported, not claimed.
     test = (
         "Rankings that hold (above in every run, by more than the larger spread of the two)"
@@ -294,9 +299,6 @@ def readme_section(
         f"run(s), fewer than the {CLAIM_RUNS} a claim needs (measured, not claimed)"
     )
     lines = [
-        start,
-        f"<!-- written by `python -m pipeline.cli.benchmark --readme README.md{option}`; "
-        "do not edit -->",
         f"Runs: {', '.join(runs)}. Scores in % on real val at label resolution; spread = max - "
         f"min over the runs. Full page: [{page}]({page}).",
         "",
@@ -304,40 +306,44 @@ def readme_section(
         "",
         f"{test}: " + ("; ".join(clauses) or "none") + ". No other pair passes both tests.",
         *(["", *translated] if translated else []),
-        end,
     ]
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.cli.benchmark", description=__doc__)
-    parser.add_argument("--run", type=Path, action="append", required=True, help="a finished run")
-    parser.add_argument("--out", type=Path, default=Path("reports/benchmark"))
-    parser.add_argument(
-        "--variants", nargs="+", help="the variants the runs evaluated (default: every variant of "
-        "the first run's reports/comparison.csv); source_only and oracle anchor the gap"
-    )  # fmt: skip
-    parser.add_argument(
-        "--readme", type=Path, help="also rewrite this README's benchmark section (its markers)"
-    )
-    parser.add_argument(
-        "--readme-marker", default="benchmark",
-        help="the README block to rewrite: between <!-- NAME:start --> and <!-- NAME:end -->",
-    )  # fmt: skip
-    parser.add_argument("--title", default=TITLE, help="the page's heading")
-    args = parser.parse_args(argv)
-    variants = args.variants or list(
-        pd.read_csv(args.run[0] / "reports" / "comparison.csv", index_col=0).index
-    )
-    runs = {run.name: run_table(run, variants) for run in args.run}
-    translators = {run.name: translator_table(run) for run in args.run}
-    figure = curves_figure(args.run, variants)
+def block_command(readme: Path, marker: str) -> str:
+    """The command a README block's written-by line names (the run folders are not named)."""
+    option = "" if marker == "benchmark" else f" --readme-marker {marker}"
+    return f"{PROG} --readme {blocks.page_path(readme)}{option}"
+
+
+def kept_tables(page: Path) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The runs' variants and translators tables as an earlier invocation kept them in the
+    page's runs.json (run and variant order as they were)."""
+    kept = read_json(page / RUNS_FILE)
+    runs = {
+        name: pd.DataFrame.from_dict(run["variants"], orient="index") for name, run in kept.items()
+    }
+    translators = {
+        name: pd.DataFrame.from_dict(run[TRANSLATORS], orient="index", dtype=float)
+        for name, run in kept.items()
+    }
+    return runs, translators
+
+
+def write_page(
+    run_paths: Sequence[Path], variants: Sequence[str], out: Path, title: str
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The page, its figure, runs.json and each run's evidence under `out`, from the run
+    folders; returns the runs' variants and translators tables."""
+    runs = {run.name: run_table(run, variants) for run in run_paths}
+    translators = {run.name: translator_table(run) for run in run_paths}
+    figure = curves_figure(run_paths, variants)
     if figure is not None:
-        save_figure(figure, args.out / CURVES_FIGURE)
-    page = benchmark_page(runs, variants, translators, figure is not None, args.title)
-    write_text(args.out / "comparison.md", page)
+        save_figure(figure, out / CURVES_FIGURE)
+    page = benchmark_page(runs, variants, translators, figure is not None, title)
+    write_text(out / "comparison.md", page)
     write_json(
-        args.out / "runs.json",
+        out / RUNS_FILE,
         {
             name: {
                 "variants": table.to_dict("index"),
@@ -346,24 +352,61 @@ def main(argv: Sequence[str] | None = None) -> None:
             for name, table in runs.items()
         },
     )
-    for run in args.run:
+    for run in run_paths:
         # The evidence of each run: its scores and validation curves, as the stages wrote them.
         for variant in variants:
-            kept = args.out / run.name / variant
+            kept = out / run.name / variant
             kept.mkdir(parents=True, exist_ok=True)
             shutil.copy(run / "reports" / "metrics" / f"{variant}.json", kept / "metrics.json")
             curve = run / "models" / "seg" / variant / "val_curve.csv"
             if curve.is_file():
                 shutil.copy(curve, kept / "val_curve.csv")
+    return runs, translators
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--run", type=Path, action="append", help="a finished run")
+    given.add_argument(
+        "--from-page", type=Path, metavar="FOLDER",
+        help="rewrite only the --readme block, from this page folder's runs.json",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("reports/benchmark"))
+    parser.add_argument(
+        "--variants", nargs="+", help="the variants the runs evaluated (default: every variant of "
+        "the first run's reports/comparison.csv); source_only and oracle anchor the gap"
+    )  # fmt: skip
+    parser.add_argument(
+        "--readme", type=Path, help="also rewrite this page's benchmark block (its markers)"
+    )
+    parser.add_argument(
+        "--readme-marker", default="benchmark",
+        help="the README block to rewrite: between <!-- NAME:start --> and <!-- NAME:end -->",
+    )  # fmt: skip
+    parser.add_argument("--title", default=TITLE, help="the page's heading")
+    args = parser.parse_args(argv)
+    if args.from_page is not None:
+        if args.readme is None:
+            parser.error("--from-page rewrites a --readme block: name the page")
+        runs, translators = kept_tables(args.from_page)
+        variants, out = args.variants or list(next(iter(runs.values())).index), args.from_page
+    else:
+        variants = args.variants or list(
+            pd.read_csv(args.run[0] / "reports" / "comparison.csv", index_col=0).index
+        )
+        runs, translators = write_page(args.run, variants, args.out, args.title)
+        out = args.out
     if args.readme is not None:
-        page_link = os.path.relpath(args.out / "comparison.md", args.readme.parent)
-        marker = args.readme_marker
-        section = readme_section(runs, variants, translators, Path(page_link), marker)
+        page_link = Path(os.path.relpath(out / "comparison.md", args.readme.parent))
+        section = readme_section(runs, variants, translators, page_link)
+        command = block_command(args.readme, args.readme_marker)
         try:
-            replace_marked_section(args.readme, *readme_markers(marker), section)
-        except ValueError as err:
+            blocks.replace_block(args.readme, args.readme_marker, section, command)
+        except blocks.BlockError as err:
             raise SystemExit(str(err)) from err
-    print((args.out / "comparison.md").read_text())
+    if args.from_page is None:
+        print((args.out / "comparison.md").read_text())
 
 
 if __name__ == "__main__":
