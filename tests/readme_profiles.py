@@ -1,4 +1,4 @@
-"""README's profile commands as a team runs them: the commands, the user's settings a test adds
+"""The docs' profile commands as a team runs them: the commands, the user's settings a test adds
 to them, and a temp checkout with tiny data in the real layouts (tests/test_readme_*.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from pipeline.data.demo import DemoSpec, generate
-from tests.conftest import REPO_ROOT, TEST_PARAMS, temp_checkout
+from tests.conftest import TEST_PARAMS, temp_checkout
+from tests.doc_pages import docs_text
 
 # What a team with tiny data would add: frames, crops and schedules a CPU runs in seconds, a
 # MiT-B0 in place of the profile's MiT-B5 (same code path, 1/25 of the weights).
@@ -54,8 +55,8 @@ ENCODER_OVERRIDES = ["train_seg.encoder=mit_b0", "train_seg.encoder_weights=weig
 
 
 def readme_profile_commands() -> list[str]:
-    """README's shell blocks that run a profile, each as one line (continuations joined)."""
-    readme = (REPO_ROOT / "README.md").read_text()
+    """The docs' shell blocks that run a profile, each as one line (continuations joined)."""
+    readme = docs_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
     commands = [" ".join(b.replace("\\\n", " ").split()) for b in blocks if "cli.profile" in b]
     assert len(commands) == 3, commands
@@ -63,8 +64,8 @@ def readme_profile_commands() -> list[str]:
 
 
 def with_user_settings(command: str, roots: dict[str, Path], extra: list[str]) -> str:
-    """`command` with README's placeholder roots replaced by `roots` and `extra` -S settings
-    added to the profile command, where README tells a team to put its own."""
+    """`command` with the docs' placeholder roots replaced by `roots` and `extra` -S settings
+    added to the profile command, where the docs tell a team to put its own."""
     for placeholder, root in roots.items():
         command = command.replace(placeholder, str(root))
     profile, pipe, run = command.partition(" | ")
@@ -90,7 +91,7 @@ def run(command: str, cwd: Path, env: dict, ok: bool = True) -> subprocess.Compl
 
 def profile_checkout(tmp_path_factory) -> tuple[Path, dict, dict[str, Path]]:
     """A temp checkout with tests/params.yaml, a team's tiny data in the real layouts outside
-    data/demo (README's placeholder roots -> those folders), and two encoder weights files."""
+    data/demo (the docs' placeholder roots -> those folders), and two encoder weights files."""
     root = tmp_path_factory.mktemp("repo")
     env = temp_checkout(root, yaml.safe_load(TEST_PARAMS.read_text()))
     # A team's data: the real layouts, outside the demo folder.

@@ -19,6 +19,7 @@ import yaml
 
 from pipeline.config import Params
 from tests.conftest import REPO_ROOT, TEST_PARAMS
+from tests.doc_pages import docs_text
 from tests.test_pipeline_e2e import ROUND
 
 # Files that cannot change any output, so a change to them must not rerun stages (imports made
@@ -211,7 +212,7 @@ def test_dvc_itself_sees_every_imported_file_as_a_dep_of_every_stage(tmp_path) -
 
 
 def test_readme_draws_the_chain_as_dvc_does_with_the_shipped_settings(tmp_path) -> None:
-    """README's diagram is `dvc dag --md` of dvc.yaml with the shipped variants and no
+    """The docs' diagram of the chain is `dvc dag --md` of dvc.yaml with the shipped variants and no
     contrastive translator (they are opt-in)."""
     shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     params = yaml.safe_load(TEST_PARAMS.read_text())
@@ -222,8 +223,8 @@ def test_readme_draws_the_chain_as_dvc_does_with_the_shipped_settings(tmp_path) 
     dag = subprocess.run(
         [*dvc, "dag", "--md"], cwd=tmp_path, check=True, capture_output=True, text=True
     ).stdout.strip()
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert dag in readme, "README's pipeline diagram differs from `dvc dag --md`"
+    readme = docs_text()
+    assert dag in readme, "docs/chain.md's pipeline diagram differs from `dvc dag --md`"
 
 
 def test_the_dependency_scan_sees_a_library_file_a_stage_imports() -> None:

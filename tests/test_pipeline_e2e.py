@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, TEST_PARAMS, temp_checkout
+from tests.conftest import TEST_PARAMS, temp_checkout
+from tests.doc_pages import docs_text
 
 pytestmark = pytest.mark.slow
 
@@ -222,7 +223,7 @@ def test_runs_of_one_repro_share_a_pipeline_run_and_name_their_dataset(repo):
     assert seen["registered"] == [f"sim2real-{v}" for v in sorted(ROWS)]
 
 
-# README's command for a dvc exp show that fits a 200-column terminal.
+# The docs' command for a dvc exp show that fits a 200-column terminal.
 EXP_SHOW = (
     "dvc exp show --drop '.*' --keep "
     "'Experiment$|data\\.source\\.root$|.*/(source_only|cyclegan|cyclegan_st|oracle)\\.json:miou$'"
@@ -231,7 +232,7 @@ EXP_SHOW = (
 
 def test_dvc_views_fit_and_plots_draw_the_right_fields(repo):
     root, env, _ = repo
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = docs_text()
     assert EXP_SHOW in readme
     dvc = [sys.executable, "-m", "dvc"]
     # An experiment row too: its name widens the first column.

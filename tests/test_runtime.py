@@ -33,11 +33,11 @@ def test_a_cap_that_allows_bf16_units_leaves_the_hardware_to_decide(monkeypatch,
 
 
 def test_readmes_avx2_command_makes_auto_pick_fp32(monkeypatch) -> None:
-    """The environment README gives for computing the committed fp32 results again on a CPU with
+    """The environment the docs give for computing the committed fp32 results again on a CPU with
     AVX-512 turns `precision: auto` into fp32."""
-    from tests.conftest import REPO_ROOT
+    from tests.doc_pages import docs_text
 
-    text = (REPO_ROOT / "README.md").read_text()
+    text = docs_text()
     line = next(line for line in text.splitlines() if line.startswith("ATEN_CPU_CAPABILITY="))
     assignments = dict(word.split("=", 1) for word in line.split() if "=" in word)
     assert set(assignments) == {
