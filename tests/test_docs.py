@@ -19,8 +19,6 @@ from tests.doc_pages import doc_pages
 
 FENCE = re.compile(r"^```.*?^```", flags=re.S | re.M)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
-# A block a command writes (`<!-- NAME:start -->` ... `<!-- NAME:end -->`).
-GENERATED = re.compile(r"<!-- (\w+):start -->.*?<!-- \1:end -->", flags=re.S)
 # `python -m MODULE` for the project's own modules.
 MODULE_COMMAND = re.compile(r"\bpython3? -m ((?:pipeline|stages|benchmarks)(?:\.\w+)*)")
 # Where a command's arguments end on its line.
@@ -60,27 +58,22 @@ def anchors(page: Path) -> set[str]:
     return found
 
 
-def _links(text: str) -> Iterator[tuple[str, bool]]:
-    """(target, inside a generated block) for every relative link outside code."""
+def _links(text: str) -> Iterator[str]:
+    """Every relative link outside code."""
     text = re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
-    spans = [match.span() for match in GENERATED.finditer(text)]
     for match in LINK.finditer(text):
         target = match.group(1)
         if not re.match(r"[a-z]+:", target):  # not a URL
-            yield target, any(start <= match.start() < end for start, end in spans)
+            yield target
 
 
 @pytest.mark.parametrize("page", doc_pages(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_every_relative_link_names_a_file_and_a_heading_that_exist(page: Path) -> None:
     broken = []
-    for target, generated in _links(page.read_text()):
+    for target in _links(page.read_text()):
         path, _, fragment = target.partition("#")
-        # A generated block's links are its writer's: relative to the page, or to the
-        # repository root where the writer resolves them from there.
-        bases = [page.parent, REPO_ROOT] if generated else [page.parent]
-        files = [(base / path).resolve() if path else page for base in bases]
-        found = next((file for file in files if file.exists()), None)
-        if found is None:
+        found = (page.parent / path).resolve() if path else page
+        if not found.exists():
             broken.append(f"{target}: no such file")
         elif fragment and (found.suffix != ".md" or fragment not in anchors(found)):
             broken.append(f"{target}: no heading #{fragment} in {found.relative_to(REPO_ROOT)}")
