@@ -335,7 +335,8 @@ def cyclegan_step(
 ) -> Step:
     """One training step of `config` with `mode`'s levers as train_cyclegan runs it (sampling
     included) on `frames` (default: 8 random ones of `size`); a call returns its losses."""
-    from pipeline.train.cyclegan import UnpairedSampler, build_trainer, frames_fit_on_device
+    from pipeline.train.cyclegan import build_trainer
+    from pipeline.train.translator import UnpairedSampler, frames_fit_on_device
 
     levers = mode.split("+")
     compile = "default" if "compile" in levers else "eager"
