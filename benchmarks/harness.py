@@ -423,7 +423,8 @@ def seg_train_step(config: TrainSegConfig, mode: str, split: PreparedSplit, devi
     PairedAugment, the loss, the optimizer); a call returns its seconds of waiting for data."""
     from pipeline.data.augment import PairedAugment
     from pipeline.losses import SegmentationLoss
-    from pipeline.train.segmentation import make_optimizer, sample_batch
+    from pipeline.train.segmentation import make_optimizer
+    from pipeline.train.segmentation_steps import sample_batch
 
     model, net, precision, memory_format = seg_net(config, mode, device)
     model.train()
