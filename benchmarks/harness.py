@@ -335,7 +335,8 @@ def cyclegan_step(
 ) -> Step:
     """One training step of `config` with `mode`'s levers as train_cyclegan runs it (sampling
     included) on `frames` (default: 8 random ones of `size`); a call returns its losses."""
-    from pipeline.train.cyclegan import UnpairedSampler, build_trainer, frames_fit_on_device
+    from pipeline.train.cyclegan import build_trainer
+    from pipeline.train.translator import UnpairedSampler, frames_fit_on_device
 
     levers = mode.split("+")
     compile = "default" if "compile" in levers else "eager"
@@ -422,7 +423,8 @@ def seg_train_step(config: TrainSegConfig, mode: str, split: PreparedSplit, devi
     PairedAugment, the loss, the optimizer); a call returns its seconds of waiting for data."""
     from pipeline.data.augment import PairedAugment
     from pipeline.losses import SegmentationLoss
-    from pipeline.train.segmentation import make_optimizer, sample_batch
+    from pipeline.train.segmentation import make_optimizer
+    from pipeline.train.segmentation_steps import sample_batch
 
     model, net, precision, memory_format = seg_net(config, mode, device)
     model.train()

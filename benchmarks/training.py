@@ -29,6 +29,7 @@ import torch
 
 from benchmarks.harness import CPU, Results, measurement, table
 from pipeline import runtime
+from pipeline.colour_stats import channel_stats, domain_shift_report
 from pipeline.config import load_params
 from pipeline.data.split import PreparedSplit
 from pipeline.evaluate import evaluate_images, native_labels
@@ -38,7 +39,6 @@ from pipeline.models.model_folder import load_model
 from pipeline.tracking.base import NullTracker
 from pipeline.train.cyclegan import train_cyclegan
 from pipeline.train.segmentation import train_segmentation
-from pipeline.translate import channel_stats, domain_shift_report
 
 PREPARED, ORACLE = Path("data/prepared"), Path("models/seg/oracle")
 CURVE_KEYS = ("loss_cycle_sim", "loss_cycle_real", "loss_gan_sim2real", "loss_disc_real")

@@ -5,8 +5,8 @@ Modules sit in layers; a module imports only from its own layer or the ones belo
 
 1. foundations: config, io, dist, runtime, fingerprint, weights
 2. data: readers, prepare, the demo generator, augmentation, tensor conversion (data/)
-3. models and maths: nets and their on-disk folders (models/), losses, metrics, fid, training-free
-   adaptation (adapt/)
+3. models and maths: nets and their on-disk folders (models/), losses, metrics, fid, colour_stats,
+   training-free adaptation (adapt/)
 4. inference and tracking: translate, segment, evaluate, translation_scores, tracking,
    pyfunc_model; preflight (the checks before a run, which build nets)
 5. training: the run layer and the loops (train/)

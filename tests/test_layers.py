@@ -27,6 +27,7 @@ LAYERS = {
     "losses": 3,
     "metrics": 3,
     "fid": 3,
+    "colour_stats": 3,
     "adapt": 3,
     "translate": 4,
     "evaluate": 4,

@@ -177,7 +177,7 @@ class RecordingStep:
 
 
 def test_the_labelled_target_batch_adds_its_weighted_loss_to_the_wrapped_step(tmp_path) -> None:
-    from pipeline.train.segmentation import Student
+    from pipeline.train.segmentation_steps import Student
 
     split = write_split(tmp_path / "real", "real", 8)
     config = params_section("train_seg", batch=2, crop=(32, 64), color_jitter=0.0)

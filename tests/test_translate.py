@@ -15,19 +15,12 @@ from PIL import Image
 import pipeline.translate
 from pipeline import dist
 from pipeline.cli.translate import main
+from pipeline.colour_stats import ColourStats, channel_stats, domain_distance
 from pipeline.data.split import PreparedSplit
 from pipeline.io import read_rgb, write_png
 from pipeline.models.cyclegan import build_generator, size_multiple, translate_batch
 from pipeline.models.generator_folder import write_generators
-from pipeline.translate import (
-    OUTPUT_MARKER,
-    ColourStats,
-    TranslateError,
-    channel_stats,
-    domain_distance,
-    translate_folder,
-    translate_split,
-)
+from pipeline.translate import OUTPUT_MARKER, TranslateError, translate_folder, translate_split
 
 CPU = torch.device("cpu")
 

@@ -22,30 +22,29 @@ run layer's (`pipeline.train.run`), as for CycleGAN.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any
+import functools
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from pipeline import dist, runtime
-from pipeline.config import CUTConfig, run_settings
+from pipeline.config import CUTConfig
 from pipeline.losses import GANLoss, patch_nce
 from pipeline.models.cut import ContrastiveGenerator, PatchHeads, sample_patch_ids, tap_shapes
 from pipeline.models.cyclegan import build_discriminator, build_generator, translate_batch
-from pipeline.tracking.base import Tracker
-from pipeline.train.run import Run, spec_of
+from pipeline.train.run import Run
 from pipeline.train.translator import (
-    UnpairedSampler,
+    Translator,
+    TranslatorTrainer,
+    adam_updates,
     apply_updates,
     compile_phases,
-    frames_fit_on_device,
-    fused_adam,
-    linear_decay,
+    evaluating,
+    image_grid,
     non_finite,
-    save_generators,
-    train_loop,
+    place_nets,
+    train_translator,
 )
 
 NET_NAMES = ("gen_sim2real", "patch_heads", "disc_real")
@@ -59,6 +58,9 @@ class CUTNets:
 
     def named(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in NET_NAMES}
+
+    def generators(self) -> tuple[nn.Module, None]:
+        return self.gen_sim2real, None  # one direction only
 
 
 @dataclasses.dataclass
@@ -141,25 +143,18 @@ class CUTObjective:
         return {"loss_disc_real": 0.5 * (gan(disc(real), True) + gan(disc(fake_real), False))}
 
 
-@dataclasses.dataclass
-class CUTTrainer:
-    """The nets, their optimizers and the update they make together (`step`)."""
+@dataclasses.dataclass(kw_only=True)
+class CUTTrainer(TranslatorTrainer):
+    """The nets, their optimizers (opt_gen: the generator and the heads) and the update they
+    make together (`step`)."""
 
-    nets: CUTNets  # the plain modules: their state dicts are what gets saved
+    nets: CUTNets
     runners: CUTRunners  # what the step calls: DDP-wrapped and compiled where asked
     objective: CUTObjective
-    opt_gen: torch.optim.Adam  # the generator and the heads
-    opt_disc: torch.optim.Adam
-    schedule_gen: torch.optim.lr_scheduler.LambdaLR
-    schedule_disc: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
     # Patch locations and FastCUT's mirror draws, on the device: a stream the run checkpoints.
     draws: torch.Generator
     tap_shapes: list[tuple[int, int, int]]
     num_patches: int
-    precision: str
-    device: torch.device
-    compile: str = "eager"  # set by `wrap`
 
     def wrap(self, compile: str) -> None:
         """DDP-wrap the nets (several ranks) once the weights are final; with `compile` other
@@ -176,10 +171,6 @@ class CUTTrainer:
                 self, compile, "_translate_phase", "_generator_phase", "_discriminator_phase"
             )
 
-    def lr(self) -> float:
-        """The learning rate of the next update."""
-        return self.schedule_gen.get_last_lr()[0]
-
     def step(self, sim: Tensor, real: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """One discriminator, then generator + heads update on (B, 3, h, w) batches.
 
@@ -187,10 +178,7 @@ class CUTTrainer:
         was applied (a device bool, equal on every rank): when a loss on any rank is NaN/inf,
         the nets whose losses it touches are not updated (D: its own; G: any).
         """
-        if self.compile == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
-        self.opt_gen.zero_grad(set_to_none=True)
-        self.opt_disc.zero_grad(set_to_none=True)
+        self.begin_step()
         # Drawn outside the compiled phases, as tensors: the graphs stay the same every step.
         where = {"generator": self.draws, "device": self.draws.device}
         flip = torch.rand((), **where) < 0.5
@@ -240,6 +228,15 @@ class CUTTrainer:
             losses = self.objective.discriminator_losses(self.runners, real, fake_real)
         return losses, sum(losses.values())
 
+    def sample_grid(self, sim_image: np.ndarray, real_image: np.ndarray) -> np.ndarray:
+        """(2H, 2W, 3) uint8: sim | sim->real over real | real->real (what the identity term
+        asks to leave alone)."""
+        generator, precision, device = self.nets.gen_sim2real, self.precision, self.device
+        with evaluating(generator):
+            fake_real = translate_batch(generator, sim_image[None], precision, device)
+            same_real = translate_batch(generator, real_image[None], precision, device)
+        return image_grid((sim_image, fake_real[0]), (real_image, same_real[0]))
+
 
 def build_trainer(
     nets: CUTNets,
@@ -252,12 +249,10 @@ def build_trainer(
     (`cut_config`); `draws` (on `device`) gives the patch locations and mirror draws."""
     if config.lambda_nce is None or config.nce_idt is None or config.flip_equivariance is None:
         raise ValueError("CUT needs one translator's resolved settings: cut_config(params, NAME)")
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    for net in nets.named().values():
-        net.to(device=device, memory_format=memory_format)
-    betas = (config.beta1, config.beta2)
-    opt_gen = fused_adam(config.lr, betas, nets.gen_sim2real, nets.patch_heads)
-    opt_disc = fused_adam(config.lr, betas, nets.disc_real)
+    place_nets(nets, device, config.channels_last)
+    updates = adam_updates(
+        config, (nets.gen_sim2real, nets.patch_heads), (nets.disc_real,), device, precision
+    )
     translator = ContrastiveGenerator(
         nets.gen_sim2real, nets.patch_heads, config.nce_layers, config.flip_equivariance
     )
@@ -267,119 +262,23 @@ def build_trainer(
         objective=CUTObjective(
             config.gan_mode, config.lambda_gan, config.lambda_nce, config.nce_idt, config.nce_t
         ),
-        opt_gen=opt_gen,
-        opt_disc=opt_disc,
-        schedule_gen=linear_decay(opt_gen, config.iters, config.decay_from),
-        schedule_disc=linear_decay(opt_disc, config.iters, config.decay_from),
-        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
         draws=draws,
         tap_shapes=tap_shapes(nets.gen_sim2real, config.nce_layers, config.crop),
         num_patches=config.num_patches,
-        precision=precision,
-        device=device,
+        **updates,
     )
 
 
-def train_cut(
-    config: CUTConfig,
-    sim: np.ndarray,
-    real: np.ndarray,
-    out_dir: str | Path,
-    tracker: Tracker,
-    curves_path: str | Path | None = None,
-    device: torch.device | None = None,
-) -> dict[str, Any]:
-    """Train CUT or FastCUT (`config.mode`) on (N, H, W, 3) uint8 sim and real frames, with one
-    translator's resolved settings (`cut_config(params, NAME)`); resume from out_dir if possible.
-
-    Writes out_dir/checkpoints/, out_dir/samples/, the final generator (gen_sim2real.safetensors
-    and generator.json, whose "family" is the mode) and, with `curves_path`, the loss curves as
-    CSV. Only rank 0 writes. Returns the run summary (steps, img_per_s, train_seconds, the last
-    logged losses) and the precision used.
-    """
-    out_dir = Path(out_dir)
-    device = device or runtime.pick_device()
-    precision = runtime.resolve_precision(config.precision, device)
-    runtime.set_threads(config.threads)
-    if device.type == "cuda":
-        # Fixed crop size: let cuDNN pick the fastest kernels (resume exact up to their
-        # non-determinism, as for CycleGAN).
-        torch.backends.cudnn.benchmark = True
-
-    # Every rank builds the same initial weights; the run then seeds each rank's own streams.
-    torch.manual_seed(config.seed)
-    nets = build_nets(config)
-    curves = Path(curves_path) if curves_path is not None else None
-    folder = out_dir / "checkpoints"
-    spec = spec_of(config, config.mode, folder, run_settings(config), curves, "cut.")
-    run = Run(spec, tracker, device)
-    trainer = build_trainer(nets, config, device, precision, run.generator("draws", device))
-    frames_on_device = frames_fit_on_device(device, sim, real)
-    sampler = UnpairedSampler(
-        sim,
-        real,
-        config.batch,
-        config.crop,
-        config.flip,
-        run.generator("sampler", device if frames_on_device else None),
-        device,
-        config.channels_last,
-        frames_on_device,
-        section="cut",
-    )
-    run.hold(
-        **trainer.nets.named(),
-        opt_gen=trainer.opt_gen,
-        opt_disc=trainer.opt_disc,
-        schedule_gen=trainer.schedule_gen,
-        schedule_disc=trainer.schedule_disc,
-        scaler=trainer.scaler,
-    )
-    run.resume()
-    trainer.wrap(config.compile)
-    tracker.set_tags(
-        {
-            "family": config.mode,
-            "precision": precision,
-            "channels_last": config.channels_last,
-            "compile": config.compile,
-        }
-    )
-
-    summary = train_loop(
-        run,
-        trainer,
-        sampler,
-        config.sample_every,
-        lambda: sample_grid(trainer.nets.gen_sim2real, sim[0], real[0], precision, device),
-        out_dir / "samples",
-        tracker,
-    )
-    summary["precision"] = precision
-    if dist.is_main():
-        settings = (config.netG, config.ngf, config.norm)
-        save_generators(
-            out_dir, tracker, config.crop, settings, trainer.nets.gen_sim2real, family=config.mode
-        )
-    dist.barrier()
-    return summary
+def trainer_for_run(
+    config: CUTConfig, nets: CUTNets, run: Run, device: torch.device, precision: str
+) -> CUTTrainer:
+    """`build_trainer` for a run: the patch locations and mirror draws are its "draws" stream."""
+    return build_trainer(nets, config, device, precision, run.generator("draws", device))
 
 
-def sample_grid(
-    generator: nn.Module,
-    sim_image: np.ndarray,
-    real_image: np.ndarray,
-    precision: str,
-    device: torch.device,
-) -> np.ndarray:
-    """(2H, 2W, 3) uint8: sim | sim->real over real | real->real (what the identity term asks
-    to leave alone)."""
-    generator.eval()
-    try:
-        fake_real = translate_batch(generator, sim_image[None], precision, device)
-        same_real = translate_batch(generator, real_image[None], precision, device)
-    finally:
-        generator.train()
-    top = np.concatenate([sim_image, fake_real[0]], axis=1)
-    bottom = np.concatenate([real_image, same_real[0]], axis=1)
-    return np.concatenate([top, bottom], axis=0)
+CUT = Translator("cut", build_nets, trainer_for_run, family=lambda config: config.mode)
+
+# train_cut(config, sim, real, out_dir, tracker, curves_path=None, device=None): CUT or FastCUT
+# (`config.mode`, the generator's "family") with one translator's resolved settings
+# (`cut_config(params, NAME)`), through `train_translator`. It ends with gen_sim2real only.
+train_cut = functools.partial(train_translator, CUT)

@@ -7,7 +7,8 @@ fakes, their loss halved. The learning rate is constant until ``decay_from`` and
 zero at ``iters``.
 
 Everything between the steps (resume, signals, checkpoints, logging, the non-finite guard) is the
-run layer's (`pipeline.train.run`); this module is the nets, the objective, one step and the loop.
+run layer's (`pipeline.train.run`), the set-up and loop every translator shares are
+`pipeline.train.translator`'s; this module is the nets, the objective and one step.
 A step never waits for the device: a non-finite loss is detected on the device and the fused Adam
 optimizers skip that update there (``found_inf``), leaving weights and moments untouched.
 """
@@ -15,8 +16,7 @@ optimizers skip that update there (``found_inf``), leaving weights and moments u
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any
+import functools
 
 import numpy as np
 import torch
@@ -24,24 +24,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline import dist, runtime
-from pipeline.config import CycleGANConfig, run_settings
+from pipeline.config import CycleGANConfig
 from pipeline.data.tensors import normalize
 from pipeline.losses import GANLoss, cycle_loss, identity_loss
 from pipeline.models.cyclegan import build_discriminator, build_generator, translate_batch
-from pipeline.tracking.base import Tracker
 from pipeline.train.image_pool import ImagePool
-from pipeline.train.run import Run, spec_of, stream_seed
+from pipeline.train.run import Run, Stateful, stream_seed
 from pipeline.train.translator import (
-    UnpairedSampler,
+    Translator,
+    TranslatorTrainer,
+    UnpairedSampler,  # noqa: F401  (imported from here by the CycleGAN tests)
+    adam_updates,
     apply_updates,
     compile_phases,
-    frames_fit_on_device,
-    fused_adam,
-    linear_decay,
+    evaluating,
+    image_grid,
     lr_factor,  # noqa: F401  (imported from here by the CycleGAN tests)
     non_finite,
-    save_generators,
-    train_loop,
+    place_nets,
+    train_translator,
 )
 
 NET_NAMES = ("gen_sim2real", "gen_real2sim", "disc_real", "disc_sim")
@@ -56,6 +57,9 @@ class CycleGANNets:
 
     def named(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in NET_NAMES}
+
+    def generators(self) -> tuple[nn.Module, nn.Module]:
+        return self.gen_sim2real, self.gen_real2sim
 
 
 def build_nets(config: CycleGANConfig) -> CycleGANNets:
@@ -160,23 +164,15 @@ class CycleGANObjective:
         }
 
 
-@dataclasses.dataclass
-class CycleGANTrainer:
+@dataclasses.dataclass(kw_only=True)
+class CycleGANTrainer(TranslatorTrainer):
     """The nets, their optimizers and pools, and the update they make together (`step`)."""
 
-    nets: CycleGANNets  # the plain modules: their state dicts are what gets saved
+    nets: CycleGANNets
     runners: CycleGANNets  # what the step calls: DDP-wrapped and compiled where asked
     objective: CycleGANObjective
-    opt_gen: torch.optim.Adam
-    opt_disc: torch.optim.Adam
-    schedule_gen: torch.optim.lr_scheduler.LambdaLR
-    schedule_disc: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
     pool_fake_real: ImagePool
     pool_fake_sim: ImagePool
-    precision: str
-    device: torch.device
-    compile: str = "eager"  # set by `wrap`
 
     def wrap(self, compile: str) -> None:
         """DDP-wrap the nets (several ranks) once the weights are final; with `compile` other
@@ -195,9 +191,8 @@ class CycleGANTrainer:
         if compile != "eager":
             compile_phases(self, compile, "_generator_phase", "_discriminator_phase")
 
-    def lr(self) -> float:
-        """The learning rate of the next update."""
-        return self.schedule_gen.get_last_lr()[0]
+    def per_rank(self) -> dict[str, Stateful]:
+        return {"pool_fake_real": self.pool_fake_real, "pool_fake_sim": self.pool_fake_sim}
 
     def step(self, sim: Tensor, real: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """One generator + discriminator update on (B, 3, h, w) batches.
@@ -206,12 +201,7 @@ class CycleGANTrainer:
         was applied (a device bool, equal on every rank): when any loss on any rank is
         NaN/inf, nothing is updated.
         """
-        if self.compile == "reduce-overhead":
-            # The last step's graph outputs (losses, fakes) are consumed: their memory may be
-            # reused by this step's replays.
-            torch.compiler.cudagraph_mark_step_begin()
-        self.opt_gen.zero_grad(set_to_none=True)
-        self.opt_disc.zero_grad(set_to_none=True)
+        self.begin_step()
 
         # Generators, with the discriminators frozen so the adversarial terms move only G.
         self._discriminators_learn(False)
@@ -262,32 +252,43 @@ class CycleGANTrainer:
         self.nets.disc_real.requires_grad_(on)
         self.nets.disc_sim.requires_grad_(on)
 
+    def sample_grid(self, sim_image: np.ndarray, real_image: np.ndarray) -> np.ndarray:
+        """(2H, 3W, 3) uint8: sim | sim->real | reconstruction over real | real->sim | recon."""
+        nets, precision, device = self.nets, self.precision, self.device
+        with evaluating(nets.gen_sim2real, nets.gen_real2sim):
+            fake_real = translate_batch(nets.gen_sim2real, sim_image[None], precision, device)
+            rec_sim = translate_batch(nets.gen_real2sim, fake_real, precision, device)
+            fake_sim = translate_batch(nets.gen_real2sim, real_image[None], precision, device)
+            rec_real = translate_batch(nets.gen_sim2real, fake_sim, precision, device)
+        return image_grid(
+            (sim_image, fake_real[0], rec_sim[0]), (real_image, fake_sim[0], rec_real[0])
+        )
+
 
 def build_trainer(
     config: CycleGANConfig,
     device: torch.device,
     precision: str,
     semantic_net: nn.Module | None = None,
+    nets: CycleGANNets | None = None,
 ) -> CycleGANTrainer:
-    """Nets (from torch's global RNG), Adam optimizers, schedules and this rank's pools; with
-    `config.lambda_semantic` > 0, `semantic_net` (trained on sim) for CyCADA's loss."""
-    nets = build_nets(config)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    for net in nets.named().values():
-        net.to(device=device, memory_format=memory_format)
-
-    def adam(*modules: nn.Module) -> torch.optim.Adam:
-        return fused_adam(config.lr, (config.beta1, config.beta2), *modules)
-
-    def schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-        return linear_decay(optimizer, config.iters, config.decay_from)
+    """`nets` (by default built from torch's global RNG) on `device`, their Adam optimizers,
+    schedules and this rank's pools; with `config.lambda_semantic` > 0, `semantic_net` (trained
+    on sim) for CyCADA's loss."""
+    nets = build_nets(config) if nets is None else nets
+    place_nets(nets, device, config.channels_last)
 
     def pool_generator(name: str) -> torch.Generator:
         generator = torch.Generator(device=device)
         return generator.manual_seed(stream_seed(config.seed, dist.rank(), name))
 
-    opt_gen = adam(nets.gen_sim2real, nets.gen_real2sim)
-    opt_disc = adam(nets.disc_real, nets.disc_sim)
+    updates = adam_updates(
+        config,
+        (nets.gen_sim2real, nets.gen_real2sim),
+        (nets.disc_real, nets.disc_sim),
+        device,
+        precision,
+    )
     return CycleGANTrainer(
         nets=nets,
         runners=nets,
@@ -298,120 +299,28 @@ def build_trainer(
             config.lambda_semantic,
             SemanticConsistency(semantic_net.to(device)) if semantic_net is not None else None,
         ),
-        opt_gen=opt_gen,
-        opt_disc=opt_disc,
-        schedule_gen=schedule(opt_gen),
-        schedule_disc=schedule(opt_disc),
-        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
         pool_fake_real=ImagePool(config.pool_size, pool_generator("pool_fake_real")),
         pool_fake_sim=ImagePool(config.pool_size, pool_generator("pool_fake_sim")),
-        precision=precision,
-        device=device,
+        **updates,
     )
 
 
-def train_cyclegan(
+def trainer_for_run(
     config: CycleGANConfig,
-    sim: np.ndarray,
-    real: np.ndarray,
-    out_dir: str | Path,
-    tracker: Tracker,
-    curves_path: str | Path | None = None,
-    device: torch.device | None = None,
-    semantic_net: nn.Module | None = None,
-) -> dict[str, Any]:
-    """Train CycleGAN on (N, H, W, 3) uint8 sim and real frames; resume from out_dir if possible.
-    `semantic_net` is the frozen sim-trained segmentation net CyCADA's loss needs
-    (`config.lambda_semantic` > 0).
-
-    Writes out_dir/checkpoints/, out_dir/samples/, the final generators (gen_sim2real and
-    gen_real2sim as safetensors, generator.json) and, with `curves_path`, the loss curves as
-    CSV. Only rank 0 writes. Returns the run summary (steps, img_per_s, train_seconds, the last
-    logged losses) and the precision used.
-    """
-    out_dir = Path(out_dir)
-    device = device or runtime.pick_device()
-    precision = runtime.resolve_precision(config.precision, device)
-    runtime.set_threads(config.threads)
-    if device.type == "cuda":
-        # Fixed crop size: let cuDNN pick the fastest kernels. Resume is then exact only up to
-        # their non-determinism; on CPU every kernel used here is deterministic already.
-        torch.backends.cudnn.benchmark = True
-
-    # Every rank builds the same initial weights; the run then seeds each rank's own streams.
-    torch.manual_seed(config.seed)
-    trainer = build_trainer(config, device, precision, semantic_net)
-    curves = Path(curves_path) if curves_path is not None else None
-    spec = spec_of(
-        config, "cyclegan", out_dir / "checkpoints", run_settings(config), curves, "cyclegan."
-    )
-    run = Run(spec, tracker, device)
-    frames_on_device = frames_fit_on_device(device, sim, real)
-    sampler = UnpairedSampler(
-        sim,
-        real,
-        config.batch,
-        config.crop,
-        config.flip,
-        run.generator("sampler", device if frames_on_device else None),
-        device,
-        config.channels_last,
-        frames_on_device,
-    )
-    run.hold(
-        **trainer.nets.named(),
-        opt_gen=trainer.opt_gen,
-        opt_disc=trainer.opt_disc,
-        schedule_gen=trainer.schedule_gen,
-        schedule_disc=trainer.schedule_disc,
-        scaler=trainer.scaler,
-    )
-    run.hold_per_rank(pool_fake_real=trainer.pool_fake_real, pool_fake_sim=trainer.pool_fake_sim)
-    run.resume()
-    trainer.wrap(config.compile)
-    tracker.set_tags(
-        {"precision": precision, "channels_last": config.channels_last, "compile": config.compile}
-    )
-
-    summary = train_loop(
-        run,
-        trainer,
-        sampler,
-        config.sample_every,
-        lambda: sample_grid(trainer.nets, sim[0], real[0], precision, device),
-        out_dir / "samples",
-        tracker,
-    )
-    summary["precision"] = precision
-    if dist.is_main():
-        nets = trainer.nets
-        settings = (config.netG, config.ngf, config.norm)
-        save_generators(
-            out_dir, tracker, config.crop, settings, nets.gen_sim2real, nets.gen_real2sim
-        )
-    dist.barrier()
-    return summary
-
-
-def sample_grid(
     nets: CycleGANNets,
-    sim_image: np.ndarray,
-    real_image: np.ndarray,
-    precision: str,
+    run: Run,
     device: torch.device,
-) -> np.ndarray:
-    """(2H, 3W, 3) uint8: sim | sim->real | reconstruction over real | real->sim | recon."""
-    generators = (nets.gen_sim2real, nets.gen_real2sim)
-    for generator in generators:
-        generator.eval()
-    try:
-        fake_real = translate_batch(nets.gen_sim2real, sim_image[None], precision, device)
-        rec_sim = translate_batch(nets.gen_real2sim, fake_real, precision, device)
-        fake_sim = translate_batch(nets.gen_real2sim, real_image[None], precision, device)
-        rec_real = translate_batch(nets.gen_sim2real, fake_sim, precision, device)
-    finally:
-        for generator in generators:
-            generator.train()
-    top = np.concatenate([sim_image, fake_real[0], rec_sim[0]], axis=1)
-    bottom = np.concatenate([real_image, fake_sim[0], rec_real[0]], axis=1)
-    return np.concatenate([top, bottom], axis=0)
+    precision: str,
+    semantic_net: nn.Module | None = None,
+) -> CycleGANTrainer:
+    """`build_trainer` for a run: the pools' streams are its own (per rank, as the run's)."""
+    return build_trainer(config, device, precision, semantic_net, nets)
+
+
+CYCLEGAN = Translator("cyclegan", build_nets, trainer_for_run, family=lambda config: None)
+
+# train_cyclegan(config, sim, real, out_dir, tracker, curves_path=None, device=None,
+# semantic_net=None), through `train_translator`: `semantic_net` is the frozen sim-trained
+# segmentation net CyCADA's loss needs (`config.lambda_semantic` > 0). It ends with both
+# generators.
+train_cyclegan = functools.partial(train_translator, CYCLEGAN)

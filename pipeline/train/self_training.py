@@ -41,8 +41,8 @@ from pipeline.losses import SegmentationLoss, label_patches, masked_feature_dist
 from pipeline.models.segmentation import load_encoder_weights
 from pipeline.train.run import Stateful
 
-if TYPE_CHECKING:  # the loop module imports this one for its step factory
-    from pipeline.train.segmentation import Student
+if TYPE_CHECKING:  # the step registry imports this one for its step factory
+    from pipeline.train.segmentation_steps import Student
 
 # DAFormer's rare-class sampling counts a GTA5 frame as showing a class from 3000 of its
 # 1914 x 1052 pixels on: the same share of a frame at any working resolution. Its crop rule

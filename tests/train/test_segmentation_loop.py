@@ -23,16 +23,18 @@ from pipeline.tracking.base import NullTracker
 from pipeline.train.checkpoint import CheckpointError, list_checkpoints
 from pipeline.train.run import Interrupted
 from pipeline.train.segmentation import (
+    lr_factor,
+    parameter_groups,
+    poly_factor,
+    start_run,
+    train_segmentation,
+)
+from pipeline.train.segmentation_steps import (
     Student,
     SupervisedStep,
     TrainingSplits,
     build_step,
-    lr_factor,
-    parameter_groups,
-    poly_factor,
     sample_batch,
-    start_run,
-    train_segmentation,
 )
 from pipeline.weights import load_weights, save_weights
 from tests.conftest import params_section

@@ -31,12 +31,8 @@ from pipeline.losses import label_patches, masked_feature_distance
 from pipeline.models.segmentation import build_segmentation_model
 from pipeline.tracking.base import NullTracker
 from pipeline.train.run import Interrupted
-from pipeline.train.segmentation import (
-    TrainingSplits,
-    build_step,
-    start_run,
-    train_segmentation,
-)
+from pipeline.train.segmentation import start_run, train_segmentation
+from pipeline.train.segmentation_steps import TrainingSplits, build_step
 from pipeline.train.self_training import (
     FeatureDistance,
     RareClassSampler,
