@@ -1,5 +1,5 @@
 """The bench page's GPU rows on one CUDA device, in one command that ends within its time budget
-(README's Benchmarks section: how to run it on a GPU machine without a package registry).
+(docs/speed.md, 'On one GPU': how to run it on a GPU machine without a package registry).
 
 Parts, in order, while SIM2REAL_GPU_BUDGET_S (default 420 s) lasts; one that would not fit, or is
 not in SIM2REAL_GPU_PARTS (default: all of NEEDS_S), is listed as skipped. eager, compiled: the

@@ -264,7 +264,7 @@ def projection(quick: bool) -> Results:
         f"Rates measured on {device} ({GPU_RESULTS})."
         if measured
         else f"GPU rows not measured: an assumed H100 rate until {GPU_RESULTS} exists "
-        "(README's Benchmarks section gives the one-command GPU run)."
+        "(docs/speed.md, 'On one GPU', gives the one-command GPU run)."
     )
     unit = (
         f"Work per unit: CycleGAN step {tflop['cyclegan_step']} TFLOP, generator pass per frame "

@@ -3,8 +3,8 @@ distribution lies from the real training frames, in Inception-v3 pool features.
 
 torchmetrics computes both (FrechetInceptionDistance, KernelInceptionDistance) on torch-fidelity's
 Inception-v3, the network FID was defined with (TF's 2015-12-05 weights). Nothing is downloaded:
-the weights come from a local file (`fid.inception_weights`; README, "Translation quality"
-says how to save it once). Without one, the scores are reported as not computed.
+the weights come from a local file (`fid.inception_weights`; docs/translators.md, "Translation
+quality" says how to save it once). Without one, the scores are reported as not computed.
 
 The features are extracted once and handed to both metrics through an identity "feature
 extractor": each metric would otherwise run the Inception net over every frame again.

@@ -60,7 +60,7 @@ class EvaluateConfig:
 @dataclasses.dataclass(frozen=True)
 class FidConfig:
     # torch-fidelity's Inception-v3 state dict (a local file) for the translators' FID / KID;
-    # null: not computed (README, "Translation quality").
+    # null: not computed (docs/translators.md, "Translation quality").
     inception_weights: str | None
 
 

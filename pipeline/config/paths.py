@@ -40,5 +40,5 @@ def random_init_warning(params: Params, generated: Path) -> str | None:
         "random weights. Every published GTA5 -> Cityscapes result starts from ImageNet-"
         "pretrained encoders (DeepLabV2-ResNet-101: source only 37.3, DACS 52.1 mIoU; DAFormer "
         "on MiT-B5: 68.3); from random weights expect far lower scores for every variant. "
-        "README, 'Backbones': save a pretrained encoder once and point this setting at it."
+        "docs/recipes.md, 'Backbones': save a pretrained encoder once and point this setting at it."
     )

@@ -67,7 +67,7 @@ VARIANTS_VIEW = {
 }
 EXPERIMENT_TAGS = {
     # Model training, not GenAI: MLflow 3 UIs that read the kind open the runs, not the traces
-    # overview (3.17 follows a per-browser switch instead, which README's link sets).
+    # overview (3.17 follows a per-browser switch instead, which the link in docs/team.md sets).
     "mlflow.experimentKind": "custom_model_development",
     f"mlflow.sharedViewState.{VARIANTS_VIEW_KEY}": json.dumps(VARIANTS_VIEW),
 }
