@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install, lint, and run the whole test suite (CPU only; about 14 minutes of tests on 2 cores).
+# Install, lint, and run the whole test suite (CPU only; about 30 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
