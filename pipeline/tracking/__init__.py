@@ -11,3 +11,10 @@
 
 Only these modules import mlflow (base and signals not at all).
 """
+
+import os
+
+# MLflow reads its telemetry switch when it is imported: set the default here, before any module
+# of the package imports mlflow (a user's own setting wins).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")

@@ -8,25 +8,20 @@ the same files. `MlflowTracker.log_segmentation_model` and `log_torch_model` com
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
 
 from pipeline.data.identity import SHORT_DIGEST, DatasetIdentity
 from pipeline.models.model_folder import weights_digest
 from pipeline.tracking.store import retry
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-
-import mlflow
-from mlflow.models import ModelSignature
-from mlflow.types.schema import Schema, TensorSpec
 
 # The pipeline package, which the logged models carry.
 PACKAGE = Path(__file__).resolve().parents[1]

@@ -21,8 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import psutil
+from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from pipeline.data.identity import SHORT_DIGEST, identity_of_split
 from pipeline.models.model_folder import weights_digest
@@ -36,13 +39,6 @@ from pipeline.tracking.store import (
     retry,
     tracking_uri,
 )
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-
-import mlflow
-from mlflow.entities import Dataset, DatasetInput, InputTag
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 # MLflow's UI has no server-side default columns; it does open a view saved as an experiment tag
 # by its key (the UI's "share" link): UI/#/experiments/<id>?viewStateShareKey=variants shows the

@@ -32,12 +32,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.tracking.base import TrackingError
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-
 import mlflow
+
+from pipeline.tracking.base import TrackingError
 
 DB_NAME = "mlflow.db"
 # Artifacts of a local store live beside it, not under whatever folder a stage runs in.
