@@ -44,6 +44,7 @@ from pipeline.train.checkpoint import (
 from pipeline.train.run import Interrupted, TrainingDiverged
 from pipeline.translate import TranslateError
 from pipeline.weights import WeightsError
+from stages import loaded
 
 # Errors whose message tells the user what to fix: printed as one line, without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -197,6 +198,7 @@ def open_stage(
     """Open `stage` (see the module doc). A new MLflow run is opened when `run_name` is given
     (resumed when `training` finds this run's checkpoints), the run recorded in the `reopen` file
     ({"run_id"}) when that is given, none otherwise."""
+    loaded()
     with _kept_log(log), _signals_raise():
         try:
             params = load_params()

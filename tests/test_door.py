@@ -147,3 +147,31 @@ def test_a_forked_worker_dies_of_sigterm_inside_a_stage(workdir) -> None:
         worker.terminate()  # SIGTERM
         worker.join(timeout=10)
     assert worker.exitcode == -signal.SIGTERM
+
+
+def _gc_state(code: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", f"import gc, sys\n{code}"],
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.split()
+
+
+def test_a_stage_process_collects_no_garbage_while_it_loads_and_as_usual_once_open() -> None:
+    # `python -m stages.x` imports the package with argv[0] "-m".
+    stage = "sys.argv = ['-m']\nimport stages\nprint(gc.isenabled())\nstages.loaded()\n"
+    assert _gc_state(stage + "print(gc.isenabled(), gc.get_freeze_count() > 0)") == [
+        "False",
+        "True",
+        "True",
+    ]
+    # A process that only imports the stages (a test, a notebook) keeps its collector as it was.
+    other = "import stages\nprint(gc.isenabled())\nstages.loaded()\n"
+    assert _gc_state(other + "print(gc.isenabled(), gc.get_freeze_count())") == [
+        "True",
+        "True",
+        "0",
+    ]
