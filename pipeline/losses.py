@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -61,11 +60,13 @@ class SegmentationLoss(nn.Module):
 
     def __init__(self, kind: str) -> None:
         super().__init__()
-        self.dice = (
-            smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
-            if kind == "ce+dice"
-            else None
-        )
+        self.dice = None
+        if kind == "ce+dice":
+            # Imported here: smp, timm and torchvision take ~2 s to load, and the translators'
+            # stages import this module for their own losses.
+            import segmentation_models_pytorch as smp
+
+            self.dice = smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
 
     def forward(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         """`logits` (B, C, H, W) float32, `target` (B, H, W) int64 -> scalar; `weight` (B, H, W)

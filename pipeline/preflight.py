@@ -12,7 +12,6 @@ from pathlib import Path
 from pipeline.config import ConfigError, DatasetSpec, Params, check_paths, random_init_warning
 from pipeline.data.folder import split_folder
 from pipeline.data.label_map import label_ids_for
-from pipeline.models.segmentation import check_encoder_weights
 
 
 def check_inputs(params: Params, generated: Path) -> str | None:
@@ -24,6 +23,9 @@ def check_inputs(params: Params, generated: Path) -> str | None:
         check_dataset(spec, f"data.{side}", side)
     seg = params.train_seg
     if seg.encoder_weights is not None:
+        # smp, timm and torchvision take ~2 s to import: only a run with a weights file pays it.
+        from pipeline.models.segmentation import check_encoder_weights
+
         check_encoder_weights(seg.arch, seg.encoder, seg.encoder_weights)
     return random_init_warning(params, generated)
 

@@ -137,3 +137,32 @@ def test_the_training_loops_and_the_benchmarks_import_without_mlflow() -> None:
         check=True,
     )
     assert result.stdout.strip() == "", f"importing {result.stdout.strip()} imports mlflow"
+
+
+# The stages that build no segmentation net (check_params without a weights file).
+NO_SEGMENTATION_NET = [
+    "stages.check_params",
+    "stages.demo_data",
+    "stages.prepare",
+    "stages.train_cyclegan",
+    "stages.train_cut",
+    "stages.translate",
+    "stages.report",
+]
+
+
+IMPORTS_SMP = IMPORTS_MLFLOW.replace("mlflow", "segmentation_models_pytorch")
+
+
+def test_the_stages_that_build_no_segmentation_net_start_without_smp() -> None:
+    """smp, timm and torchvision take about 2 s to import; a stage that builds no segmentation
+    net does not wait for them."""
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS_SMP, *NO_SEGMENTATION_NET],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "", f"importing {result.stdout.strip()} imports smp"

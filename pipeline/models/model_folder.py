@@ -27,7 +27,6 @@ from pipeline.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, TRAIN_I
 from pipeline.data.tensors import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.models.ensemble import ProbabilityAverage
-from pipeline.models.segmentation import build_segmentation_model
 from pipeline.weights import load_weights, save_weights
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -92,6 +91,10 @@ def load_model(model_dir: str | Path) -> nn.Module:
 
 
 def _build(spec: dict[str, Any]) -> nn.Module:
+    # smp, timm and torchvision take ~2 s to import; every stage reads this module (the door
+    # names its error), only those that build a net pay for them.
+    from pipeline.models.segmentation import build_segmentation_model
+
     return build_segmentation_model(spec["arch"], spec["encoder"], spec["num_classes"])
 
 
