@@ -1,7 +1,7 @@
 """The whole chain on a team's own data: a CARLA-style source (rgb/ + semantic/, the tag in the
 red channel) and a fleet-style target (images/{train,val}, labels/val of train ids), with only
-`data.*` changed from the settings the chain's own end-to-end test runs (docs/data.md's blocks);
-and the Mapillary, BDD100K and ACDC (Cityscapes as the source) layouts the same way."""
+`data.*` changed from the settings the chain's own end-to-end test runs (docs/data.md's blocks).
+tests/test_own_data_targets_e2e.py runs the other documented targets."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.data.demo import DemoSpec, generate
 from tests.conftest import TEST_PARAMS, temp_checkout
-from tests.data.test_layouts import H, W, _write_carla, _write_target, doc_blocks
+from tests.data.test_layouts import _write_carla, _write_target, doc_blocks
 from tests.test_pipeline_e2e import TINY, _merge, _run
 
 pytestmark = pytest.mark.slow
@@ -56,33 +55,3 @@ def test_dvc_repro_runs_through_the_report_on_carla_and_a_fleet(tmp_path):
     carla.write_text(carla.read_text().replace("14: car", "14: truck"))
     status = _run([sys.executable, "-m", "dvc", "status", "prepare"], root, env)
     assert "pipeline/data/label_maps" in status.stdout
-
-
-# The other documented targets, each through the whole chain: the shipped settings at the chain
-# test's tiny sizes (its CUT translator left out, as shipped), only data.* set per layout.
-@pytest.mark.parametrize("target_name", ["Mapillary Vistas v1.2", "BDD100K", "ACDC"])
-def test_dvc_repro_runs_through_the_report_on_each_documented_target(tmp_path, target_name):
-    rng = np.random.default_rng(0)
-    data_root = tmp_path / "data"
-    blocks = doc_blocks()
-    block = blocks[target_name]
-    _write_target(target_name, data_root / "target", rng)
-    if target_name == "ACDC":
-        # The doc's real-to-real pairing: Cityscapes (the demo generator's layout) as the source.
-        generate(DemoSpec(0, 6, 1, 1, (H, W)), data_root / "demo")
-        source = {**block["source"], "root": str(data_root / "demo" / "cityscapes")}
-    else:
-        for _ in range(3):
-            _write_carla(data_root / "carla", rng)
-        source = {**blocks["CARLA"]["source"], "root": str(data_root / "carla")}
-    params = _merge(yaml.safe_load(TEST_PARAMS.read_text()), TINY)
-    params["train_seg"]["variants"].pop("fastcut")
-    params["data"]["source"] = source
-    params["data"]["target"] = {**block["target"], "root": str(data_root / "target")}
-    if "val_label_size" in block:
-        params["data"]["val_label_size"] = [H, W]  # the fixture's label size
-    root = tmp_path / "repo"
-    root.mkdir()
-    env = _repro_through_the_report(root, params, "target")
-    status = _run([sys.executable, "-m", "dvc", "status", "--json"], root, env)
-    assert json.loads(status.stdout or "{}") == {}
