@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.config import ConfigError, profile_params
+from pipeline.config import ConfigError, DataConfig, DatasetSpec, profile_params
 from pipeline.data.folder import split_folder
 from pipeline.data.index import DatasetError
 from pipeline.data.label_map import label_ids_for
@@ -33,7 +33,15 @@ from pipeline.segment import overlay
 SHOWN = 5  # skip reasons and unknown ids printed per split
 
 
-def check_split(spec, split: str, side: str, split_field: str, require_labels: bool, args, data):
+def check_split(
+    spec: DatasetSpec,
+    split: str,
+    side: str,
+    split_field: str,
+    require_labels: bool,
+    args: argparse.Namespace,
+    data: DataConfig,
+) -> bool:
     """Print one split's summary; return whether prepare would accept it."""
     folder = getattr(spec, split_field)
     what = f"data.{side} ({spec.kind})"
