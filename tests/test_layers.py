@@ -109,16 +109,30 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-# Imports every module named on its command line, in order, and prints the first one after which
-# mlflow is loaded (or nothing).
-IMPORTS_MLFLOW = """\
+# Imports the modules named after the package on its command line, in order, and prints the
+# first one after which the package is loaded (or nothing).
+FIRST_TO_IMPORT = """\
 import importlib, sys
-for name in sys.argv[1:]:
+package, *modules = sys.argv[1:]
+for name in modules:
     importlib.import_module(name)
-    if "mlflow" in sys.modules:
+    if package in sys.modules:
         print(name)
         break
 """
+
+
+def _first_to_import(package: str, modules: list[str]) -> str:
+    """The first of `modules` (imported in order, in a fresh process) that loads `package`."""
+    result = subprocess.run(
+        [sys.executable, "-c", FIRST_TO_IMPORT, package, *modules],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
 
 
 def test_the_training_loops_and_the_benchmarks_import_without_mlflow() -> None:
@@ -128,15 +142,8 @@ def test_the_training_loops_and_the_benchmarks_import_without_mlflow() -> None:
         _module_name(path) for path in [*TRAINING, *sorted((REPO_ROOT / "benchmarks").glob("*.py"))]
     ]
     assert "pipeline.train.segmentation" in modules and "benchmarks.training" in modules
-    result = subprocess.run(
-        [sys.executable, "-c", IMPORTS_MLFLOW, *modules],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout.strip() == "", f"importing {result.stdout.strip()} imports mlflow"
+    first = _first_to_import("mlflow", modules)
+    assert first == "", f"importing {first} imports mlflow"
 
 
 # The stages that build no segmentation net (check_params without a weights file).
@@ -151,18 +158,8 @@ NO_SEGMENTATION_NET = [
 ]
 
 
-IMPORTS_SMP = IMPORTS_MLFLOW.replace("mlflow", "segmentation_models_pytorch")
-
-
 def test_the_stages_that_build_no_segmentation_net_start_without_smp() -> None:
     """smp, timm and torchvision take about 2 s to import; a stage that builds no segmentation
     net does not wait for them."""
-    result = subprocess.run(
-        [sys.executable, "-c", IMPORTS_SMP, *NO_SEGMENTATION_NET],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout.strip() == "", f"importing {result.stdout.strip()} imports smp"
+    first = _first_to_import("segmentation_models_pytorch", NO_SEGMENTATION_NET)
+    assert first == "", f"importing {first} imports smp"
