@@ -13,7 +13,7 @@ fi
 # Skip the install when the venv already holds this lock and this pyproject.toml.
 stamp=".venv/.sim2real-installed"
 if [ ! -f "$stamp" ] || ! cat requirements.lock pyproject.toml | cmp -s - "$stamp"; then
-  # uv installs the lock with the same hash checks in about a quarter of pip's time
+  # uv installs the lock with the same hash checks in under half of pip's time
   # (docs/install.md). uv itself comes from the lock, by hash, through pip; where the lock holds
   # no uv wheel for this platform, pip installs everything.
   uv_pin=.venv/uv-requirement.txt
@@ -22,14 +22,13 @@ if [ ! -f "$stamp" ] || ! cat requirements.lock pyproject.toml | cmp -s - "$stam
     .venv/bin/pip install --quiet --require-hashes --no-deps -r "$uv_pin" 2>/dev/null; then
     mapfile -t indexes < <(.venv/bin/python scripts/pip_index_args.py)
     # pip's rule: every configured index is searched, the lock's hashes pick the file.
-    uv=(.venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps
-      --index-strategy unsafe-best-match "${indexes[@]}")
-    "${uv[@]}" --require-hashes --compile-bytecode -r requirements.lock
-    "${uv[@]}" --no-build-isolation -e .
+    install=(.venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps
+      --index-strategy unsafe-best-match --compile-bytecode "${indexes[@]}")
   else
-    .venv/bin/pip install --quiet --require-hashes --no-deps -r requirements.lock
-    # The lock pins the build backend too, so the project installs without fetching anything.
-    .venv/bin/pip install --quiet --no-deps --no-build-isolation -e .
+    install=(.venv/bin/pip install --quiet --no-deps)
   fi
+  "${install[@]}" --require-hashes -r requirements.lock
+  # The lock pins the build backend too, so the project installs without fetching anything.
+  "${install[@]}" --no-build-isolation -e .
   cat requirements.lock pyproject.toml >"$stamp"
 fi
